@@ -1,0 +1,264 @@
+/**
+ * The content-addressed store under `.pipeline/cache`.
+ *
+ * objects/ab/cdef…  one file per digest, read-only. A directory output is
+ *                   stored as its files plus a tree object: canonical JSON of
+ *                   its entries, whose digest is the directory's digest.
+ * corrupt/          objects that `verify` (or a restore) found damaged; they
+ *                   are never restored and `gc` deletes them.
+ *
+ * Objects enter by rename from the staging area (same filesystem), so an object
+ * is either complete or absent: `kill -9` cannot leave half of one.
+ */
+import * as fs from "node:fs"
+import * as path from "node:path"
+import * as Digest from "./Digest.ts"
+import { canonicalJson } from "./Canonical.ts"
+import { tempName, writeFileAtomic } from "./Atomic.ts"
+import type { StatCache } from "./StatCache.ts"
+
+export type OutputKind = "file" | "dir"
+
+/** What a stage output is, in the lock and the run-cache. */
+export interface OutputRecord {
+  readonly path: string
+  readonly kind: OutputKind
+  readonly digest: Digest.Digest
+  readonly size: number
+}
+
+interface TreeEntry {
+  readonly path: string
+  readonly digest: Digest.Digest
+  readonly size: number
+  readonly executable: boolean
+}
+interface Tree {
+  readonly type: "tree"
+  readonly entries: ReadonlyArray<TreeEntry>
+}
+
+export type LinkMode = "reflink" | "hardlink" | "copy"
+
+export class Store {
+  readonly objectsDir: string
+  readonly corruptDir: string
+  private linkMode: LinkMode | undefined
+
+  readonly root: string
+  private readonly stats: StatCache
+
+  constructor(root: string, stats: StatCache) {
+    this.root = root
+    this.stats = stats
+    this.objectsDir = path.join(root, "objects")
+    this.corruptDir = path.join(root, "corrupt")
+  }
+
+  objectPath(digest: Digest.Digest): string {
+    const hex = Digest.digestHex(digest)
+    return path.join(this.objectsDir, hex.slice(0, 2), hex.slice(2))
+  }
+
+  has(digest: Digest.Digest): boolean {
+    return fs.existsSync(this.objectPath(digest))
+  }
+
+  /** Moves a finished file into the store (or drops it when the store already has it). */
+  ingestFile(file: string): { digest: Digest.Digest; size: number } {
+    const { digest, bytes } = Digest.ofFile(file)
+    const dest = this.objectPath(digest)
+    if (fs.existsSync(dest) && this.intact(digest)) {
+      fs.rmSync(file, { force: true })
+    } else {
+      fs.mkdirSync(path.dirname(dest), { recursive: true })
+      fs.chmodSync(file, 0o444)
+      fs.renameSync(file, dest)
+    }
+    this.stats.record(dest, digest)
+    return { digest, size: bytes }
+  }
+
+  /** Stores a small blob (tree manifests). */
+  private putBlob(data: string): Digest.Digest {
+    const digest = Digest.ofBytes(data)
+    const dest = this.objectPath(digest)
+    if (!fs.existsSync(dest)) {
+      writeFileAtomic(dest, data, 0o444)
+    }
+    return digest
+  }
+
+  /** Ingests a staged output (file or directory tree) and returns its record. */
+  ingest(staged: string, relPath: string, kind: OutputKind): OutputRecord {
+    if (kind === "file") {
+      const { digest, size } = this.ingestFile(staged)
+      return { path: relPath, kind, digest, size }
+    }
+    const entries: Array<TreeEntry> = []
+    const walk = (dir: string, prefix: string): void => {
+      for (const d of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+        const abs = path.join(dir, d.name)
+        const rel = prefix === "" ? d.name : `${prefix}/${d.name}`
+        if (d.isDirectory()) walk(abs, rel)
+        else if (d.isFile()) {
+          const executable = (fs.statSync(abs).mode & 0o111) !== 0
+          const { digest, size } = this.ingestFile(abs)
+          entries.push({ path: rel, digest, size, executable })
+        } else {
+          throw new Error(`${relPath}/${rel}: only regular files and directories can be stage outputs`)
+        }
+      }
+    }
+    walk(staged, "")
+    const tree: Tree = { type: "tree", entries }
+    const digest = this.putBlob(canonicalJson(tree))
+    return { path: relPath, kind, digest, size: entries.reduce((n, e) => n + e.size, 0) }
+  }
+
+  readTree(digest: Digest.Digest): Tree {
+    return JSON.parse(fs.readFileSync(this.objectPath(digest), "utf8")) as Tree
+  }
+
+  /** Every object an output needs (the tree object and its files). */
+  objectsOf(rec: Pick<OutputRecord, "kind" | "digest">): Array<Digest.Digest> {
+    if (rec.kind === "file") return [rec.digest]
+    if (!this.has(rec.digest)) return [rec.digest]
+    return [rec.digest, ...this.readTree(rec.digest).entries.map((e) => e.digest)]
+  }
+
+  /**
+   * Whether an object is present and matches its digest. Uses the stat cache,
+   * so an untouched object costs one stat; a changed one is re-hashed, and a
+   * damaged one is moved to corrupt/ so it is never restored.
+   */
+  intact(digest: Digest.Digest): boolean {
+    const p = this.objectPath(digest)
+    let st: fs.Stats
+    try {
+      st = fs.statSync(p)
+    } catch {
+      return false
+    }
+    if (this.stats.hashFile(p, st).digest === digest) return true
+    this.quarantine(digest)
+    return false
+  }
+
+  /** Re-hashes an object from disk, ignoring the stat cache. */
+  verifyObject(digest: Digest.Digest): boolean {
+    const p = this.objectPath(digest)
+    const ok = Digest.ofFile(p).digest === digest
+    if (ok) this.stats.record(p, digest)
+    else this.quarantine(digest)
+    return ok
+  }
+
+  quarantine(digest: Digest.Digest): void {
+    const p = this.objectPath(digest)
+    fs.mkdirSync(this.corruptDir, { recursive: true })
+    try {
+      fs.renameSync(p, path.join(this.corruptDir, Digest.digestHex(digest)))
+    } catch {
+      fs.rmSync(p, { force: true })
+    }
+    this.stats.forget(p)
+  }
+
+  /** Whether an output can be materialised from this store (every object present and intact). */
+  canRestore(rec: Pick<OutputRecord, "kind" | "digest">): boolean {
+    if (!this.intact(rec.digest)) return false
+    return this.objectsOf(rec).every((d) => this.intact(d))
+  }
+
+  /** Places one object at `dest`: reflink, else hard link, else copy. */
+  private place(digest: Digest.Digest, dest: string, executable: boolean): void {
+    const src = this.objectPath(digest)
+    fs.mkdirSync(path.dirname(dest), { recursive: true })
+    const order: Array<LinkMode> = this.linkMode ? [this.linkMode, "copy"] : ["reflink", "hardlink", "copy"]
+    for (const mode of order) {
+      try {
+        if (mode === "reflink") fs.copyFileSync(src, dest, fs.constants.COPYFILE_FICLONE_FORCE)
+        else if (mode === "hardlink") fs.linkSync(src, dest)
+        else fs.copyFileSync(src, dest)
+        this.linkMode ??= mode
+        break
+      } catch (e) {
+        if (mode === "copy") throw e
+      }
+    }
+    // Hard links share the object's read-only mode; reflinks and copies get it here.
+    if (this.linkMode !== "hardlink") fs.chmodSync(dest, executable ? 0o555 : 0o444)
+    this.stats.record(dest, digest)
+  }
+
+  /**
+   * Builds an output at `dest` from the store. The caller builds into a temp
+   * directory and renames it into place, so `out/` never holds half an output.
+   */
+  materialize(rec: Pick<OutputRecord, "kind" | "digest">, dest: string): void {
+    if (rec.kind === "file") return this.place(rec.digest, dest, false)
+    fs.mkdirSync(dest, { recursive: true })
+    for (const e of this.readTree(rec.digest).entries) this.place(e.digest, path.join(dest, e.path), e.executable)
+  }
+
+  /** Every object in the store with its size. */
+  *listObjects(): Generator<{ digest: Digest.Digest; size: number; mtimeMs: number }> {
+    if (!fs.existsSync(this.objectsDir)) return
+    for (const a of fs.readdirSync(this.objectsDir)) {
+      const dir = path.join(this.objectsDir, a)
+      for (const b of fs.readdirSync(dir)) {
+        if (b.startsWith(".")) continue
+        const st = fs.statSync(path.join(dir, b))
+        yield { digest: `blake3:${a}${b}` as Digest.Digest, size: st.size, mtimeMs: st.mtimeMs }
+      }
+    }
+  }
+
+  remove(digest: Digest.Digest): void {
+    const p = this.objectPath(digest)
+    fs.rmSync(p, { force: true })
+    this.stats.forget(p)
+  }
+
+  /** Total bytes held (objects only; out/ holds links to them). */
+  usedBytes(): number {
+    let n = 0
+    for (const o of this.listObjects()) n += o.size
+    return n
+  }
+}
+
+/** Replaces a directory or file atomically enough: build beside, swap with two renames. */
+export const swapInto = (built: string, dest: string): void => {
+  fs.mkdirSync(path.dirname(dest), { recursive: true })
+  if (fs.existsSync(dest)) {
+    const trash = tempName(dest)
+    fs.renameSync(dest, trash)
+    fs.renameSync(built, dest)
+    removeTree(trash)
+  } else {
+    fs.renameSync(built, dest)
+  }
+}
+
+/** rm -rf that also clears read-only modes (store links are 0444). */
+export const removeTree = (p: string): void => {
+  try {
+    fs.rmSync(p, { recursive: true, force: true })
+  } catch {
+    const fix = (q: string): void => {
+      try {
+        const st = fs.lstatSync(q)
+        if (st.isDirectory()) {
+          fs.chmodSync(q, 0o755)
+          for (const n of fs.readdirSync(q)) fix(path.join(q, n))
+        }
+      } catch {
+        /* gone already */
+      }
+    }
+    fix(p)
+    fs.rmSync(p, { recursive: true, force: true })
+  }
+}

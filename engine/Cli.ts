@@ -1,0 +1,264 @@
+/**
+ * The `pipeline` command line: a thin layer over the engine's Effect API.
+ *
+ *   pipeline run [TARGET] [--dry-run] [--json] [-f] [--force-downstream] [--config FILE] [--set k=v]... [--wait]
+ *   pipeline status [TARGET] [--json] [--ci]
+ *   pipeline dag [--format text|mermaid]
+ *   pipeline verify
+ *   pipeline gc [--older-than DATE] [--max-size SIZE] [--dry-run]
+ *
+ * Exit codes: 0 success; 1 a stage failed (or verify found damage); 2 usage or
+ * config error; 3 disk budget or another pre-flight check failed; 4 `status
+ * --ci` found the lock stale.
+ */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Cause from "effect/Cause"
+import * as Option from "effect/Option"
+import { Argument, Command, Flag } from "effect/cli"
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as Dag from "./Dag.ts"
+import * as Disk from "./DiskBudget.ts"
+import {
+  ConfigError,
+  CorruptCacheError,
+  DiskBudgetError,
+  exitCode,
+  GraphError,
+  render,
+  StaleLockError,
+  UsageError,
+  type PipelineError
+} from "./Errors.ts"
+import * as Executor from "./Executor.ts"
+import * as Maintenance from "./Maintenance.ts"
+import * as Planner from "./Planner.ts"
+import { Output } from "./Progress.ts"
+import type { AnyStage } from "./Stage.ts"
+import { formatBytes, formatSeconds, parseBytes } from "./Units.ts"
+import * as WorkspaceLock from "./WorkspaceLock.ts"
+import { Workspace } from "./Workspace.ts"
+
+const KNOWN = new Set(["ConfigError", "UsageError", "GraphError", "DiskBudgetError", "WorkspaceLockedError", "StageFailed", "StaleLockError", "CorruptCacheError"])
+const isPipelineError = (u: unknown): u is PipelineError => typeof u === "object" && u !== null && KNOWN.has((u as { _tag?: string })._tag ?? "")
+
+/** Runs code that may throw our tagged errors; anything else stays a defect (a bug). */
+const attempt = <A>(f: () => A): Effect.Effect<A, PipelineError> =>
+  Effect.try({ try: f, catch: (e) => e }).pipe(Effect.catch((e) => (isPipelineError(e) ? Effect.fail(e) : Effect.die(e))))
+
+export interface Definition {
+  readonly root: string
+  readonly stages: ReadonlyArray<AnyStage>
+  readonly version?: string
+}
+
+const loadWorkspace = (def: Definition, config: Option.Option<string>, sets: ReadonlyArray<string>) =>
+  attempt(() => new Workspace(def.root, def.stages, { root: def.root, config: Option.getOrUndefined(config), sets }))
+
+const pad = (s: string, n: number) => (s.length >= n ? s : s + " ".repeat(n - s.length))
+
+export const renderPlan = (plan: Planner.Plan): Array<string> => {
+  const width = Math.max(...plan.stages.map((s) => s.name.length), 5)
+  const lines = [`plan${plan.target ? ` for ${plan.target}` : ""}: ${plan.stages.length} stages, ${plan.totals.stagesToRun} to run or restore`]
+  for (const s of plan.stages) {
+    const cost = s.action === "run" ? `  [~${formatBytes(s.estimate.diskBytes)}, ~${formatSeconds(s.estimate.seconds)}]` : ""
+    const action = s.action === "restore" ? `restore (${s.source})` : s.action
+    lines.push(`  ${pad(s.name, width)}  ${pad(action, 15)}${s.reasons.join("; ")}${cost}`)
+  }
+  if (plan.totals.stagesToRun > 0) {
+    const d = plan.disk
+    const budget = d.budgetBytes !== null ? `, budget ${formatBytes(d.budgetBytes)} (${formatBytes(d.usedBytes)} used)` : ""
+    lines.push(
+      `disk: writes up to ${formatBytes(d.requiredBytes)}${d.peakAtStage ? ` (peak at ${d.peakAtStage})` : ""}, ${Number.isFinite(d.freeBytes) ? formatBytes(d.freeBytes) : "?"} free${budget}: ${d.ok ? "ok" : "DOES NOT FIT"}`
+    )
+    for (const f of d.fits) lines.push(`  to fit: ${f}`)
+    lines.push(`time: ~${formatSeconds(plan.totals.seconds)}`)
+  }
+  for (const w of plan.warnings) lines.push(`warning: ${w}`)
+  return lines
+}
+
+const budgetError = (plan: Planner.Plan): DiskBudgetError => {
+  const d = plan.disk
+  const limits = { usedBytes: d.usedBytes, freeBytes: d.freeBytes, budgetBytes: d.budgetBytes ?? undefined }
+  return new DiskBudgetError({
+    message: `the plan does not fit on disk: stage ${d.peakAtStage} ${Disk.describeLimits(d, limits)}${d.fits.length ? `. Ways to fit: ${d.fits.join("; ")}` : ""}`,
+    stage: d.peakAtStage ?? "",
+    neededBytes: d.requiredBytes,
+    availableBytes: Math.min(d.freeBytes, (d.budgetBytes ?? Infinity) - d.usedBytes),
+    fits: [...d.fits]
+  })
+}
+
+const configFlag = Flag.String("config").pipe(Flag.withDescription("params file (default pipeline.yaml)"), Flag.optional)
+const setFlag = Flag.String("set").pipe(Flag.withDescription("override a param for this run: --set train.lr=1e-4"), Flag.atLeast(0))
+const jsonFlag = Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("print JSON"))
+const targetArg = Argument.String("target").pipe(Argument.withDescription("stage to bring up to date (default: all)"), Argument.optional)
+
+const checkTarget = (ws: Workspace, target: Option.Option<string>) =>
+  attempt(() => {
+    const t = Option.getOrUndefined(target)
+    if (t !== undefined && !ws.dag.byName.has(t)) throw new UsageError({ message: `unknown stage ${t} (stages: ${ws.dag.order.join(", ")})` })
+    return t
+  })
+
+const runCommand = (def: Definition) =>
+  Command.make(
+    "run",
+    {
+      target: targetArg,
+      dryRun: Flag.Boolean("dry-run").pipe(Flag.withDefault(false), Flag.withDescription("print the plan; run and write nothing")),
+      json: jsonFlag,
+      force: Flag.Boolean("force").pipe(Flag.withDefault(false), Flag.withAlias("f"), Flag.withDescription("rerun the target even if it is up to date")),
+      forceDownstream: Flag.Boolean("force-downstream").pipe(Flag.withDefault(false), Flag.withDescription("rerun everything after the first stage that runs")),
+      config: configFlag,
+      set: setFlag,
+      wait: Flag.Boolean("wait").pipe(Flag.withDefault(false), Flag.withDescription("wait for another run to release the workspace instead of failing"))
+    },
+    (o) =>
+      Effect.gen(function* () {
+        const ws = yield* loadWorkspace(def, o.config, o.set)
+        const target = yield* checkTarget(ws, o.target)
+        const options = { target, force: o.force, forceDownstream: o.forceDownstream }
+        if (o.dryRun) {
+          const plan = yield* attempt(() => Planner.plan(ws, options))
+          if (o.json) console.log(JSON.stringify(Planner.toJson(plan), null, 2))
+          else console.log(renderPlan(plan).join("\n"))
+          return
+        }
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            yield* WorkspaceLock.acquire(ws.stateDir, { wait: o.wait, command: `run${target ? ` ${target}` : ""}` })
+            const out = yield* Output
+            const plan = yield* attempt(() => Planner.plan(ws, options))
+            if (plan.totals.stagesToRun === 0) {
+              for (const s of plan.stages) out.line(`  ${s.name}: cached`)
+              out.line(`nothing to do: ${plan.stages.length} stages up to date`)
+              if (o.json) console.log(JSON.stringify(Planner.toJson(plan, new Map(plan.stages.map((s) => [s.name, { action: "cached", bytes: 0, seconds: 0 }]))), null, 2))
+              return
+            }
+            for (const l of renderPlan(plan)) out.line(l)
+            if (!plan.disk.ok) return yield* budgetError(plan)
+            const started = Date.now()
+            const results = yield* Executor.execute(ws, plan)
+            const counts = new Map<string, number>()
+            for (const r of results.values()) counts.set(r.action, (counts.get(r.action) ?? 0) + 1)
+            out.line(`done in ${formatSeconds((Date.now() - started) / 1000)}: ${[...counts].map(([a, n]) => `${n} ${a}`).join(", ")}`)
+            if (o.json) console.log(JSON.stringify(Planner.toJson(plan, results), null, 2))
+            const failure = Executor.firstFailure(results)
+            if (failure) return yield* failure
+          })
+        ).pipe(Effect.provide(o.json ? Output.stderr : Output.stdout))
+      })
+  ).pipe(Command.withDescription("bring the target (default: every stage) up to date"))
+
+const statusCommand = (def: Definition) =>
+  Command.make(
+    "status",
+    {
+      target: targetArg,
+      json: jsonFlag,
+      ci: Flag.Boolean("ci").pipe(Flag.withDefault(false), Flag.withDescription("exit 4 when any stage is stale")),
+      config: configFlag,
+      set: setFlag
+    },
+    (o) =>
+      Effect.gen(function* () {
+        const ws = yield* loadWorkspace(def, o.config, o.set)
+        const target = yield* checkTarget(ws, o.target)
+        const plan = yield* attempt(() => Planner.plan(ws, { target, skipDisk: true }))
+        const stale = plan.stages.filter((s) => s.action !== "cached")
+        if (o.json) {
+          const metrics: Record<string, unknown> = {}
+          console.log(JSON.stringify({ ...Planner.toJson(plan), metrics }, null, 2))
+        } else {
+          const width = Math.max(...plan.stages.map((s) => s.name.length))
+          for (const s of plan.stages)
+            console.log(`  ${pad(s.name, width)}  ${s.action === "cached" ? "up to date" : `stale (${s.action === "restore" ? "restorable from cache: " : ""}${s.reasons.join("; ")})`}`)
+          console.log(stale.length === 0 ? "everything is up to date" : `${stale.length} of ${plan.stages.length} stages stale`)
+        }
+        if (o.ci && stale.length > 0) return yield* new StaleLockError({ message: `${stale.length} stages are stale: ${stale.map((s) => s.name).join(", ")}` })
+      })
+  ).pipe(Command.withDescription("what is stale and why (no side effects)"))
+
+const dagCommand = (def: Definition) =>
+  Command.make(
+    "dag",
+    { format: Flag.Literals("format", ["text", "mermaid"]).pipe(Flag.withDefault("text" as const)) },
+    (o) =>
+      Effect.gen(function* () {
+        const dag = yield* attempt(() => Dag.make(def.stages))
+        console.log(o.format === "mermaid" ? Dag.toMermaid(dag) : Dag.toText(dag))
+      })
+  ).pipe(Command.withDescription("print the pipeline's graph"))
+
+const verifyCommand = (def: Definition) =>
+  Command.make("verify", { config: configFlag }, (o) =>
+    Effect.gen(function* () {
+      const ws = yield* loadWorkspace(def, o.config, [])
+      const r = yield* attempt(() => Maintenance.verify(ws))
+      console.log(`verified ${r.objects} objects (${formatBytes(r.bytes)})`)
+      for (const d of r.corrupt) console.log(`  corrupt: ${d} (moved to .pipeline/cache/corrupt; it will not be restored)`)
+      for (const i of r.incomplete) console.log(`  incomplete: ${i} (its outputs will be recomputed when needed)`)
+      if (r.corrupt.length > 0) return yield* new CorruptCacheError({ message: `${r.corrupt.length} corrupt objects in the cache` })
+    })
+  ).pipe(Command.withDescription("re-hash the cache and report corrupt objects"))
+
+const gcCommand = (def: Definition) =>
+  Command.make(
+    "gc",
+    {
+      olderThan: Flag.String("older-than").pipe(Flag.withDescription("drop run-cache entries created before DATE (YYYY-MM-DD)"), Flag.optional),
+      maxSize: Flag.String("max-size").pipe(Flag.withDescription("cap the cache at SIZE (e.g. 50GB), dropping the oldest entries"), Flag.optional),
+      dryRun: Flag.Boolean("dry-run").pipe(Flag.withDefault(false), Flag.withDescription("show what would be removed")),
+      config: configFlag
+    },
+    (o) =>
+      Effect.gen(function* () {
+        const ws = yield* loadWorkspace(def, o.config, [])
+        const olderThan = Option.getOrUndefined(o.olderThan)
+        const date = olderThan === undefined ? undefined : new Date(olderThan)
+        if (date && Number.isNaN(date.getTime())) return yield* new UsageError({ message: `--older-than ${olderThan}: expected a date like 2026-11-01` })
+        const maxSize = Option.getOrUndefined(o.maxSize)
+        const maxBytes = maxSize === undefined ? undefined : parseBytes(maxSize)
+        if (maxSize !== undefined && maxBytes === undefined) return yield* new UsageError({ message: `--max-size ${maxSize}: expected a size like 50GB` })
+        const run = attempt(() => Maintenance.gc(ws, { olderThan: date, maxBytes, dryRun: o.dryRun }))
+        const r = o.dryRun ? yield* run : yield* Effect.scoped(Effect.andThen(WorkspaceLock.acquire(ws.stateDir, { wait: false, command: "gc" }), run))
+        const verb = o.dryRun ? "would remove" : "removed"
+        for (const l of r.lines) console.log(`  ${verb} ${l}`)
+        console.log(`${verb} ${formatBytes(r.freedBytes)}; ${formatBytes(r.keptBytes)} kept`)
+      })
+  ).pipe(Command.withDescription("remove cache entries and objects by policy (default: keep only what the lock needs)"))
+
+export const command = (def: Definition) =>
+  Command.make("pipeline").pipe(
+    Command.withDescription("a declarative, cached pipeline runner"),
+    Command.withSubcommands([runCommand(def), statusCommand(def), dagCommand(def), verifyCommand(def), gcCommand(def)])
+  )
+
+/** Runs the CLI and returns the exit code; user errors are one line on stderr. */
+export const run = async (def: Definition, argv: ReadonlyArray<string> = process.argv.slice(2)): Promise<number> => {
+  const program = Command.runWith(command(def), { version: def.version ?? "0.1.0" })(argv).pipe(Effect.provide(NodeServices.layer))
+  const exit = await Effect.runPromiseExit(program as Effect.Effect<void, unknown>)
+  if (Exit.isSuccess(exit)) return 0
+  const failure = exit.cause.reasons.find(Cause.isFailReason)
+  if (failure) {
+    const e = failure.error
+    if (isPipelineError(e)) {
+      process.stderr.write(`error: ${render(e)}\n`)
+      return exitCode(e)
+    }
+    // effect/cli has already printed usage errors with help
+    return 2
+  }
+  if (exit.cause.reasons.some(Cause.isInterruptReason)) return 130
+  process.stderr.write(`internal error (a bug in the pipeline tool, please report it):\n${Cause.pretty(exit.cause)}\n`)
+  return 70
+}
+
+/** Entry point for `pipeline.ts`: `await main({ root, stages })`. */
+export const main = async (def: Definition): Promise<void> => {
+  process.exitCode = await run(def)
+}
+
+export { ConfigError, GraphError }

@@ -1,0 +1,331 @@
+/**
+ * The executor runs a plan. Every stage is a fiber that waits for the stages it
+ * reads from, takes the resources it declared (memory, GPU) so the machine is
+ * never oversubscribed, re-decides with the real digests of its inputs (an
+ * upstream rerun that produced the same bytes stops here: early cut-off), and
+ * then restores, skips or runs.
+ *
+ * A run writes into a staging directory; only when the stage succeeds are its
+ * outputs moved into the store, recorded in the run-cache, linked into
+ * `out/<stage>/` and written to the lock, in that order, so `kill -9` at any
+ * moment leaves the store, the run-cache and the lock consistent.
+ */
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Semaphore from "effect/Semaphore"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { randomBytes } from "node:crypto"
+import { writeFileAtomic } from "../cache/Atomic.ts"
+import { removeTree, swapInto } from "../cache/Store.ts"
+import * as Disk from "./DiskBudget.ts"
+import { DiskBudgetError, StageFailed, stageErrorFrom } from "./Errors.ts"
+import type { FileRec, LockEntry, OutputRec } from "./Lockfile.ts"
+import { redact, secretValues } from "./Params.ts"
+import * as Planner from "./Planner.ts"
+import { Output, type Console } from "./Progress.ts"
+import type { AnyStage } from "./Stage.ts"
+import { formatBytes, formatSeconds } from "./Units.ts"
+import type { Workspace } from "./Workspace.ts"
+
+export type Outcome = "ran" | "cached" | "restored" | "failed" | "skipped"
+
+export interface StageResult {
+  readonly name: string
+  readonly action: Outcome
+  readonly reasons: ReadonlyArray<string>
+  readonly seconds: number | null
+  readonly bytes: number | null
+  readonly error?: string
+}
+
+const sum = (xs: ReadonlyArray<{ size: number }>) => xs.reduce((a, x) => a + x.size, 0)
+
+/** Builds out/<stage>/ from the store in a temp dir, then swaps it in. */
+const materialize = (ws: Workspace, stage: AnyStage, outputs: ReadonlyArray<OutputRec>): void => {
+  const built = path.join(ws.tmpDir, `mat-${stage.name}-${randomBytes(4).toString("hex")}`)
+  fs.mkdirSync(built, { recursive: true })
+  try {
+    const prefix = `out/${stage.name}/`
+    for (const o of outputs) ws.store.materialize(o, path.join(built, o.path.slice(prefix.length)))
+    swapInto(built, path.join(ws.outDir, stage.name))
+    // the stat cache learnt the built paths; teach it the final ones
+    for (const o of outputs) if (o.kind === "file") ws.stats.record(ws.abs(o.path), o.digest)
+  } finally {
+    removeTree(built)
+  }
+}
+
+/** Scratch space that survives failures; wiped when the stage's key changes. */
+const scratchFor = (ws: Workspace, stage: string, key: string): string => {
+  const dir = path.join(ws.scratchRoot, stage)
+  const keyFile = path.join(dir, ".key")
+  let prev: string | undefined
+  try {
+    prev = fs.readFileSync(keyFile, "utf8")
+  } catch {
+    prev = undefined
+  }
+  if (prev !== undefined && prev !== key) removeTree(dir)
+  fs.mkdirSync(dir, { recursive: true })
+  if (prev !== key) writeFileAtomic(keyFile, key)
+  return dir
+}
+
+interface Shared {
+  readonly ws: Workspace
+  readonly plan: Planner.Plan
+  readonly out: Console
+  readonly known: Planner.Known
+  readonly done: Set<string>
+  readonly results: Map<string, StageResult>
+  readonly gates: Map<string, Deferred.Deferred<boolean>>
+  readonly lockWrite: Semaphore.Semaphore
+  readonly memory: Semaphore.Semaphore
+  readonly memoryMB: number
+  readonly gpu: Semaphore.Semaphore
+  readonly gpus: number
+  failed: boolean
+  readonly secrets: ReadonlyArray<string>
+}
+
+/** Re-runs the disk check for the stages still to run, with the sizes known now. */
+const recheckDisk = (sh: Shared, from: string): void => {
+  const remaining = sh.plan.stages.filter((s) => s.name === from || (!sh.done.has(s.name) && s.action !== "cached"))
+  const sizes = new Map<string, number>()
+  for (const [n, recs] of sh.known) {
+    const stage = sh.ws.dag.byName.get(n)
+    if (!stage) continue
+    for (const [o, decl] of Object.entries(stage.outputs)) {
+      const r = recs.find((x) => x.path === `out/${n}/${decl.path}`)
+      if (r) sizes.set(`${n}.${o}`, r.size)
+    }
+  }
+  const replanned = remaining.map((s) => {
+    const stage = sh.ws.dag.byName.get(s.name)!
+    const params = sh.ws.params.get(s.name)
+    const inputSizes: Record<string, number> = {}
+    for (const [k, ref] of Object.entries(stage.inputs)) inputSizes[k] = sizes.get(`${ref.stage}.${ref.output}`) ?? 0
+    for (const rel of stage.deps(params)) inputSizes[rel] = fs.existsSync(sh.ws.abs(rel)) ? fs.statSync(sh.ws.abs(rel)).size : 0
+    let bytes = s.outputBytes
+    try {
+      const est = stage.estimate({ params, inputSizes })
+      bytes = est.bytes
+      for (const [o, b] of Object.entries(bytes)) sizes.set(`${s.name}.${o}`, b)
+    } catch {
+      /* keep the plan's estimate */
+    }
+    return { ...s, outputBytes: bytes }
+  })
+  const report = Planner.diskReport(sh.ws, replanned, sizes)
+  if (!report.ok) {
+    const l = { usedBytes: report.usedBytes, freeBytes: report.freeBytes, budgetBytes: report.budgetBytes ?? undefined }
+    throw new DiskBudgetError({
+      message: `disk check before ${from} failed at stage ${report.peakAtStage}: ${Disk.describeLimits(report, l)}${report.fits.length ? `. Ways to fit: ${report.fits.join("; ")}` : ""}`,
+      stage: report.peakAtStage ?? from,
+      neededBytes: report.requiredBytes,
+      availableBytes: Math.min(report.freeBytes, (report.budgetBytes ?? Infinity) - report.usedBytes),
+      fits: [...report.fits]
+    })
+  }
+}
+
+/** Deletes temporary outputs once every stage of the plan that reads them has finished. */
+const freeTemporaries = (sh: Shared): void => {
+  const planned = new Set(sh.plan.stages.map((s) => s.name))
+  const keep = new Set<string>()
+  for (const [n, e] of Object.entries(sh.ws.lock)) {
+    const stage = sh.ws.dag.byName.get(n)
+    for (const o of e.outputs) {
+      const name = stage && Object.entries(stage.outputs).find(([, d]) => `out/${n}/${d.path}` === o.path)?.[0]
+      if (!(name && sh.ws.isTemporary(n, name))) for (const d of sh.ws.store.objectsOf(o)) keep.add(d)
+    }
+  }
+  for (const producer of sh.plan.stages) {
+    const stage = sh.ws.dag.byName.get(producer.name)!
+    for (const [o, decl] of Object.entries(stage.outputs)) {
+      if (!sh.ws.isTemporary(producer.name, o) || producer.name === sh.plan.target) continue
+      const readers = sh.ws.dag.stages.filter((c) => planned.has(c.name) && Object.values(c.inputs).some((r) => r.stage === producer.name && r.output === o))
+      if (readers.length === 0 || !readers.every((r) => sh.done.has(r.name))) continue
+      const rel = `out/${producer.name}/${decl.path}`
+      const rec = (sh.known.get(producer.name) ?? []).find((r) => r.path === rel)
+      const abs = sh.ws.abs(rel)
+      if (!fs.existsSync(abs)) continue
+      removeTree(abs)
+      sh.ws.stats.forget(abs)
+      if (rec) for (const d of sh.ws.store.objectsOf(rec).reverse()) if (!keep.has(d)) sh.ws.store.remove(d)
+      sh.out.line(`  ${producer.name}: freed temporary ${rel}${rec ? ` (${formatBytes(rec.size)})` : ""}`)
+    }
+  }
+}
+
+const withLockWrite = <A>(sh: Shared, f: () => A) => sh.lockWrite.withPermits(1)(Effect.sync(f))
+
+const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageResult, DiskBudgetError> =>
+  Effect.gen(function* () {
+    const { ws, out } = sh
+    const stage = ws.dag.byName.get(planned.name)!
+    let d: Planner.Decision = planned
+    if (planned.pending.length > 0 && !planned.forced) d = Planner.decide(ws, stage, sh.known, false)
+    else if (planned.pending.length > 0 && planned.forced) {
+      const fresh = Planner.decide(ws, stage, sh.known, true)
+      d = { ...fresh, reasons: planned.reasons.filter((r) => !r.startsWith("upstream runs")) }
+    }
+    if (d.action === "cached") {
+      const why = planned.pending.length > 0 ? " (inputs unchanged after upstream rerun: early cut-off)" : ""
+      out.line(`  ${stage.name}: cached${why}`)
+      return { name: stage.name, action: "cached", reasons: [], seconds: 0, bytes: 0 } satisfies StageResult
+    }
+    if (d.action === "restore" && d.restore) {
+      const entry = d.restore
+      const started = Date.now()
+      yield* Effect.sync(() => materialize(ws, stage, entry.outputs))
+      sh.known.set(stage.name, entry.outputs)
+      yield* withLockWrite(sh, () => {
+        ws.lock[stage.name] = entry
+        ws.writeLock()
+      })
+      out.line(`  ${stage.name}: restored from ${d.source ?? "local"} cache (${d.reasons.join("; ")})`)
+      return { name: stage.name, action: "restored", reasons: d.reasons, seconds: (Date.now() - started) / 1000, bytes: sum(entry.outputs) } satisfies StageResult
+    }
+    // ---- run
+    yield* Effect.try({ try: () => recheckDisk(sh, stage.name), catch: (e) => e as DiskBudgetError })
+    const fp = d.fingerprint!
+    const key = d.key!
+    const reasons = d.reasons.filter((r) => !r.startsWith("upstream runs"))
+    out.line(`▶ ${stage.name}: running (${reasons.join("; ")})`)
+    const staging = path.join(ws.tmpDir, `run-${stage.name}-${randomBytes(4).toString("hex")}`)
+    const scratchDir = scratchFor(ws, stage.name, key)
+    const outputs: Record<string, string> = {}
+    for (const [o, decl] of Object.entries(stage.outputs)) {
+      outputs[o] = path.join(staging, decl.path)
+      fs.mkdirSync(decl.kind === "dir" ? outputs[o]! : path.dirname(outputs[o]!), { recursive: true })
+    }
+    const inputs: Record<string, string> = {}
+    for (const [k, ref] of Object.entries(stage.inputs)) inputs[k] = ws.abs(ws.outputPath(ref.stage, ref.output))
+    const started = Date.now()
+    const progress = out.progressFor(stage.name)
+    const ran = yield* stage
+      .run({
+        name: stage.name,
+        params: ws.params.get(stage.name),
+        inputs,
+        outputs,
+        workspace: ws.root,
+        scratchDir,
+        progress,
+        log: (line) => Effect.sync(() => out.stageLog(stage.name, redact(line, sh.secrets)))
+      })
+      .pipe(
+        Effect.catchDefect((defect) => Effect.fail(stageErrorFrom(defect))),
+        Effect.map(() => undefined),
+        Effect.catch((e) => Effect.succeed(stageErrorFrom(e).message)),
+        Effect.ensuring(Effect.sync(() => out.finish(stage.name)))
+      )
+    const seconds = (Date.now() - started) / 1000
+    const fail = (message: string): StageResult => {
+      removeTree(staging)
+      out.line(`✗ ${stage.name}: failed after ${formatSeconds(seconds)}: ${redact(message, sh.secrets)}`)
+      return { name: stage.name, action: "failed", reasons, seconds, bytes: null, error: redact(message, sh.secrets) }
+    }
+    if (ran !== undefined) return fail(ran)
+    for (const [o, decl] of Object.entries(stage.outputs)) {
+      const st = fs.statSync(outputs[o]!, { throwIfNoEntry: false })
+      if (!st || (decl.kind === "file" ? !st.isFile() : !st.isDirectory()))
+        return fail(`did not write its output ${o} (${decl.kind} out/${stage.name}/${decl.path})`)
+    }
+    const records: Array<OutputRec> = Object.entries(stage.outputs).map(([o, decl]) =>
+      ws.store.ingest(outputs[o]!, `out/${stage.name}/${decl.path}`, decl.kind)
+    )
+    const inputsWithSizes: Array<FileRec> = fp.inputs.map((i) => {
+      const upstreamRec = [...sh.known.values()].flat().find((r) => r.path === i.path)
+      const size = upstreamRec?.size ?? fs.statSync(ws.abs(i.path), { throwIfNoEntry: false })?.size ?? 0
+      return { path: i.path, digest: i.digest, size }
+    })
+    const entry: LockEntry = {
+      key,
+      params: fp.params,
+      code: fp.code,
+      versions: fp.versions,
+      inputs: inputsWithSizes,
+      outputs: records,
+      duration: Math.round(seconds * 1000) / 1000
+    }
+    ws.runs.put(stage.name, entry)
+    materialize(ws, stage, records)
+    sh.known.set(stage.name, records)
+    yield* withLockWrite(sh, () => {
+      ws.lock[stage.name] = entry
+      ws.writeLock()
+    })
+    removeTree(scratchDir)
+    removeTree(staging)
+    const bytes = sum(records)
+    out.line(`✓ ${stage.name}: ran in ${formatSeconds(seconds)}, wrote ${formatBytes(bytes)}`)
+    return { name: stage.name, action: "ran", reasons, seconds, bytes } satisfies StageResult
+  })
+
+/** Runs every stage of the plan. A stage failure is a result (see firstFailure); only the disk check fails the effect. */
+export const execute = (ws: Workspace, plan: Planner.Plan) =>
+  Effect.gen(function* () {
+    const out = yield* Output
+    const memoryMB = Math.max(1, Math.floor(ws.engine.memoryMB ?? os.totalmem() / 1e6))
+    const gpus = Math.max(1, ws.engine.gpus)
+    const sh: Shared = {
+      ws,
+      plan,
+      out,
+      known: Planner.knownFromLock(ws),
+      done: new Set(),
+      results: new Map(),
+      gates: new Map(),
+      lockWrite: yield* Semaphore.make(1),
+      memory: yield* Semaphore.make(memoryMB),
+      memoryMB,
+      gpu: yield* Semaphore.make(gpus),
+      gpus,
+      failed: false,
+      secrets: secretValues()
+    }
+    for (const s of plan.stages) sh.gates.set(s.name, yield* Deferred.make<boolean>())
+    fs.mkdirSync(ws.tmpDir, { recursive: true })
+    const one = (planned: Planner.PlannedStage) =>
+      Effect.gen(function* () {
+        const stage = ws.dag.byName.get(planned.name)!
+        const ups = [...new Set(Object.values(stage.inputs).map((r) => r.stage))].filter((u) => sh.gates.has(u))
+        let ok = true
+        for (const u of ups) ok = (yield* Deferred.await(sh.gates.get(u)!)) && ok
+        let result: StageResult
+        if (!ok || sh.failed) {
+          result = { name: stage.name, action: "skipped", reasons: [ok ? "another stage failed" : "an upstream stage failed"], seconds: null, bytes: null }
+          if (planned.action !== "cached") out.line(`  ${stage.name}: skipped (${result.reasons[0]})`)
+        } else {
+          const mem = Math.min(sh.memoryMB, Math.max(0, Math.ceil(stage.resources.memoryMB ?? 0)))
+          const gpu = Math.min(sh.gpus, Math.max(0, stage.resources.gpu ?? 0))
+          let body = runOne(sh, planned)
+          if (mem > 0) body = sh.memory.withPermits(mem)(body)
+          if (gpu > 0) body = sh.gpu.withPermits(gpu)(body)
+          result = yield* body.pipe(
+            Effect.catchDefect((defect) =>
+              Effect.succeed<StageResult>({ name: stage.name, action: "failed", reasons: [], seconds: null, bytes: null, error: stageErrorFrom(defect).message })
+            ),
+            Effect.onError(() => Deferred.succeed(sh.gates.get(stage.name)!, false))
+          )
+        }
+        if (result.action === "failed") sh.failed = true
+        sh.results.set(stage.name, result)
+        sh.done.add(stage.name)
+        if (result.action !== "failed" && result.action !== "skipped") yield* withLockWrite(sh, () => freeTemporaries(sh))
+        yield* Deferred.succeed(sh.gates.get(stage.name)!, result.action !== "failed" && result.action !== "skipped")
+      })
+    yield* Effect.forEach(plan.stages, one, { concurrency: "unbounded", discard: true })
+    ws.stats.save()
+    return sh.results
+  })
+
+/** The first failure among results, as the error the CLI exits with. */
+export const firstFailure = (results: ReadonlyMap<string, StageResult>): StageFailed | undefined => {
+  const f = [...results.values()].find((r) => r.action === "failed")
+  return f ? new StageFailed({ stage: f.name, message: f.error ?? "failed" }) : undefined
+}

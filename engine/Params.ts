@@ -1,0 +1,186 @@
+/**
+ * The params file (`pipeline.yaml` or `--config FILE`) and `--set` overrides.
+ *
+ * Top-level keys are sections; each stage declares the sections it reads with
+ * a Schema, and is decoded strictly (an unknown key is an error, so a typo in
+ * `--set train.lrr=1` fails instead of being silently ignored). Engine-level
+ * sections (`budget`, `resources`, `temporary`) are decoded here.
+ */
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
+import * as Exit from "effect/Exit"
+import * as fs from "node:fs"
+import * as YAML from "yaml"
+import { ConfigError } from "./Errors.ts"
+import { parseBytes } from "./Units.ts"
+import type { AnyStage } from "./Stage.ts"
+
+export type Doc = Record<string, unknown>
+
+export interface Source {
+  /** workspace-relative name of the params file, for messages */
+  readonly file: string
+  readonly sets: ReadonlyArray<string>
+}
+
+const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
+
+export const readDoc = (absFile: string, displayName: string): Doc => {
+  let text: string
+  try {
+    text = fs.readFileSync(absFile, "utf8")
+  } catch {
+    throw new ConfigError({ message: `${displayName}: cannot read the params file` })
+  }
+  const doc = YAML.parseDocument(text, { prettyErrors: false, uniqueKeys: true })
+  const err = doc.errors[0]
+  if (err) {
+    const line = err.linePos?.[0]
+    throw new ConfigError({
+      message: `${displayName}${line ? `:${line.line}:${line.col}` : ""}: ${err.message.split("\n")[0]}`
+    })
+  }
+  const value = doc.toJS() as unknown
+  if (value === null || value === undefined) return {}
+  if (!isRecord(value)) throw new ConfigError({ message: `${displayName}: expected a mapping of sections at the top level` })
+  return value
+}
+
+/** Applies `a.b.c=value` (value read as YAML) to a copy of the doc. */
+export const applySets = (doc: Doc, sets: ReadonlyArray<string>): Doc => {
+  const out: Doc = structuredClone(doc)
+  for (const s of sets) {
+    const eq = s.indexOf("=")
+    if (eq <= 0) throw new ConfigError({ message: `--set ${s}: expected key=value, e.g. --set train.lr=1e-4` })
+    const keyPath = s.slice(0, eq).split(".")
+    if (keyPath.some((k) => k === "")) throw new ConfigError({ message: `--set ${s}: empty key segment` })
+    let value: unknown
+    try {
+      value = YAML.parse(s.slice(eq + 1))
+    } catch (e) {
+      throw new ConfigError({ message: `--set ${s}: value is not valid YAML (${(e as Error).message.split("\n")[0]})` })
+    }
+    let node: Record<string, unknown> = out
+    for (const k of keyPath.slice(0, -1)) {
+      const next = node[k]
+      if (next === undefined || next === null) node = node[k] = {}
+      else if (isRecord(next)) node = next
+      else throw new ConfigError({ message: `--set ${s}: ${k} is not a section` })
+    }
+    node[keyPath[keyPath.length - 1]!] = value
+  }
+  return out
+}
+
+const formatIssues = SchemaIssue.makeFormatterStandardSchemaV1()
+
+/** Decodes a value with a schema, or throws a one-line ConfigError naming the field. */
+export const decodeOrThrow = <S extends Schema.Top>(schema: S, value: unknown, where: string, section: string): S["Type"] => {
+  const exit = Schema.decodeUnknownExit(schema as any)(value, { onExcessProperty: "error", errors: "all" })
+  if (Exit.isSuccess(exit)) return exit.value as S["Type"]
+  const failure = exit.cause.reasons.find((r) => r._tag === "Fail") as { error?: { issue?: SchemaIssue.Issue } } | undefined
+  const issue = failure?.error?.issue
+  if (!issue) throw new ConfigError({ message: `${where}: ${section}: invalid` })
+  const issues = formatIssues(issue).issues
+  const parts = issues.slice(0, 3).map((i) => {
+    const p = [section, ...(i.path ?? []).map(String)].join(".")
+    const msg = i.message === "Expected no excess property" ? "unknown key" : i.message
+    return `${p}: ${msg}`
+  })
+  throw new ConfigError({ message: `${where}: ${parts.join("; ")}${issues.length > 3 ? ` (and ${issues.length - 3} more)` : ""}` })
+}
+
+/** Engine-level sections. */
+export interface EngineConfig {
+  readonly budgetBytes: number | undefined
+  readonly memoryMB: number | undefined
+  readonly gpus: number
+  /** outputs to treat as temporary, as `stage.output` */
+  readonly temporary: ReadonlyArray<string>
+}
+
+const ENGINE_SECTIONS = new Set(["budget", "resources", "temporary"])
+
+export const decodeEngineConfig = (doc: Doc, where: string): EngineConfig => {
+  const budget = doc["budget"]
+  let budgetBytes: number | undefined
+  if (budget !== undefined && budget !== null) {
+    if (!isRecord(budget)) throw new ConfigError({ message: `${where}: budget: expected a mapping like { disk: 20GB }` })
+    for (const k of Object.keys(budget)) if (k !== "disk") throw new ConfigError({ message: `${where}: budget.${k}: unknown key` })
+    if (budget["disk"] !== undefined && budget["disk"] !== null) {
+      budgetBytes = parseBytes(budget["disk"])
+      if (budgetBytes === undefined)
+        throw new ConfigError({ message: `${where}: budget.disk: expected a size like 20GB, got ${JSON.stringify(budget["disk"])}` })
+    }
+  }
+  const resources = doc["resources"]
+  let memoryMB: number | undefined
+  let gpus = 0
+  if (resources !== undefined && resources !== null) {
+    if (!isRecord(resources)) throw new ConfigError({ message: `${where}: resources: expected a mapping` })
+    for (const [k, v] of Object.entries(resources)) {
+      if (k === "memory") {
+        if (v === "auto") continue
+        const b = parseBytes(v)
+        if (b === undefined) throw new ConfigError({ message: `${where}: resources.memory: expected a size like 16GB or auto` })
+        memoryMB = b / 1e6
+      } else if (k === "gpus") {
+        if (typeof v !== "number" || !Number.isInteger(v) || v < 0)
+          throw new ConfigError({ message: `${where}: resources.gpus: expected a whole number` })
+        gpus = v
+      } else throw new ConfigError({ message: `${where}: resources.${k}: unknown key` })
+    }
+  }
+  const temporary = doc["temporary"] ?? []
+  if (!Array.isArray(temporary) || temporary.some((t) => typeof t !== "string" || !/^[^.]+\.[^.]+$/.test(t)))
+    throw new ConfigError({ message: `${where}: temporary: expected a list of stage.output names` })
+  return { budgetBytes, memoryMB, gpus, temporary: temporary as Array<string> }
+}
+
+/** Decodes every stage's sections; unknown top-level sections are errors too. */
+export const decodeStageParams = (
+  doc: Doc,
+  stages: ReadonlyArray<AnyStage>,
+  where: string
+): Map<string, Record<string, unknown>> => {
+  const known = new Set(ENGINE_SECTIONS)
+  const schemas = new Map<string, Schema.Top>()
+  for (const s of stages) for (const [section, schema] of Object.entries(s.params)) {
+    known.add(section)
+    schemas.set(section, schema)
+  }
+  for (const k of Object.keys(doc)) if (!known.has(k)) throw new ConfigError({ message: `${where}: ${k}: unknown section (no stage reads it)` })
+  const decoded = new Map<string, unknown>()
+  for (const [section, schema] of schemas) decoded.set(section, decodeOrThrow(schema, doc[section] ?? {}, where, section))
+  return new Map(stages.map((s) => [s.name, Object.fromEntries(Object.keys(s.params).map((k) => [k, decoded.get(k)]))]))
+}
+
+/** Environment variables whose values are secrets: never in params, logs, plans, the lock or keys. */
+export const SECRET_ENV = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "S3_SECRET_KEY", "S3_ACCESS_KEY"]
+
+export const secretValues = (env: NodeJS.ProcessEnv = process.env): Array<string> =>
+  SECRET_ENV.map((k) => env[k]).filter((v): v is string => typeof v === "string" && v.length >= 6)
+
+/** Refuses params that carry a secret's value (it would land in the lock and the key). */
+export const assertNoSecrets = (doc: Doc, where: string, env: NodeJS.ProcessEnv = process.env): void => {
+  const secrets = secretValues(env)
+  if (secrets.length === 0) return
+  const visit = (v: unknown, p: string): void => {
+    if (typeof v === "string") {
+      const i = secrets.findIndex((s) => v.includes(s))
+      if (i >= 0) {
+        const name = SECRET_ENV.find((k) => env[k] === secrets[i])
+        throw new ConfigError({ message: `${where}: ${p}: holds the value of ${name}; secrets come from the environment, never from params` })
+      }
+    } else if (Array.isArray(v)) v.forEach((x, j) => visit(x, `${p}[${j}]`))
+    else if (isRecord(v)) for (const [k, x] of Object.entries(v)) visit(x, p ? `${p}.${k}` : k)
+  }
+  visit(doc, "")
+}
+
+/** Masks secret values in a line of output. */
+export const redact = (line: string, secrets: ReadonlyArray<string> = secretValues()): string => {
+  let out = line
+  for (const s of secrets) out = out.split(s).join("***")
+  return out
+}

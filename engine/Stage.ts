@@ -1,0 +1,170 @@
+/**
+ * Stages are values. A stage names its params (sections of the params file,
+ * each with a Schema), the upstream outputs it reads (typed references, not
+ * stage names), the outputs it writes, what it costs, and how it runs. The
+ * engine never looks inside `run`: everything it needs to plan, cache and
+ * schedule a stage is declared here.
+ */
+import type * as Effect from "effect/Effect"
+import type * as Schema from "effect/Schema"
+import { fileURLToPath } from "node:url"
+import type { Progress } from "./Progress.ts"
+import type { StageError } from "./Errors.ts"
+
+export type OutputKind = "file" | "dir"
+
+export interface OutputDecl {
+  /** path under `out/<stage>/` */
+  readonly path: string
+  readonly kind: OutputKind
+  /** deleted (from out/ and the cache) once the last stage that reads it has finished */
+  readonly temporary: boolean
+  /** a metrics file (JSON) that `status` and reports show */
+  readonly metrics: boolean
+}
+
+export const file = (path: string, options?: { readonly temporary?: boolean; readonly metrics?: boolean }): OutputDecl => ({
+  path,
+  kind: "file",
+  temporary: options?.temporary ?? false,
+  metrics: options?.metrics ?? false
+})
+
+export const dir = (path: string, options?: { readonly temporary?: boolean }): OutputDecl => ({
+  path,
+  kind: "dir",
+  temporary: options?.temporary ?? false,
+  metrics: false
+})
+
+/** A typed reference to one output of one stage: what downstream stages depend on. */
+export interface OutputRef {
+  readonly _tag: "OutputRef"
+  readonly stage: string
+  readonly output: string
+}
+
+/** Params are whole sections of the params file: `{ train: Schema, lora: Schema }`. */
+export type ParamSections = Record<string, Schema.Top>
+export type ParamsOf<S extends ParamSections> = { readonly [K in keyof S]: S[K]["Type"] }
+
+export interface EstimateInput<P> {
+  readonly params: P
+  /** bytes of each input, real when known, else the upstream's estimate */
+  readonly inputSizes: Readonly<Record<string, number>>
+}
+
+export interface Estimate<O extends string = string> {
+  /** bytes each output will take */
+  readonly bytes: Readonly<Record<O, number>>
+  /** bytes of scratch space used while running (freed on success) */
+  readonly scratchBytes?: number
+  readonly seconds: number
+}
+
+/**
+ * A stage whose output is a list of independent variants (GGUF types) declares
+ * how much each one costs, so the disk check can say which subsets fit.
+ */
+export interface Variants<P> {
+  /** dotted param path holding the list, e.g. `gguf.types` */
+  readonly param: string
+  readonly items: (params: P) => ReadonlyArray<string>
+  readonly bytes: (item: string, input: EstimateInput<P>) => number
+}
+
+/** What a stage holds while it runs; the scheduler never oversubscribes these. */
+export interface Resources {
+  readonly memoryMB?: number
+  readonly gpu?: number
+}
+
+export interface RunContext<P, I extends string, O extends string> {
+  readonly name: string
+  readonly params: P
+  /** absolute paths of the inputs */
+  readonly inputs: Readonly<Record<I, string>>
+  /** absolute paths to write each output to (in a staging directory) */
+  readonly outputs: Readonly<Record<O, string>>
+  /** the workspace root: external files named in params resolve against it */
+  readonly workspace: string
+  /** survives failures and kills; removed when the stage succeeds or its key changes */
+  readonly scratchDir: string
+  readonly progress: Progress
+  readonly log: (line: string) => Effect.Effect<void>
+}
+
+export interface Stage<
+  Name extends string = string,
+  P = any,
+  I extends string = string,
+  O extends string = string
+> {
+  readonly _tag: "Stage"
+  readonly name: Name
+  readonly description: string
+  /** absolute path of the module that defines the stage: the root of its code fingerprint */
+  readonly module: string
+  /** more files whose content is part of the stage's code (scripts a command runs) */
+  readonly codeFiles: ReadonlyArray<string>
+  readonly params: ParamSections
+  readonly inputs: Readonly<Record<I, OutputRef>>
+  readonly outputs: Readonly<Record<O, OutputDecl>>
+  /** external files (workspace-relative) read by the stage, e.g. a local dataset */
+  readonly deps: (params: P) => ReadonlyArray<string>
+  /** versions of what the stage runs (addon build id, tokenizer digest); part of the key */
+  readonly versions: (params: P, workspace: string) => Readonly<Record<string, string>>
+  readonly resources: Resources
+  readonly estimate: (input: EstimateInput<P>) => Estimate<O>
+  readonly variants: Variants<P> | undefined
+  readonly run: (ctx: RunContext<P, I, O>) => Effect.Effect<void, StageError>
+  /** references to this stage's outputs, for downstream stages */
+  readonly out: { readonly [K in O]: OutputRef }
+}
+
+export type AnyStage = Stage<string, any, string, string>
+
+export interface StageSpec<Name extends string, S extends ParamSections, I extends string, O extends string> {
+  readonly name: Name
+  readonly description?: string
+  /** pass `import.meta.url` */
+  readonly module: string
+  readonly codeFiles?: ReadonlyArray<string>
+  readonly params: S
+  readonly inputs?: Readonly<Record<I, OutputRef>>
+  readonly outputs: Readonly<Record<O, OutputDecl>>
+  readonly deps?: (params: ParamsOf<S>) => ReadonlyArray<string>
+  readonly versions?: (params: ParamsOf<S>, workspace: string) => Readonly<Record<string, string>>
+  readonly resources?: Resources
+  readonly estimate: (input: EstimateInput<ParamsOf<S>>) => Estimate<O>
+  readonly variants?: Variants<ParamsOf<S>>
+  readonly run: (ctx: RunContext<ParamsOf<S>, I, O>) => Effect.Effect<void, StageError>
+}
+
+const NAME = /^[a-z][a-z0-9_-]*$/
+
+export const make = <const Name extends string, S extends ParamSections, I extends string = never, O extends string = never>(
+  spec: StageSpec<Name, S, I, O>
+): Stage<Name, ParamsOf<S>, I, O> => {
+  if (!NAME.test(spec.name)) throw new Error(`stage name ${JSON.stringify(spec.name)} must match ${NAME}`)
+  const out = Object.fromEntries(
+    Object.keys(spec.outputs).map((o) => [o, { _tag: "OutputRef", stage: spec.name, output: o } satisfies OutputRef])
+  ) as unknown as { readonly [K in O]: OutputRef }
+  return {
+    _tag: "Stage",
+    name: spec.name,
+    description: spec.description ?? "",
+    module: spec.module.startsWith("file:") ? fileURLToPath(spec.module) : spec.module,
+    codeFiles: spec.codeFiles ?? [],
+    params: spec.params,
+    inputs: spec.inputs ?? ({} as Record<I, OutputRef>),
+    outputs: spec.outputs,
+    deps: spec.deps ?? (() => []),
+    versions: spec.versions ?? (() => ({})),
+    resources: spec.resources ?? {},
+    estimate: spec.estimate,
+    variants: spec.variants,
+    run: spec.run,
+    out
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * A workspace: the directory holding the pipeline, its params file, `out/`,
+ * `pipeline.lock` and `.pipeline/`. Loading one reads the params, decodes them
+ * per stage, builds the DAG and opens the stat cache, the store and the lock:
+ * everything planning needs, with no writes.
+ */
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import { RunCache } from "../cache/RunCache.ts"
+import { StatCache } from "../cache/StatCache.ts"
+import { Store } from "../cache/Store.ts"
+import { CodeFingerprinter } from "./CodeFingerprint.ts"
+import * as Dag from "./Dag.ts"
+import { ConfigError } from "./Errors.ts"
+import * as Lockfile from "./Lockfile.ts"
+import * as Params from "./Params.ts"
+import type { AnyStage } from "./Stage.ts"
+
+export interface Options {
+  readonly root: string
+  /** params file, relative to the root (default pipeline.yaml) */
+  readonly config?: string | undefined
+  readonly sets?: ReadonlyArray<string> | undefined
+}
+
+/** The framework's own directories: never part of a stage's code fingerprint. */
+const FRAMEWORK_DIRS = [path.dirname(fileURLToPath(import.meta.url)), path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cache")]
+
+export class Workspace {
+  readonly outDir: string
+  readonly stateDir: string
+  readonly tmpDir: string
+  readonly scratchRoot: string
+  readonly lockFile: string
+  readonly stats: StatCache
+  readonly store: Store
+  readonly runs: RunCache<Lockfile.LockEntry>
+  readonly dag: Dag.Dag
+  readonly lock: Lockfile.Lock
+  readonly params: ReadonlyMap<string, Record<string, unknown>>
+  readonly engine: Params.EngineConfig
+  readonly configName: string
+  readonly code: CodeFingerprinter
+
+  readonly root: string
+
+  constructor(root: string, stages: ReadonlyArray<AnyStage>, options: Options) {
+    this.root = root
+    this.outDir = path.join(root, "out")
+    this.stateDir = path.join(root, ".pipeline")
+    this.tmpDir = path.join(this.stateDir, "tmp")
+    this.scratchRoot = path.join(this.stateDir, "scratch")
+    this.lockFile = path.join(root, "pipeline.lock")
+    this.stats = new StatCache(path.join(this.stateDir, "stat-cache.json"))
+    this.store = new Store(path.join(this.stateDir, "cache"), this.stats)
+    this.runs = new RunCache(path.join(this.stateDir, "runs"))
+    this.dag = Dag.make(stages)
+    this.configName = options.config ?? "pipeline.yaml"
+    const configPath = path.resolve(root, this.configName)
+    const doc = fs.existsSync(configPath) || options.config !== undefined ? Params.readDoc(configPath, this.configName) : {}
+    const sets = options.sets ?? []
+    const where = sets.length > 0 ? `${this.configName} (with --set ${sets.join(" --set ")})` : this.configName
+    const merged = Params.applySets(doc, sets)
+    Params.assertNoSecrets(merged, where)
+    this.engine = Params.decodeEngineConfig(merged, where)
+    for (const t of this.engine.temporary) {
+      const [s, o] = t.split(".") as [string, string]
+      if (!this.dag.byName.get(s)?.outputs[o]) throw new ConfigError({ message: `${where}: temporary: ${t} is not an output of the pipeline` })
+    }
+    this.params = Params.decodeStageParams(merged, stages, where)
+    this.lock = Lockfile.read(this.lockFile)
+    this.code = new CodeFingerprinter({ root, exclude: FRAMEWORK_DIRS })
+  }
+
+  rel(abs: string): string {
+    return path.relative(this.root, abs).split(path.sep).join("/")
+  }
+
+  abs(rel: string): string {
+    return path.resolve(this.root, rel)
+  }
+
+  /** out/<stage>/<output path>, workspace-relative */
+  outputPath(stage: string, output: string): string {
+    const decl = this.dag.byName.get(stage)!.outputs[output]!
+    return `out/${stage}/${decl.path}`
+  }
+
+  isTemporary(stage: string, output: string): boolean {
+    return this.dag.byName.get(stage)!.outputs[output]!.temporary || this.engine.temporary.includes(`${stage}.${output}`)
+  }
+
+  writeLock(): void {
+    Lockfile.write(this.lockFile, this.lock, this.dag.order)
+  }
+}

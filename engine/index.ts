@@ -1,0 +1,11 @@
+/** The engine's public API: define stages, hand them to `main`. */
+export * as Stage from "./Stage.ts"
+export * as CommandStage from "./CommandStage.ts"
+export * as Planner from "./Planner.ts"
+export * as Executor from "./Executor.ts"
+export * as Dag from "./Dag.ts"
+export * as Errors from "./Errors.ts"
+export * as Units from "./Units.ts"
+export { Workspace } from "./Workspace.ts"
+export { main, run } from "./Cli.ts"
+export { StageError } from "./Errors.ts"
