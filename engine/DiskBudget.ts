@@ -30,9 +30,12 @@ export interface SimResult {
   /** highest number of bytes the plan adds on top of what is there now */
   readonly requiredBytes: number
   readonly peakAtStage: string | null
+  /** the first stage during which the plan holds more than `limitBytes` */
+  readonly firstOverAt: string | null
 }
 
-export const simulate = (stages: ReadonlyArray<SimStage>): SimResult => {
+export const simulate = (stages: ReadonlyArray<SimStage>, limitBytes = Infinity): SimResult => {
+  let firstOver: string | null = null
   let current = 0
   let peak = 0
   let peakAt: string | null = null
@@ -45,6 +48,7 @@ export const simulate = (stages: ReadonlyArray<SimStage>): SimResult => {
   for (const s of stages) for (const o of s.outputs) if (o.existing) track(o)
   for (const s of stages) {
     const during = current + s.scratchBytes + s.newBytes
+    if (firstOver === null && during > limitBytes) firstOver = s.name
     if (peakAt === null || during > peak) {
       peak = during
       peakAt = s.name
@@ -59,7 +63,7 @@ export const simulate = (stages: ReadonlyArray<SimStage>): SimResult => {
       }
     }
   }
-  return { requiredBytes: Math.max(0, peak), peakAtStage: peakAt }
+  return { requiredBytes: Math.max(0, peak), peakAtStage: peakAt, firstOverAt: firstOver }
 }
 
 export interface Limits {
@@ -77,7 +81,10 @@ export const excess = (r: SimResult, l: Limits): number => {
 
 export const fitsIn = (r: SimResult, l: Limits): boolean => excess(r, l) <= 0
 
-export const describeLimits = (r: SimResult, l: Limits): string => {
+/** New bytes the limits allow: the free space, and the budget less what is used. */
+export const allowance = (l: Limits): number => Math.min(l.freeBytes, l.budgetBytes === undefined ? Infinity : l.budgetBytes - l.usedBytes)
+
+export const describeLimits = (r: Pick<SimResult, "requiredBytes">, l: Limits): string => {
   const parts = [`needs ${formatBytes(r.requiredBytes)} more`]
   if (l.budgetBytes !== undefined)
     parts.push(`${formatBytes(l.usedBytes + r.requiredBytes)} in all against a budget of ${formatBytes(l.budgetBytes)} (${formatBytes(l.usedBytes)} used)`)

@@ -35,10 +35,11 @@ export const readDoc = (absFile: string, displayName: string): Doc => {
   const doc = YAML.parseDocument(text, { prettyErrors: false, uniqueKeys: true })
   const err = doc.errors[0]
   if (err) {
-    const line = err.linePos?.[0]
-    throw new ConfigError({
-      message: `${displayName}${line ? `:${line.line}:${line.col}` : ""}: ${err.message.split("\n")[0]}`
-    })
+    const offset = err.pos[0]
+    const before = text.slice(0, offset)
+    const line = before.split("\n").length
+    const col = offset - before.lastIndexOf("\n")
+    throw new ConfigError({ message: `${displayName}:${line}:${col}: ${err.message.split("\n")[0]}` })
   }
   const value = doc.toJS() as unknown
   if (value === null || value === undefined) return {}

@@ -109,7 +109,7 @@ export const reasonsFor = (fp: Fingerprint, prev: LockEntry | undefined): Array<
   for (const p of before.keys()) if (!now.has(p)) reasons.push(`input removed: ${p}`)
   const vs = [...new Set([...Object.keys(prev.versions), ...Object.keys(fp.versions)])].sort()
   for (const v of vs) if (prev.versions[v] !== fp.versions[v]) reasons.push(`version changed: ${v} ${show(prev.versions[v])} -> ${show(fp.versions[v])}`)
-  const declared = Object.values(fp.outputs).map((o) => o.path).sort()
+  const declared = Object.values(fp.outputs).map((o) => `out/${fp.stage}/${o.path}`).sort()
   const had = prev.outputs.map((o) => o.path).sort()
   if (canonicalJson(declared) !== canonicalJson(had)) reasons.push("outputs changed")
   return reasons.length > 0 ? reasons : ["key changed"]
@@ -315,6 +315,12 @@ const simStages = (ws: Workspace, stages: ReadonlyArray<SimInput>, extraTemporar
   })
 }
 
+/** Rounds up to two significant digits, for suggestions people can type. */
+const roundUp = (n: number): number => {
+  const p = 10 ** Math.max(0, Math.floor(Math.log10(Math.max(n, 1))) - 1)
+  return Math.ceil(n / p) * p
+}
+
 /** Computed ways to make a plan fit: variant subsets, outputs made temporary, gc, a bigger budget. */
 const waysToFit = (ws: Workspace, stages: ReadonlyArray<PlannedStage>, limits: Disk.Limits, sizes: Map<string, number>): Array<string> => {
   const ways: Array<string> = []
@@ -368,19 +374,23 @@ const waysToFit = (ws: Workspace, stages: ReadonlyArray<PlannedStage>, limits: D
   if (reclaim > 0 && Disk.fitsIn(r, { ...limits, usedBytes: limits.usedBytes - reclaim, freeBytes: limits.freeBytes + reclaim }))
     ways.push(`pipeline gc would free ${formatBytes(reclaim)} of cache the lock does not need`)
   if (limits.budgetBytes !== undefined && r.requiredBytes <= limits.freeBytes)
-    ways.push(`raise budget.disk to ${formatBytes(Math.ceil((limits.usedBytes + r.requiredBytes) / 1e8) * 1e8)}`)
+    ways.push(`raise budget.disk to ${formatBytes(roundUp(limits.usedBytes + r.requiredBytes))}`)
   return ways
 }
 
 export const diskReport = (ws: Workspace, stages: ReadonlyArray<PlannedStage>, sizes: Map<string, number>): DiskReport => {
   const usedBytes = ws.store.usedBytes()
   const limits: Disk.Limits = { usedBytes, freeBytes: freeBytes(ws.root), budgetBytes: ws.engine.budgetBytes }
-  const sim = Disk.simulate(simStages(ws, stages.map((s) => ({ name: s.name, action: s.action, outputBytes: s.outputBytes, scratchBytes: s.estimate.scratchBytes }))))
+  const sim = Disk.simulate(
+    simStages(ws, stages.map((s) => ({ name: s.name, action: s.action, outputBytes: s.outputBytes, scratchBytes: s.estimate.scratchBytes }))),
+    Disk.allowance(limits)
+  )
   const ok = Disk.fitsIn(sim, limits)
   return {
     requiredBytes: sim.requiredBytes,
     peakBytes: usedBytes + sim.requiredBytes,
-    peakAtStage: sim.peakAtStage,
+    // when it does not fit, the stage at which it first stops fitting
+    peakAtStage: sim.firstOverAt ?? sim.peakAtStage,
     usedBytes,
     freeBytes: limits.freeBytes,
     budgetBytes: limits.budgetBytes ?? null,
@@ -456,7 +466,9 @@ const planStages = (ws: Workspace, names: ReadonlyArray<string>, options: PlanOp
       const rec = d.restore.outputs.find((r) => r.path === `out/${name}/${decl.path}`)
       if (rec) sizes.set(`${name}.${o}`, rec.size)
     }
-    const last = ws.lock[name]?.duration
+    // the last recorded run tells the time best, as long as it ran with these params
+    const prev = ws.lock[name]
+    const last = prev && canonicalJson(prev.params) === canonicalJson(ws.params.get(name)) ? prev.duration : undefined
     const diskBytes = Object.values(est.bytes).reduce((a, b) => a + b, 0)
     return {
       name,

@@ -60,7 +60,7 @@ export class Workspace {
     const configPath = path.resolve(root, this.configName)
     const doc = fs.existsSync(configPath) || options.config !== undefined ? Params.readDoc(configPath, this.configName) : {}
     const sets = options.sets ?? []
-    const where = sets.length > 0 ? `${this.configName} (with --set ${sets.join(" --set ")})` : this.configName
+    const where = sets.length > 0 ? `${this.configName} (with --set ${Params.redact(sets.join(" --set "))})` : this.configName
     const merged = Params.applySets(doc, sets)
     Params.assertNoSecrets(merged, where)
     this.engine = Params.decodeEngineConfig(merged, where)

@@ -9,3 +9,6 @@ export * as Units from "./Units.ts"
 export { Workspace } from "./Workspace.ts"
 export { main, run } from "./Cli.ts"
 export { StageError } from "./Errors.ts"
+// Re-exported so stage modules need only the engine import.
+export * as Effect from "effect/Effect"
+export * as Schema from "effect/Schema"

@@ -1,0 +1,30 @@
+/**
+ * The benchmark suite (`npm run bench`): runs each benchmark in turn and
+ * prints a Markdown table per benchmark, our figure beside the peer tools
+ * measured in the same run on the same machine.
+ *
+ *   noop.ts  no-op run of a fully cached ten-stage pipeline vs snakemake, make
+ *   hash.ts  hashing a new 2 GiB file vs b3sum, md5sum, sha256sum, node sha256;
+ *            and the unchanged-file case through the stat cache
+ *
+ * Peers that are not installed get a "not installed" row. Run it on an idle
+ * machine: the benchmarks run one after another, never in parallel.
+ */
+import * as os from "node:os"
+import { hashTable } from "./hash.ts"
+import { noopTable } from "./noop.ts"
+
+const benches: ReadonlyArray<readonly [string, () => string]> = [
+  ["noop", noopTable],
+  ["hash", hashTable]
+]
+
+const cpu = os.cpus()[0]?.model ?? "unknown CPU"
+console.log(`# Benchmarks\n\nNode ${process.version}, ${os.platform()} ${os.arch()}, ${cpu}, ${os.cpus().length} cores, ${new Date().toISOString()}\n`)
+
+for (const [name, table] of benches) {
+  const t0 = performance.now()
+  process.stderr.write(`running ${name}…\n`)
+  console.log(table())
+  process.stderr.write(`${name} done in ${((performance.now() - t0) / 1000).toFixed(1)}s\n`)
+}

@@ -1,0 +1,92 @@
+/**
+ * End-to-end helpers: a temp workspace holding the fixture pipeline
+ * (tests/fixtures/ws), and the real CLI run in a child process on the pinned
+ * Node, exactly as a user runs it.
+ */
+import { spawn, spawnSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
+export const BIN = path.join(REPO, "bin", "pipeline.js")
+export const NODE = process.execPath
+const FIXTURE = path.join(REPO, "tests", "fixtures", "ws")
+
+export interface Result {
+  readonly code: number
+  readonly stdout: string
+  readonly stderr: string
+}
+
+export const makeWorkspace = (): string => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pipeline-test-"))
+  const engine = path.join(REPO, "engine", "index.ts")
+  const copy = (from: string, to: string) => {
+    for (const e of fs.readdirSync(from, { withFileTypes: true })) {
+      const src = path.join(from, e.name)
+      const dst = path.join(to, e.name)
+      if (e.isDirectory()) {
+        fs.mkdirSync(dst, { recursive: true })
+        copy(src, dst)
+      } else fs.writeFileSync(dst, fs.readFileSync(src, "utf8").replaceAll("__ENGINE__", engine))
+    }
+  }
+  copy(FIXTURE, dir)
+  return dir
+}
+
+export const cli = (ws: string, args: ReadonlyArray<string>, env: Record<string, string> = {}): Result => {
+  const r = spawnSync(NODE, [BIN, ...args], { cwd: ws, encoding: "utf8", env: { ...process.env, CI: "true", ...env }, timeout: 120_000 })
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+}
+
+export const cliAsync = (ws: string, args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
+  const child = spawn(NODE, [BIN, ...args], { cwd: ws, env: { ...process.env, CI: "true", ...env } })
+  let stdout = ""
+  let stderr = ""
+  child.stdout.on("data", (d) => (stdout += d))
+  child.stderr.on("data", (d) => (stderr += d))
+  const done = new Promise<Result>((resolve) => child.on("close", (code, signal) => resolve({ code: code ?? (signal ? -1 : 0), stdout, stderr })))
+  return { child, done, output: () => stdout + stderr }
+}
+
+export const runs = (ws: string): Array<string> => {
+  const f = path.join(ws, "runs.log")
+  const lines = fs.existsSync(f) ? fs.readFileSync(f, "utf8").split("\n").filter(Boolean) : []
+  fs.rmSync(f, { force: true })
+  return lines
+}
+
+export const read = (ws: string, rel: string) => fs.readFileSync(path.join(ws, rel), "utf8")
+
+export const waitFor = async (pred: () => boolean, ms = 30_000) => {
+  const t = Date.now()
+  while (!pred()) {
+    if (Date.now() - t > ms) throw new Error("timed out waiting")
+    await new Promise((r) => setTimeout(r, 25))
+  }
+}
+
+/** Every file under a directory with its content digest-ish (size + mtime), for "nothing was written" checks. */
+export const snapshot = (ws: string): Record<string, string> => {
+  const out: Record<string, string> = {}
+  const walk = (d: string) => {
+    if (!fs.existsSync(d)) return
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name)
+      const rel = path.relative(ws, p)
+      if (rel.startsWith(path.join(".pipeline", "bundle"))) continue
+      if (e.isDirectory()) walk(p)
+      else {
+        const st = fs.statSync(p)
+        out[rel] = `${st.size}:${st.mtimeMs}`
+      }
+    }
+  }
+  walk(ws)
+  return out
+}
+
+export const hasCommand = (cmd: string): boolean => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
