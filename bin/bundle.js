@@ -3,7 +3,7 @@
 // The bundle is rebuilt only when a file it was built from changed.
 import fs from "node:fs"
 import path from "node:path"
-import { pathToFileURL } from "node:url"
+import { fileURLToPath, pathToFileURL } from "node:url"
 
 const BUNDLED = [/^effect(\/|$)/, /^@effect\//, /^yaml(\/|$)/]
 const FORMAT = 1
@@ -64,6 +64,8 @@ export const bundled = async (entry, engineCli) => {
           order: "pre",
           async handler(source, importer, opts) {
             if (source === VIRTUAL) return VIRTUAL
+            // file: URLs are paths: resolve them like one, so they are bundled (and shared) too
+            if (source.startsWith("file:")) return this.resolve(fileURLToPath(source), importer, { ...opts, skipSelf: true })
             const bare = !source.startsWith(".") && !path.isAbsolute(source) && !source.startsWith("\0")
             if (!bare || source.startsWith("node:") || BUNDLED.some((r) => r.test(source))) return null
             // Everything else (native addons, tokenizers, SDKs) stays an

@@ -17,6 +17,7 @@ import * as Cause from "effect/Cause"
 import * as Option from "effect/Option"
 import { Argument, Command, Flag } from "effect/cli"
 import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as fs from "node:fs"
 import * as Dag from "./Dag.ts"
 import * as Disk from "./DiskBudget.ts"
 import {
@@ -134,6 +135,7 @@ const runCommand = (def: Definition) =>
             if (plan.totals.stagesToRun === 0) {
               for (const s of plan.stages) out.line(`  ${s.name}: cached`)
               out.line(`nothing to do: ${plan.stages.length} stages up to date`)
+              ws.saveCaches()
               if (o.json) console.log(JSON.stringify(Planner.toJson(plan, new Map(plan.stages.map((s) => [s.name, { action: "cached", bytes: 0, seconds: 0 }]))), null, 2))
               return
             }
@@ -152,6 +154,25 @@ const runCommand = (def: Definition) =>
       })
   ).pipe(Command.withDescription("bring the target (default: every stage) up to date"))
 
+/** The outputs stages declared as metrics, read from out/ (JSON files; other formats by name only). */
+const declaredMetrics = (ws: Workspace, names: ReadonlyArray<string>): Record<string, unknown> => {
+  const out: Record<string, unknown> = {}
+  for (const n of names) {
+    const stage = ws.dag.byName.get(n)!
+    for (const o of Object.values(stage.outputs)) {
+      if (!o.metrics) continue
+      const rel = `out/${n}/${o.path}`
+      try {
+        const text = fs.readFileSync(ws.abs(rel), "utf8")
+        out[rel] = rel.endsWith(".jsonl") ? text.trim().split("\n").slice(-1).map((l) => JSON.parse(l))[0] : JSON.parse(text)
+      } catch {
+        /* not produced yet */
+      }
+    }
+  }
+  return out
+}
+
 const statusCommand = (def: Definition) =>
   Command.make(
     "status",
@@ -168,14 +189,15 @@ const statusCommand = (def: Definition) =>
         const target = yield* checkTarget(ws, o.target)
         const plan = yield* attempt(() => Planner.plan(ws, { target, skipDisk: true }))
         const stale = plan.stages.filter((s) => s.action !== "cached")
+        const metrics = declaredMetrics(ws, plan.stages.map((s) => s.name))
         if (o.json) {
-          const metrics: Record<string, unknown> = {}
           console.log(JSON.stringify({ ...Planner.toJson(plan), metrics }, null, 2))
         } else {
           const width = Math.max(...plan.stages.map((s) => s.name.length))
           for (const s of plan.stages)
             console.log(`  ${pad(s.name, width)}  ${s.action === "cached" ? "up to date" : `stale (${s.action === "restore" ? "restorable from cache: " : ""}${s.reasons.join("; ")})`}`)
           console.log(stale.length === 0 ? "everything is up to date" : `${stale.length} of ${plan.stages.length} stages stale`)
+          for (const [file, value] of Object.entries(metrics)) console.log(`metrics ${file}: ${JSON.stringify(value)}`)
         }
         if (o.ci && stale.length > 0) return yield* new StaleLockError({ message: `${stale.length} stages are stale: ${stale.map((s) => s.name).join(", ")}` })
       })

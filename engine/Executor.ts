@@ -51,7 +51,10 @@ const materialize = (ws: Workspace, stage: AnyStage, outputs: ReadonlyArray<Outp
     for (const o of outputs) ws.store.materialize(o, path.join(built, o.path.slice(prefix.length)))
     swapInto(built, path.join(ws.outDir, stage.name))
     // the stat cache learnt the built paths; teach it the final ones
-    for (const o of outputs) if (o.kind === "file") ws.stats.record(ws.abs(o.path), o.digest)
+    for (const o of outputs) {
+      if (o.kind === "file") ws.stats.record(ws.abs(o.path), o.digest)
+      else for (const e of ws.store.readTree(o.digest).entries) ws.stats.record(path.join(ws.abs(o.path), e.path), e.digest)
+    }
   } finally {
     removeTree(built)
   }
@@ -320,7 +323,7 @@ export const execute = (ws: Workspace, plan: Planner.Plan) =>
         yield* Deferred.succeed(sh.gates.get(stage.name)!, result.action !== "failed" && result.action !== "skipped")
       })
     yield* Effect.forEach(plan.stages, one, { concurrency: "unbounded", discard: true })
-    ws.stats.save()
+    ws.saveCaches()
     return sh.results
   })
 

@@ -10,6 +10,7 @@ import { writeFileAtomic } from "../cache/Atomic.ts"
 import type { Digest } from "../cache/Digest.ts"
 import { ConfigError } from "./Errors.ts"
 import { decodeOrThrow } from "./Params.ts"
+import type { ParseMemo } from "../cache/ParseMemo.ts"
 
 const DigestString = Schema.String.check(Schema.isPattern(/^blake3:[0-9a-f]{64}$/))
 
@@ -64,19 +65,17 @@ export type Lock = Record<string, LockEntry>
 
 const HEADER = "# pipeline.lock: written by `pipeline run` for the stages that succeeded. Commit it.\n"
 
-export const read = (file: string, displayName = "pipeline.lock"): Lock => {
-  let text: string
+const parseYaml = (displayName: string) => (text: string): unknown => {
   try {
-    text = fs.readFileSync(file, "utf8")
-  } catch {
-    return {}
-  }
-  let raw: unknown
-  try {
-    raw = YAML.parse(text)
+    return YAML.parse(text)
   } catch (e) {
     throw new ConfigError({ message: `${displayName}: not valid YAML (${(e as Error).message.split("\n")[0]}); delete it to start over` })
   }
+}
+
+export const read = (file: string, displayName = "pipeline.lock", memo?: ParseMemo): Lock => {
+  if (!fs.existsSync(file)) return {}
+  const raw = memo ? memo.parse(file, parseYaml(displayName)) : parseYaml(displayName)(fs.readFileSync(file, "utf8"))
   if (raw === null || raw === undefined) return {}
   const lock = decodeOrThrow(LockSchema, raw, displayName, "lock")
   return { ...(lock.stages as Lock) }

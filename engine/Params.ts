@@ -13,6 +13,7 @@ import * as fs from "node:fs"
 import * as YAML from "yaml"
 import { ConfigError } from "./Errors.ts"
 import { parseBytes } from "./Units.ts"
+import type { ParseMemo } from "../cache/ParseMemo.ts"
 import type { AnyStage } from "./Stage.ts"
 
 export type Doc = Record<string, unknown>
@@ -25,13 +26,12 @@ export interface Source {
 
 const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
 
-export const readDoc = (absFile: string, displayName: string): Doc => {
-  let text: string
-  try {
-    text = fs.readFileSync(absFile, "utf8")
-  } catch {
-    throw new ConfigError({ message: `${displayName}: cannot read the params file` })
-  }
+export const readDoc = (absFile: string, displayName: string, memo?: ParseMemo): Doc => {
+  if (!fs.existsSync(absFile)) throw new ConfigError({ message: `${displayName}: cannot read the params file` })
+  return memo ? memo.parse(absFile, (text) => parseDoc(text, displayName)) : parseDoc(fs.readFileSync(absFile, "utf8"), displayName)
+}
+
+const parseDoc = (text: string, displayName: string): Doc => {
   const doc = YAML.parseDocument(text, { prettyErrors: false, uniqueKeys: true })
   const err = doc.errors[0]
   if (err) {

@@ -9,6 +9,7 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { RunCache } from "../cache/RunCache.ts"
 import { StatCache } from "../cache/StatCache.ts"
+import { ParseMemo } from "../cache/ParseMemo.ts"
 import { Store } from "../cache/Store.ts"
 import { CodeFingerprinter } from "./CodeFingerprint.ts"
 import * as Dag from "./Dag.ts"
@@ -34,6 +35,7 @@ export class Workspace {
   readonly scratchRoot: string
   readonly lockFile: string
   readonly stats: StatCache
+  readonly memo: ParseMemo
   readonly store: Store
   readonly runs: RunCache<Lockfile.LockEntry>
   readonly dag: Dag.Dag
@@ -55,10 +57,11 @@ export class Workspace {
     this.stats = new StatCache(path.join(this.stateDir, "stat-cache.json"))
     this.store = new Store(path.join(this.stateDir, "cache"), this.stats)
     this.runs = new RunCache(path.join(this.stateDir, "runs"))
+    this.memo = new ParseMemo(path.join(this.stateDir, "parse-memo.json"))
     this.dag = Dag.make(stages)
     this.configName = options.config ?? "pipeline.yaml"
     const configPath = path.resolve(root, this.configName)
-    const doc = fs.existsSync(configPath) || options.config !== undefined ? Params.readDoc(configPath, this.configName) : {}
+    const doc = fs.existsSync(configPath) || options.config !== undefined ? Params.readDoc(configPath, this.configName, this.memo) : {}
     const sets = options.sets ?? []
     const where = sets.length > 0 ? `${this.configName} (with --set ${Params.redact(sets.join(" --set "))})` : this.configName
     const merged = Params.applySets(doc, sets)
@@ -69,7 +72,7 @@ export class Workspace {
       if (!this.dag.byName.get(s)?.outputs[o]) throw new ConfigError({ message: `${where}: temporary: ${t} is not an output of the pipeline` })
     }
     this.params = Params.decodeStageParams(merged, stages, where)
-    this.lock = Lockfile.read(this.lockFile)
+    this.lock = Lockfile.read(this.lockFile, "pipeline.lock", this.memo)
     this.code = new CodeFingerprinter({ root, exclude: FRAMEWORK_DIRS })
   }
 
@@ -89,6 +92,12 @@ export class Workspace {
 
   isTemporary(stage: string, output: string): boolean {
     return this.dag.byName.get(stage)!.outputs[output]!.temporary || this.engine.temporary.includes(`${stage}.${output}`)
+  }
+
+  /** Writes back the stat cache and the parse memo (only commands that may write call this). */
+  saveCaches(): void {
+    this.stats.save()
+    this.memo.save()
   }
 
   writeLock(): void {

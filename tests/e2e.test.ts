@@ -282,7 +282,10 @@ describe("status, dag, gc", () => {
   it("status says what is stale and why, without side effects; --ci exits 4", () => {
     const ws = makeWorkspace()
     expect(cli(ws, ["run", "c"]).code).toBe(0)
-    expect(cli(ws, ["status", "c", "--ci"]).code).toBe(0)
+    const ok = cli(ws, ["status", "c", "--ci"])
+    expect(ok.code).toBe(0)
+    expect(ok.stdout).toContain('metrics out/c/metrics.json: {"length":14}')
+    expect(JSON.parse(cli(ws, ["status", "--json"]).stdout).metrics["out/c/metrics.json"]).toEqual({ length: 14 })
     fs.writeFileSync(path.join(ws, "input.txt"), "changed\n")
     const before = snapshot(ws)
     const r = cli(ws, ["status", "c"])
