@@ -96,29 +96,10 @@ interface Shared {
 /** Re-runs the disk check for the stages still to run, with the sizes known now. */
 const recheckDisk = (sh: Shared, from: string): void => {
   const remaining = sh.plan.stages.filter((s) => s.name === from || (!sh.done.has(s.name) && s.action !== "cached"))
-  const sizes = new Map<string, number>()
-  for (const [n, recs] of sh.known) {
-    const stage = sh.ws.dag.byName.get(n)
-    if (!stage) continue
-    for (const [o, decl] of Object.entries(stage.outputs)) {
-      const r = recs.find((x) => x.path === `out/${n}/${decl.path}`)
-      if (r) sizes.set(`${n}.${o}`, r.size)
-    }
-  }
+  const sizes = Planner.outputSizes(sh.ws, sh.known)
   const replanned = remaining.map((s) => {
-    const stage = sh.ws.dag.byName.get(s.name)!
-    const params = sh.ws.params.get(s.name)
-    const inputSizes: Record<string, number> = {}
-    for (const [k, ref] of Object.entries(stage.inputs)) inputSizes[k] = sizes.get(`${ref.stage}.${ref.output}`) ?? 0
-    for (const rel of stage.deps(params)) inputSizes[rel] = fs.existsSync(sh.ws.abs(rel)) ? fs.statSync(sh.ws.abs(rel)).size : 0
-    let bytes = s.outputBytes
-    try {
-      const est = stage.estimate({ params, inputSizes })
-      bytes = est.bytes
-      for (const [o, b] of Object.entries(bytes)) sizes.set(`${s.name}.${o}`, b)
-    } catch {
-      /* keep the plan's estimate */
-    }
+    const bytes = Planner.estimateFor(sh.ws, sh.ws.dag.byName.get(s.name)!, sizes).bytes
+    for (const [o, b] of Object.entries(bytes)) sizes.set(`${s.name}.${o}`, b)
     return { ...s, outputBytes: bytes }
   })
   const report = Planner.diskReport(sh.ws, replanned, sizes)

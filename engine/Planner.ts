@@ -252,7 +252,22 @@ const pendingDecision = (ws: Workspace, stage: AnyStage, pending: Array<string>,
 
 const ZERO_ESTIMATE: Estimate = { bytes: {}, seconds: 0 }
 
-const estimateFor = (ws: Workspace, stage: AnyStage, sizes: Map<string, number>): Estimate => {
+/** `stage.output` → bytes, for every output whose record is known. */
+export const outputSizes = (ws: Workspace, known: Known): Map<string, number> => {
+  const sizes = new Map<string, number>()
+  for (const [n, recs] of known) {
+    const stage = ws.dag.byName.get(n)
+    if (!stage) continue
+    for (const [o, decl] of Object.entries(stage.outputs)) {
+      const rec = recs.find((r) => r.path === `out/${n}/${decl.path}`)
+      if (rec) sizes.set(`${n}.${o}`, rec.size)
+    }
+  }
+  return sizes
+}
+
+/** A stage's own estimate, given the sizes of its inputs (real where known, else estimated upstream). */
+export const estimateFor = (ws: Workspace, stage: AnyStage, sizes: ReadonlyMap<string, number>): Estimate => {
   const params = ws.params.get(stage.name)
   const inputSizes: Record<string, number> = {}
   for (const [name, ref] of Object.entries(stage.inputs)) inputSizes[name] = sizes.get(`${ref.stage}.${ref.output}`) ?? 0
@@ -448,15 +463,7 @@ const planStages = (ws: Workspace, names: ReadonlyArray<string>, options: PlanOp
       }
     }
   }
-  const sizes = new Map<string, number>()
-  for (const [n, e] of Object.entries(ws.lock)) {
-    const stage = ws.dag.byName.get(n)
-    if (!stage) continue
-    for (const [o, decl] of Object.entries(stage.outputs)) {
-      const rec = e.outputs.find((r) => r.path === `out/${n}/${decl.path}`)
-      if (rec) sizes.set(`${n}.${o}`, rec.size)
-    }
-  }
+  const sizes = outputSizes(ws, knownFromLock(ws))
   const stages = names.map((name): PlannedStage => {
     const stage = ws.dag.byName.get(name)!
     const d = decisions.get(name)!
