@@ -164,6 +164,19 @@ describe("disk budget", () => {
     expect(err).toContain("raise budget.disk to 7.1 kB")
   })
 
+  it("repeats the check before each stage with real sizes", () => {
+    const ws = makeWorkspace()
+    fs.appendFileSync(path.join(ws, "pipeline.yaml"), "budget: { disk: 500kB }\n")
+    // planned: a writes ~100 B, so grow ~100 kB: fits. Really: a writes ~2 kB, so grow needs ~2 MB.
+    fs.writeFileSync(path.join(ws, "input.txt"), "x".repeat(2000))
+    const r = cli(ws, ["run", "grow"])
+    expect(r.stdout).toMatch(/disk: writes up to 100\.\d kB .*: ok/)
+    expect(r.code).toBe(3)
+    expect(runs(ws)).toEqual(["a"])
+    expect(r.stderr).toMatch(/^error: disk check before grow failed at stage grow: needs 2\.0 MB more/)
+    expect(read(ws, "pipeline.lock")).toContain("out/a/a.txt") // what ran is kept
+  })
+
   it("warns about downstream stages that will not fit when the target is upstream", () => {
     const ws = makeWorkspace()
     fs.appendFileSync(path.join(ws, "pipeline.yaml"), "budget: { disk: 6kB }\n")
