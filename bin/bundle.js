@@ -17,14 +17,14 @@ const stamp = (file) => {
   }
 }
 
-const fresh = (manifestFile) => {
+const fresh = (manifestFile, entry, engineCli) => {
   let m
   try {
     m = JSON.parse(fs.readFileSync(manifestFile, "utf8"))
   } catch {
     return false
   }
-  if (m.format !== FORMAT || m.node !== process.version) return false
+  if (m.format !== FORMAT || m.node !== process.version || m.entry !== entry || m.engine !== engineCli) return false
   for (const [file, mtimeMs, size] of m.inputs) {
     const [, t, s] = stamp(file)
     if (t !== mtimeMs || s !== size) return false
@@ -47,7 +47,8 @@ export const bundled = async (entry, engineCli) => {
   const outDir = path.join(root, ".pipeline", "bundle")
   const manifestFile = path.join(outDir, "manifest.json")
   const outFile = path.join(outDir, "pipeline.mjs")
-  if (fresh(manifestFile)) return pathToFileURL(outFile).href
+  if (fresh(manifestFile, entry, engineCli)) return pathToFileURL(outFile).href
+  const buildStarted = Date.now()
 
   const { rolldown } = await import("rolldown")
   const VIRTUAL = "\0pipeline-entry"
@@ -98,10 +99,11 @@ export const bundled = async (entry, engineCli) => {
   const lockStamp = nearestPackageLock(path.dirname(engineCli))
   if (lockStamp) inputs.add(lockStamp)
   inputs.add(entry)
-  fs.writeFileSync(
-    path.join(tmpDir, "manifest.json"),
-    JSON.stringify({ format: FORMAT, node: process.version, inputs: [...inputs].sort().map(stamp) })
-  )
+  const stamps = [...inputs].sort().map(stamp)
+  // A source edited while rolldown read it may be bundled old but stamped new: then write no
+  // manifest, so the next start builds again.
+  if (stamps.every(([, mtimeMs]) => mtimeMs < buildStarted - 5))
+    fs.writeFileSync(path.join(tmpDir, "manifest.json"), JSON.stringify({ format: FORMAT, node: process.version, entry, engine: engineCli, inputs: stamps }))
   fs.rmSync(outDir, { recursive: true, force: true })
   try {
     fs.renameSync(tmpDir, outDir)

@@ -72,7 +72,7 @@ export class Store {
       fs.rmSync(file, { force: true })
     } else {
       fs.mkdirSync(path.dirname(dest), { recursive: true })
-      fs.chmodSync(file, 0o444)
+      fs.chmodSync(file, (fs.statSync(file).mode & 0o111) !== 0 ? 0o555 : 0o444)
       fs.renameSync(file, dest)
     }
     this.stats.record(dest, digest)
@@ -175,20 +175,24 @@ export class Store {
   private place(digest: Digest.Digest, dest: string, executable: boolean): void {
     const src = this.objectPath(digest)
     fs.mkdirSync(path.dirname(dest), { recursive: true })
+    // a hard link shares the object's mode: when the object (shared by equal bytes) has the
+    // other executable bit, this file gets its own copy
+    const modeDiffers = ((fs.statSync(src).mode & 0o111) !== 0) !== executable
     const order: Array<LinkMode> = this.linkMode ? [this.linkMode, "copy"] : ["reflink", "hardlink", "copy"]
+    if (modeDiffers) order.splice(order.indexOf("hardlink"), order.includes("hardlink") ? 1 : 0)
     for (const mode of order) {
       try {
         if (mode === "reflink") fs.copyFileSync(src, dest, fs.constants.COPYFILE_FICLONE_FORCE)
         else if (mode === "hardlink") fs.linkSync(src, dest)
         else fs.copyFileSync(src, dest)
-        this.linkMode ??= mode
+        if (!modeDiffers) this.linkMode ??= mode
         break
       } catch (e) {
         if (mode === "copy") throw e
       }
     }
     // Hard links share the object's read-only mode; reflinks and copies get it here.
-    if (this.linkMode !== "hardlink") fs.chmodSync(dest, executable ? 0o555 : 0o444)
+    if (fs.statSync(dest).nlink === 1) fs.chmodSync(dest, executable ? 0o555 : 0o444)
     this.stats.record(dest, digest)
   }
 

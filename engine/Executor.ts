@@ -60,6 +60,11 @@ const materialize = (ws: Workspace, stage: AnyStage, outputs: ReadonlyArray<Outp
   }
 }
 
+const isTemporaryRecord = (ws: Workspace, stage: AnyStage, rec: OutputRec): boolean => {
+  const name = Object.entries(stage.outputs).find(([, d]) => `out/${stage.name}/${d.path}` === rec.path)?.[0]
+  return name !== undefined && ws.isTemporary(stage.name, name)
+}
+
 /** Scratch space that survives failures; wiped when the stage's key changes. */
 const scratchFor = (ws: Workspace, stage: string, key: string): string => {
   const dir = path.join(ws.scratchRoot, stage)
@@ -118,20 +123,22 @@ const recheckDisk = (sh: Shared, from: string): void => {
 /** Deletes temporary outputs once every stage of the plan that reads them has finished. */
 const freeTemporaries = (sh: Shared): void => {
   const planned = new Set(sh.plan.stages.map((s) => s.name))
+  // Objects that non-temporary outputs share, and those restores still to come need, stay.
   const keep = new Set<string>()
-  for (const [n, e] of Object.entries(sh.ws.lock)) {
+  const protect = (n: string, outputs: ReadonlyArray<OutputRec>) => {
     const stage = sh.ws.dag.byName.get(n)
-    for (const o of e.outputs) {
-      const name = stage && Object.entries(stage.outputs).find(([, d]) => `out/${n}/${d.path}` === o.path)?.[0]
-      if (!(name && sh.ws.isTemporary(n, name))) for (const d of sh.ws.store.objectsOf(o)) keep.add(d)
-    }
+    for (const o of outputs) if (!(stage && isTemporaryRecord(sh.ws, stage, o))) for (const d of sh.ws.store.objectsOf(o)) keep.add(d)
   }
+  for (const [n, e] of Object.entries(sh.ws.lock)) protect(n, e.outputs)
+  for (const [n, outs] of sh.known) protect(n, outs)
+  for (const s of sh.plan.stages) if (!sh.done.has(s.name) && s.restore) protect(s.name, s.restore.outputs)
   for (const producer of sh.plan.stages) {
     const stage = sh.ws.dag.byName.get(producer.name)!
     for (const [o, decl] of Object.entries(stage.outputs)) {
       if (!sh.ws.isTemporary(producer.name, o) || producer.name === sh.plan.target) continue
       const readers = sh.ws.dag.stages.filter((c) => planned.has(c.name) && Object.values(c.inputs).some((r) => r.stage === producer.name && r.output === o))
-      if (readers.length === 0 || !readers.every((r) => sh.done.has(r.name))) continue
+      const succeeded = (r: AnyStage) => ["ran", "cached", "restored"].includes(sh.results.get(r.name)?.action ?? "")
+      if (readers.length === 0 || !readers.every(succeeded)) continue
       const rel = `out/${producer.name}/${decl.path}`
       const rec = (sh.known.get(producer.name) ?? []).find((r) => r.path === rel)
       const abs = sh.ws.abs(rel)
@@ -164,7 +171,9 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
     if (d.action === "restore" && d.restore) {
       const entry = d.restore
       const started = Date.now()
-      yield* Effect.sync(() => materialize(ws, stage, entry.outputs))
+      // a freed temporary output is not brought back unless a stage that runs needs it (the plan asks for that)
+      const wanted = entry.outputs.filter((o) => !(isTemporaryRecord(ws, stage, o) && !ws.store.canRestore(o)))
+      yield* Effect.sync(() => materialize(ws, stage, wanted))
       sh.known.set(stage.name, entry.outputs)
       yield* withLockWrite(sh, () => {
         ws.lock[stage.name] = entry

@@ -313,12 +313,14 @@ const simStages = (ws: Workspace, stages: ReadonlyArray<SimInput>, extraTemporar
         .filter((c) => names.includes(c.name) && Object.values(c.inputs).some((r) => r.stage === s.name && r.output === o))
         .map((c) => c.name)
       const lockRec = ws.lock[s.name]?.outputs.find((r) => r.path === ws.outputPath(s.name, o))
+      const existing = !writes && lockRec !== undefined && fs.existsSync(ws.abs(lockRec.path))
       return {
         id,
-        bytes: writes ? (s.outputBytes[o] ?? 0) : (lockRec?.size ?? s.outputBytes[o] ?? 0),
+        // a cached output that is not on disk (a freed temporary) takes no space
+        bytes: writes ? (s.outputBytes[o] ?? 0) : existing || s.action === "restore" ? (lockRec?.size ?? s.outputBytes[o] ?? 0) : 0,
         temporary: ws.isTemporary(s.name, o) || extraTemporary.has(id),
         consumers,
-        existing: !writes && lockRec !== undefined && fs.existsSync(ws.abs(lockRec.path))
+        existing
       }
     })
     return {
@@ -445,7 +447,8 @@ const planStages = (ws: Workspace, names: ReadonlyArray<string>, options: PlanOp
     changed = false
     for (const name of names) {
       const d = decisions.get(name)!
-      if (d.action === "cached") continue
+      // only a stage that runs reads its inputs (a restore does not)
+      if (d.action !== "run") continue
       const stage = ws.dag.byName.get(name)!
       for (const ref of Object.values(stage.inputs)) {
         const ud = decisions.get(ref.stage)
@@ -453,12 +456,15 @@ const planStages = (ws: Workspace, names: ReadonlyArray<string>, options: PlanOp
         const rec = ws.lock[ref.stage]?.outputs.find((o) => o.path === ws.outputPath(ref.stage, ref.output))
         if (!rec || outputState(ws, rec) === "ok") continue
         const why = `output missing: ${rec.path} (temporary, needed by ${name})`
+        const restore = ws.store.canRestore(rec)
         decisions.set(
           ref.stage,
-          ws.store.canRestore(rec)
+          restore
             ? { ...ud, action: "restore", source: "local", reasons: [why], restore: ws.lock[ref.stage] }
             : { ...ud, action: "run", reasons: [why] }
         )
+        // a rerun producer may write other bytes: the reader decides again once it has run
+        if (!restore && !d.pending.includes(ref.stage)) decisions.set(name, { ...decisions.get(name)!, pending: [...d.pending, ref.stage] })
         changed = true
       }
     }

@@ -202,6 +202,17 @@ describe("disk budget", () => {
     expect(r.stdout).toContain("output missing: out/tmpproducer/big.txt (temporary, needed by tmpconsumer)")
     expect(runs(ws)).toEqual(["tmpproducer", "tmpconsumer"])
     expect(read(ws, "out/tmpconsumer/head.txt")).toBe("Hello World\n-X".slice(0, 3))
+    // switching back restores the reader without bringing the temporary back
+    r = cli(ws, ["run", "tmpconsumer"])
+    expect(r.stdout).toMatch(/tmpconsumer\s+restore/)
+    expect(runs(ws)).toEqual([])
+    // with out/ gone, the producer is restored without its freed temporary
+    fs.rmSync(path.join(ws, "out"), { recursive: true })
+    r = cli(ws, ["run", "tmpconsumer"])
+    expect(r.code, r.stderr).toBe(0)
+    expect(runs(ws)).toEqual([])
+    expect(read(ws, "out/tmpconsumer/head.txt")).toBe("Hello World\n-X".slice(0, 5))
+    expect(cli(ws, ["status", "tmpconsumer", "--ci"]).code).toBe(0)
   })
 })
 

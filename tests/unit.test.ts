@@ -132,6 +132,19 @@ describe("the store and the stat cache", () => {
     fs.writeFileSync(f, Buffer.alloc(1 << 20, 8))
     assert.strictEqual(again.hashFile(f).bytesRead, 1 << 20)
   })
+  it("keeps the executable bit of files in a tree, even when equal bytes share an object", () => {
+    const dir = tmp()
+    const store = new Store(path.join(dir, "cache"), new StatCache(undefined))
+    const staged = path.join(dir, "staged")
+    fs.mkdirSync(staged)
+    fs.writeFileSync(path.join(staged, "run.sh"), "#!/bin/sh\n", { mode: 0o755 })
+    fs.writeFileSync(path.join(staged, "copy.txt"), "#!/bin/sh\n", { mode: 0o644 })
+    const rec = store.ingest(staged, "out/x/d", "dir")
+    store.materialize(rec, path.join(dir, "out"))
+    assert.isTrue((fs.statSync(path.join(dir, "out", "run.sh")).mode & 0o111) !== 0)
+    assert.strictEqual(fs.statSync(path.join(dir, "out", "copy.txt")).mode & 0o111, 0)
+  })
+
   it("ingests a tree, restores it byte for byte, and quarantines a damaged object", () => {
     const dir = tmp()
     const stats = new StatCache(undefined)
