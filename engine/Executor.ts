@@ -312,8 +312,8 @@ export const execute = (ws: Workspace, plan: Planner.Plan) =>
         if (result.action !== "failed" && result.action !== "skipped") yield* withLockWrite(sh, () => freeTemporaries(sh))
         yield* Deferred.succeed(sh.gates.get(stage.name)!, result.action !== "failed" && result.action !== "skipped")
       })
-    yield* Effect.forEach(plan.stages, one, { concurrency: "unbounded", discard: true })
-    ws.saveCaches()
+    // what was hashed is remembered even when the run stops early (a failed disk check)
+    yield* Effect.forEach(plan.stages, one, { concurrency: "unbounded", discard: true }).pipe(Effect.ensuring(Effect.sync(() => ws.saveCaches())))
     return sh.results
   })
 

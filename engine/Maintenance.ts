@@ -95,6 +95,8 @@ export const gc = (ws: Workspace, policy: GcPolicy): GcReport => {
     for (const [d] of doomed) ws.store.remove(d)
     removeTree(ws.store.corruptDir)
     removeTree(ws.tmpDir)
+    // half-swapped out/<stage> directories left by a kill between two renames
+    if (fs.existsSync(ws.outDir)) for (const n of fs.readdirSync(ws.outDir)) if (/^\..+\.tmp-\d+-[0-9a-f]+$/.test(n)) removeTree(path.join(ws.outDir, n))
     // scratch of stages the pipeline no longer has
     if (fs.existsSync(ws.scratchRoot))
       for (const s of fs.readdirSync(ws.scratchRoot)) if (!ws.dag.byName.has(s)) removeTree(path.join(ws.scratchRoot, s))
