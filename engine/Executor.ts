@@ -60,11 +60,6 @@ const materialize = (ws: Workspace, stage: AnyStage, outputs: ReadonlyArray<Outp
   }
 }
 
-const isTemporaryRecord = (ws: Workspace, stage: AnyStage, rec: OutputRec): boolean => {
-  const name = Object.entries(stage.outputs).find(([, d]) => `out/${stage.name}/${d.path}` === rec.path)?.[0]
-  return name !== undefined && ws.isTemporary(stage.name, name)
-}
-
 /** Scratch space that survives failures; wiped when the stage's key changes. */
 const scratchFor = (ws: Workspace, stage: string, key: string): string => {
   const dir = path.join(ws.scratchRoot, stage)
@@ -126,8 +121,7 @@ const freeTemporaries = (sh: Shared): void => {
   // Objects that non-temporary outputs share, and those restores still to come need, stay.
   const keep = new Set<string>()
   const protect = (n: string, outputs: ReadonlyArray<OutputRec>) => {
-    const stage = sh.ws.dag.byName.get(n)
-    for (const o of outputs) if (!(stage && isTemporaryRecord(sh.ws, stage, o))) for (const d of sh.ws.store.objectsOf(o)) keep.add(d)
+    for (const o of outputs) if (!sh.ws.isTemporaryPath(n, o.path)) for (const d of sh.ws.store.objectsOf(o)) keep.add(d)
   }
   for (const [n, e] of Object.entries(sh.ws.lock)) protect(n, e.outputs)
   for (const [n, outs] of sh.known) protect(n, outs)
@@ -172,7 +166,7 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
       const entry = d.restore
       const started = Date.now()
       // a freed temporary output is not brought back unless a stage that runs needs it (the plan asks for that)
-      const wanted = entry.outputs.filter((o) => !(isTemporaryRecord(ws, stage, o) && !ws.store.canRestore(o)))
+      const wanted = entry.outputs.filter((o) => !(ws.isTemporaryPath(stage.name, o.path) && !ws.store.canRestore(o)))
       yield* Effect.sync(() => materialize(ws, stage, wanted))
       sh.known.set(stage.name, entry.outputs)
       yield* withLockWrite(sh, () => {

@@ -215,8 +215,7 @@ export const decide = (ws: Workspace, stage: AnyStage, upstream: Known, forced: 
     const broken: Array<OutputRec> = []
     for (const o of prev.outputs) {
       const state = outputState(ws, o)
-      const name = Object.entries(stage.outputs).find(([, d]) => `out/${stage.name}/${d.path}` === o.path)?.[0]
-      if (state === "missing" && name !== undefined && ws.isTemporary(stage.name, name)) continue
+      if (state === "missing" && ws.isTemporaryPath(stage.name, o.path)) continue
       if (state !== "ok") {
         problems.push(`output ${state}: ${o.path}`)
         broken.push(o)

@@ -90,6 +90,13 @@ export class Workspace {
     return `out/${stage}/${decl.path}`
   }
 
+  /** Whether a recorded output path (`out/<stage>/...`) is one of the stage's temporary outputs. */
+  isTemporaryPath(stage: string, relPath: string): boolean {
+    const decls = this.dag.byName.get(stage)?.outputs ?? {}
+    const name = Object.keys(decls).find((o) => `out/${stage}/${decls[o]!.path}` === relPath)
+    return name !== undefined && this.isTemporary(stage, name)
+  }
+
   isTemporary(stage: string, output: string): boolean {
     return this.dag.byName.get(stage)!.outputs[output]!.temporary || this.engine.temporary.includes(`${stage}.${output}`)
   }
