@@ -2,7 +2,9 @@
  * The workspace lock: one `pipeline run` (or gc) at a time per workspace.
  * Created with link(2), which fails if the file exists, so two processes can
  * never both win. A lock whose process is gone (killed, crashed) is stale and
- * taken over; taking over is itself guarded so two newcomers cannot both do it.
+ * taken over: the newcomer claims it by renaming it away (only one rename of a
+ * file can succeed), checks that what it claimed is the stale lock it saw, and
+ * only then creates its own; if it claimed a live lock instead, it puts it back.
  */
 import * as Effect from "effect/Effect"
 import * as fs from "node:fs"
@@ -61,17 +63,25 @@ const attempt = (file: string, holder: Holder): boolean => {
     return false
   }
   if (!isStale(current)) return false
-  const guard = `${file}.takeover`
-  const guardHolder = readHolder(guard)
-  if (guardHolder && isStale(guardHolder)) fs.rmSync(guard, { force: true })
-  if (!tryCreate(guard, holder)) return false
+  const claimed = tempName(file)
   try {
-    const again = readHolder(file)
-    if (again && again.pid === current.pid && again.startedAt === current.startedAt) fs.rmSync(file, { force: true })
-    return tryCreate(file, holder)
-  } finally {
-    fs.rmSync(guard, { force: true })
+    fs.renameSync(file, claimed)
+  } catch {
+    return false // another newcomer claimed it first
   }
+  const got = readHolder(claimed)
+  if (got && got.pid === current.pid && got.startedAt === current.startedAt) {
+    fs.rmSync(claimed, { force: true })
+    return tryCreate(file, holder)
+  }
+  // We took a live lock that a faster newcomer had just created: give it back.
+  try {
+    fs.linkSync(claimed, file)
+  } catch {
+    /* yet another run holds the workspace now; it keeps it */
+  }
+  fs.rmSync(claimed, { force: true })
+  return false
 }
 
 /** Holds the workspace lock for the scope; `wait` polls instead of failing at once. */
