@@ -1,18 +1,34 @@
 /**
- * download: the dataset file and the base model directory.
+ * download: the dataset file and the base model directory, and `source.json`,
+ * the provenance of both (the commit the Hub resolved, sha256 and size of
+ * every downloaded file), so the lock pins what was fetched.
  *
- * Today: a local dataset file (checked against `dataset.sha256` when given) and
- * the `tiny` model, a deterministic Qwen3-architecture checkpoint written here
- * (or a local model directory, copied). Hub and https sources, resume and
- * retries arrive with issue #3; until then they fail with a clear message.
+ * Dataset sources:
+ *   hf://datasets/<owner>/<repo>/<path/in/repo>[@revision]   (or <repo>@<revision>/<path>, where
+ *                                    a revision with a slash can only be refs/convert/… or refs/pr/N)
+ *   https://… or http://…
+ *   a local file (relative to the workspace)
+ * Model sources:
+ *   hf://<owner>/<repo>[@revision]   config, tokenizer, generation config and the
+ *                                    safetensors weights (every shard of an index)
+ *   a local directory (copied), or `tiny`: a deterministic Qwen3-architecture
+ *   checkpoint written here.
+ *
+ * Hub URLs resolve against HF_ENDPOINT (default https://huggingface.co);
+ * HF_TOKEN goes to that origin only, as a bearer token, and nowhere else.
+ * HF_HUB_OFFLINE=1 makes remote sources fail before any request. Downloads
+ * resume, retry and verify (stages/lib/http.ts); `dataset.sha256` is checked
+ * for every kind of source.
  */
+import { writeTokenizerFiles } from "./lib/qwen3.ts"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
-import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Stage, StageError } from "../engine/index.ts"
+import type { RunContext } from "../engine/Stage.ts"
 import { parseBytes } from "../engine/Units.ts"
+import { type Fetched, fetchIfExists, fetchToFile, type HttpOptions, type Io, sha256File } from "./lib/http.ts"
 import { Rng } from "./lib/rng.ts"
 import * as Safetensors from "./lib/safetensors.ts"
 import { ByteSize, withDefault } from "./lib/schema.ts"
@@ -32,6 +48,185 @@ export const ModelParams = Schema.Struct({
 })
 
 const isRemote = (s: string) => /^(hf|https?):\/\//.test(s)
+
+// ---- environment
+
+/** What the downloads read from the environment (tests pass their own). */
+export interface DownloadEnv {
+  /** HF_ENDPOINT without a trailing slash */
+  readonly endpoint: string
+  readonly token: string | undefined
+  /** HF_HUB_OFFLINE */
+  readonly offline: boolean
+  /** attempts per file (default 5) */
+  readonly tries?: number
+  /** first retry delay in ms (default 500) */
+  readonly baseDelayMs?: number
+}
+
+const truthy = (v: string | undefined) => v !== undefined && /^(1|on|yes|true)$/i.test(v.trim())
+
+export const envFrom = (env: NodeJS.ProcessEnv = process.env): DownloadEnv => ({
+  endpoint: (env["HF_ENDPOINT"] || "https://huggingface.co").replace(/\/+$/, ""),
+  token: env["HF_TOKEN"] || env["HUGGING_FACE_HUB_TOKEN"] || undefined,
+  offline: truthy(env["HF_HUB_OFFLINE"])
+})
+
+const httpOptions = (env: DownloadEnv): Effect.Effect<HttpOptions, StageError> =>
+  Effect.try({
+    try: () => ({ token: env.token, authOrigin: new URL(env.endpoint).origin, tries: env.tries, baseDelayMs: env.baseDelayMs }),
+    catch: () => new StageError({ message: `HF_ENDPOINT ${JSON.stringify(env.endpoint)} is not a URL` })
+  })
+
+/** What the downloads need of a stage's context. */
+export interface DownloadCtx extends Io {
+  readonly workspace: string
+  readonly scratchDir: string
+}
+
+// ---- sources
+
+export interface HubRef {
+  /** owner/name */
+  readonly repo: string
+  readonly revision: string
+  /** the revision was given in the source (else `main`) */
+  readonly pinned: boolean
+}
+
+export type DatasetSource =
+  | { readonly kind: "hub"; readonly ref: HubRef; readonly path: string; readonly url: string }
+  | { readonly kind: "url"; readonly url: string }
+  | { readonly kind: "local"; readonly file: string }
+
+export type ModelSource =
+  | { readonly kind: "tiny" }
+  | { readonly kind: "hub"; readonly ref: HubRef }
+  | { readonly kind: "local"; readonly dir: string }
+
+const encodePath = (p: string) => p.split("/").map(encodeURIComponent).join("/")
+
+/** `${endpoint}[/datasets]/<owner>/<repo>/resolve/<revision>/<file>` */
+export const hubUrl = (endpoint: string, kind: "dataset" | "model", ref: HubRef, file: string): string =>
+  `${endpoint}${kind === "dataset" ? "/datasets" : ""}/${encodePath(ref.repo)}/resolve/${encodeURIComponent(ref.revision)}/${encodePath(file)}`
+
+const badPath = (p: string) => p === "" || p.split("/").some((s) => s === "" || s === "." || s === "..")
+
+/** `hf://datasets/<owner>/<repo>/<path>[@revision]` or `hf://datasets/<owner>/<repo>@<revision>/<path>`. */
+export const parseHubDataset = (source: string): { ref: HubRef; path: string } | string => {
+  const usage = `dataset.source ${source}: expected hf://datasets/<owner>/<repo>/<path/in/repo>[@revision]`
+  const m = /^hf:\/\/datasets\/([^/@]+)\/([^/@]+)(?:@(refs\/convert\/[^/]+|refs\/pr\/\d+|[^/]+))?\/(.+)$/.exec(source)
+  if (!m) return usage
+  const [, owner, name, repoRev, rest] = m as unknown as [string, string, string, string | undefined, string]
+  const at = rest.lastIndexOf("@")
+  const fileRev = at >= 0 ? rest.slice(at + 1) : undefined
+  const file = at >= 0 ? rest.slice(0, at) : rest
+  if (repoRev !== undefined && fileRev !== undefined) return `${usage} (the revision is given twice)`
+  const revision = repoRev ?? fileRev
+  if (badPath(file) || revision === "") return usage
+  return { ref: { repo: `${owner}/${name}`, revision: revision ?? "main", pinned: revision !== undefined }, path: file }
+}
+
+/** `hf://<owner>/<repo>[@revision]` */
+export const parseHubModel = (source: string): HubRef | string => {
+  const m = /^hf:\/\/([^/@]+)\/([^/@]+)(?:@(.+))?$/.exec(source)
+  if (!m || m[1] === "datasets" || m[3] === "") return `model.source ${source}: expected hf://<owner>/<repo>[@revision]`
+  return { repo: `${m[1]}/${m[2]}`, revision: m[3] ?? "main", pinned: m[3] !== undefined }
+}
+
+const fail = (message: string) => Effect.fail(new StageError({ message }))
+
+export const datasetSource = (source: string, workspace: string, endpoint: string): Effect.Effect<DatasetSource, StageError> => {
+  if (source.startsWith("hf://")) {
+    const p = parseHubDataset(source)
+    return typeof p === "string" ? fail(p) : Effect.succeed({ kind: "hub", ...p, url: hubUrl(endpoint, "dataset", p.ref, p.path) })
+  }
+  if (/^https?:\/\//.test(source)) return Effect.succeed({ kind: "url", url: source })
+  return Effect.succeed({ kind: "local", file: path.resolve(workspace, source) })
+}
+
+export const modelSource = (source: string, workspace: string): Effect.Effect<ModelSource, StageError> => {
+  if (source === "tiny") return Effect.succeed({ kind: "tiny" })
+  if (source.startsWith("hf://")) {
+    const p = parseHubModel(source)
+    return typeof p === "string" ? fail(p) : Effect.succeed({ kind: "hub", ref: p })
+  }
+  if (isRemote(source)) return fail(`model.source ${source}: models come from hf://<owner>/<repo>[@revision], a local directory or tiny`)
+  return Effect.succeed({ kind: "local", dir: path.resolve(workspace, source) })
+}
+
+/** With HF_HUB_OFFLINE set, the first remote source, named in the message. */
+export const offlineProblem = (params: { readonly dataset: { readonly source: string }; readonly model: { readonly source: string } }, env: DownloadEnv): string | undefined => {
+  if (!env.offline) return undefined
+  for (const what of ["dataset", "model"] as const)
+    if (isRemote(params[what].source)) return `HF_HUB_OFFLINE=1 and ${what} ${params[what].source} is not available locally`
+  return undefined
+}
+
+// ---- provenance (source.json)
+
+export interface DatasetRecord {
+  readonly source: string
+  /** what was requested (never a redirect target, never a token); null for a local file */
+  readonly url: string | null
+  /** the revision asked for (hf:// only) */
+  readonly revision: string | null
+  /** the Hub's X-Repo-Commit */
+  readonly commit: string | null
+  readonly sha256: string
+  readonly bytes: number
+}
+
+export interface ModelFile {
+  readonly name: string
+  readonly bytes: number
+  readonly sha256?: string
+}
+
+export interface ModelRecord {
+  readonly source: string
+  readonly revision: string | null
+  readonly commit: string | null
+  readonly files: ReadonlyArray<ModelFile>
+}
+
+export interface SourceRecord {
+  readonly dataset: DatasetRecord
+  readonly model: ModelRecord
+}
+
+// ---- file helpers
+
+const message = (e: unknown) => (e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ").trim()
+
+const trySync = <A>(what: string, f: () => A): Effect.Effect<A, StageError> =>
+  Effect.try({ try: f, catch: (e) => (e instanceof StageError ? e : new StageError({ message: `${what}: ${message(e)}` })) })
+
+/** rename, or copy and delete across file systems */
+const moveFile = (from: string, to: string) => {
+  fs.mkdirSync(path.dirname(to), { recursive: true })
+  try {
+    fs.renameSync(from, to)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EXDEV") throw e
+    fs.copyFileSync(from, to)
+    fs.rmSync(from)
+  }
+}
+
+/** Every file under a directory, relative names (with `/`), sorted, with sizes. */
+const listFiles = (dir: string): Array<ModelFile> => {
+  const out: Array<ModelFile> = []
+  const walk = (d: string, rel: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const r = rel === "" ? e.name : `${rel}/${e.name}`
+      if (e.isDirectory()) walk(path.join(d, e.name), r)
+      else out.push({ name: r, bytes: fs.statSync(path.join(d, e.name)).size })
+    }
+  }
+  walk(dir, "")
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+}
 
 /** The tiny Qwen3: hidden 256, intermediate 768, 4 heads of 64, 2 KV heads, the real vocabulary. */
 export const tinyConfig = (layers: number) => ({
@@ -79,7 +274,7 @@ const tinyTensors = (layers: number): Array<{ name: string; shape: [number] | [n
 }
 
 export const tinyBytes = (layers: number): number =>
-  tinyTensors(layers).reduce((a, t) => a + 2 * t.shape.reduce((x, y) => x * y, 1), 0) + 4096
+  tinyTensors(layers).reduce((a, t) => a + 2 * t.shape.reduce((x, y) => x * y, 1), 0) + 11_500_000 // + tokenizer.json
 
 const writeTiny = (dir: string, layers: number, seed: number) => {
   fs.mkdirSync(dir, { recursive: true })
@@ -88,6 +283,8 @@ const writeTiny = (dir: string, layers: number, seed: number) => {
     path.join(dir, "generation_config.json"),
     JSON.stringify({ bos_token_id: 151643, eos_token_id: [151645, 151643], pad_token_id: 151643, do_sample: false }, null, 2) + "\n"
   )
+  // the real Qwen3 tokenizer and the Instruct (non-thinking) chat template
+  writeTokenizerFiles(dir)
   const rng = new Rng(seed)
   const tensors = tinyTensors(layers).map(({ name, shape }) => {
     const n = shape.reduce((x, y) => x * y, 1)
@@ -100,14 +297,149 @@ const writeTiny = (dir: string, layers: number, seed: number) => {
   Safetensors.write(path.join(dir, "model.safetensors"), tensors, { format: "pt" })
 }
 
-const sha256File = (file: string): string => createHash("sha256").update(fs.readFileSync(file)).digest("hex")
+// ---- dataset
+
+const localDataset = (source: string, file: string, dest: string, sha256: string | undefined, ctx: DownloadCtx) =>
+  Effect.gen(function* () {
+    const st = fs.statSync(file, { throwIfNoEntry: false })
+    if (!st?.isFile()) return yield* fail(`dataset.source ${source}: no such file (${file})`)
+    const got = yield* Effect.tryPromise({ try: () => sha256File(file), catch: (e) => new StageError({ message: `dataset.source ${source}: ${message(e)}` }) })
+    if (sha256 !== undefined && got.sha256 !== sha256) return yield* fail(`${source}: sha256 ${got.sha256} does not match dataset.sha256 ${sha256}`)
+    yield* trySync(`dataset.source ${source}`, () => fs.copyFileSync(file, dest))
+    yield* ctx.log(`dataset: ${source} (${got.bytes} bytes)`)
+    return { source, url: null, revision: null, commit: null, ...got } satisfies DatasetRecord
+  })
+
+/** Fetches the dataset (or copies a local one) to `dest`, checked against `params.sha256`. */
+export const downloadDataset = (
+  params: typeof DatasetParams.Type,
+  dest: string,
+  ctx: DownloadCtx,
+  env: DownloadEnv
+): Effect.Effect<DatasetRecord, StageError> =>
+  Effect.gen(function* () {
+    const src = yield* datasetSource(params.source, ctx.workspace, env.endpoint)
+    if (src.kind === "local") return yield* localDataset(params.source, src.file, dest, params.sha256, ctx)
+    if (env.offline) return yield* fail(`HF_HUB_OFFLINE=1 and dataset ${params.source} is not available locally`)
+    const part = path.join(ctx.scratchDir, "dataset", path.basename(dest))
+    const got = yield* fetchToFile({ url: src.url, dest: part, label: "dataset", sha256: params.sha256 }, yield* httpOptions(env), ctx)
+    // copied, not moved: if the model fails next, the next attempt still has the dataset
+    yield* trySync("dataset", () => fs.copyFileSync(part, dest, fs.constants.COPYFILE_FICLONE))
+    return {
+      source: params.source,
+      url: src.url,
+      revision: src.kind === "hub" ? src.ref.revision : null,
+      commit: got.commit,
+      sha256: got.sha256,
+      bytes: got.bytes
+    } satisfies DatasetRecord
+  })
+
+// ---- model
+
+/** The files of a Hub model besides its weights; generation_config.json may be missing. */
+export const MODEL_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json"] as const
+export const OPTIONAL_MODEL_FILES = ["generation_config.json"] as const
+const INDEX = "model.safetensors.index.json"
+const SAFE_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/
+
+/** The shard files an index names, each once, sorted. */
+export const shardsOf = (indexFile: string): Effect.Effect<Array<string>, StageError> =>
+  trySync(`model ${INDEX}`, () => {
+    const index = JSON.parse(fs.readFileSync(indexFile, "utf8")) as { weight_map?: unknown }
+    const map = index.weight_map
+    if (typeof map !== "object" || map === null) throw new Error("no weight_map")
+    const names = [...new Set(Object.values(map as Record<string, unknown>))].sort()
+    const bad = names.find((n) => typeof n !== "string" || !SAFE_NAME.test(n))
+    if (bad !== undefined) throw new Error(`weight_map names an unsafe shard file ${JSON.stringify(bad)}`)
+    if (names.length === 0) throw new Error("weight_map is empty")
+    return names as Array<string>
+  })
+
+const hubModel = (source: string, ref: HubRef, dest: string, ctx: DownloadCtx, env: DownloadEnv) =>
+  Effect.gen(function* () {
+    const opts = yield* httpOptions(env)
+    const dir = path.join(ctx.scratchDir, "model")
+    const req = (name: string, revision: string) => ({
+      url: hubUrl(env.endpoint, "model", { ...ref, revision }, name),
+      dest: path.join(dir, name),
+      label: `model ${name}`
+    })
+    const got: Array<[string, Fetched]> = []
+    const config = yield* fetchToFile(req("config.json", ref.revision), opts, ctx)
+    got.push(["config.json", config])
+    // every other file from the commit config.json resolved to, so a moving branch cannot mix two commits
+    const revision = config.commit ?? ref.revision
+    for (const name of MODEL_FILES.slice(1)) got.push([name, yield* fetchToFile(req(name, revision), opts, ctx)])
+    for (const name of OPTIONAL_MODEL_FILES) {
+      const f = yield* fetchIfExists(req(name, revision), opts, ctx)
+      if (f !== null) got.push([name, f])
+      else yield* ctx.log(`model ${name}: not in the repo, skipped`)
+    }
+    const index = yield* fetchIfExists(req(INDEX, revision), opts, ctx)
+    if (index !== null) got.push([INDEX, index])
+    const weights = index === null ? ["model.safetensors"] : yield* shardsOf(path.join(dir, INDEX))
+    for (const name of weights) got.push([name, yield* fetchToFile(req(name, revision), opts, ctx)])
+    yield* trySync("model", () => got.forEach(([name]) => moveFile(path.join(dir, name), path.join(dest, name))))
+    const files = got.map(([name, f]) => ({ name, bytes: f.bytes, sha256: f.sha256 })).sort((a, b) => (a.name < b.name ? -1 : 1))
+    return { source, revision: ref.revision, commit: config.commit, files } satisfies ModelRecord
+  })
+
+const localModel = (source: string, dir: string, dest: string, ctx: DownloadCtx) =>
+  Effect.gen(function* () {
+    if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory())
+      return yield* fail(`model.source ${source}: not a directory (expected tiny, hf://<owner>/<repo>[@revision] or a local model directory)`)
+    const files = yield* trySync(`model.source ${source}`, () => {
+      fs.cpSync(dir, dest, { recursive: true })
+      return listFiles(dest)
+    })
+    yield* ctx.log(`model: ${source} (${files.length} files, ${files.reduce((a, f) => a + f.bytes, 0)} bytes)`)
+    return { source, revision: null, commit: null, files } satisfies ModelRecord
+  })
+
+/** Fetches the model (copies a local directory, writes `tiny`) into the directory `dest`. */
+export const downloadModel = (
+  params: typeof ModelParams.Type,
+  dest: string,
+  ctx: DownloadCtx,
+  env: DownloadEnv
+): Effect.Effect<ModelRecord, StageError> =>
+  Effect.gen(function* () {
+    const src = yield* modelSource(params.source, ctx.workspace)
+    if (src.kind === "local") return yield* localModel(params.source, src.dir, dest, ctx)
+    if (src.kind === "hub") {
+      if (env.offline) return yield* fail(`HF_HUB_OFFLINE=1 and model ${params.source} is not available locally`)
+      return yield* hubModel(params.source, src.ref, dest, ctx, env)
+    }
+    yield* ctx.log(`model: tiny Qwen3, ${params.layers} layers, seed ${params.seed}`)
+    const files = yield* trySync("model tiny", () => {
+      writeTiny(dest, params.layers, params.seed)
+      return listFiles(dest)
+    })
+    return { source: "tiny", revision: null, commit: null, files } satisfies ModelRecord
+  })
+
+// ---- the stage
+
+type Params = { readonly dataset: typeof DatasetParams.Type; readonly model: typeof ModelParams.Type }
+
+/** The stage's body with its environment passed in: dataset, then model, then source.json. */
+export const runDownload = (ctx: RunContext<Params, never, "dataset" | "model" | "source">, env: DownloadEnv): Effect.Effect<void, StageError> =>
+  Effect.gen(function* () {
+    const offline = offlineProblem(ctx.params, env)
+    if (offline !== undefined) return yield* fail(offline)
+    const dataset = yield* downloadDataset(ctx.params.dataset, ctx.outputs.dataset, ctx, env)
+    const model = yield* downloadModel(ctx.params.model, ctx.outputs.model, ctx, env)
+    const record: SourceRecord = { dataset, model }
+    yield* trySync("source.json", () => fs.writeFileSync(ctx.outputs.source, JSON.stringify(record, null, 2) + "\n"))
+  })
 
 export const download = Stage.make({
   name: "download",
   description: "fetch the dataset and the base model",
   module: import.meta.url,
   params: { dataset: DatasetParams, model: ModelParams },
-  outputs: { dataset: Stage.file("dataset.csv"), model: Stage.dir("model") },
+  outputs: { dataset: Stage.file("dataset.csv"), model: Stage.dir("model"), source: Stage.file("source.json") },
   deps: (p) => (isRemote(p.dataset.source) ? [] : [p.dataset.source]),
   resources: { memoryMB: 512 },
   estimate: ({ params, inputSizes }) => ({
@@ -116,28 +448,12 @@ export const download = Stage.make({
       model:
         params.model.source === "tiny"
           ? tinyBytes(params.model.layers)
-          : (parseBytes(params.model.expectedSize) ?? 0)
+          : (parseBytes(params.model.expectedSize) ?? 0),
+      source: 4096
     },
+    // a remote dataset stays in scratch until the stage succeeds
+    scratchBytes: isRemote(params.dataset.source) ? 20_000_000 : 0,
     seconds: params.model.source === "tiny" ? 2 : 600
   }),
-  run: (ctx) =>
-    Effect.gen(function* () {
-      const { dataset, model } = ctx.params
-      if (isRemote(dataset.source)) return yield* new StageError({ message: `dataset.source ${dataset.source}: remote sources arrive with issue #3; use a local file` })
-      const src = path.resolve(ctx.workspace, dataset.source)
-      if (dataset.sha256 !== undefined) {
-        const got = sha256File(src)
-        if (got !== dataset.sha256) return yield* new StageError({ message: `${dataset.source}: sha256 ${got} does not match dataset.sha256 ${dataset.sha256}` })
-      }
-      fs.copyFileSync(src, ctx.outputs.dataset)
-      yield* ctx.log(`dataset: ${dataset.source} (${fs.statSync(src).size} bytes)`)
-      if (model.source === "tiny") {
-        yield* ctx.log(`model: tiny Qwen3, ${model.layers} layers, seed ${model.seed}`)
-        writeTiny(ctx.outputs.model, model.layers, model.seed)
-      } else if (isRemote(model.source)) {
-        return yield* new StageError({ message: `model.source ${model.source}: hub downloads arrive with issue #3; use tiny or a local directory` })
-      } else {
-        fs.cpSync(path.resolve(ctx.workspace, model.source), ctx.outputs.model, { recursive: true })
-      }
-    })
+  run: (ctx) => runDownload(ctx, envFrom())
 })
