@@ -6,25 +6,31 @@
  *   noop.ts  no-op run of a fully cached ten-stage pipeline vs snakemake, make
  *   hash.ts  hashing a new 2 GiB file vs b3sum, md5sum, sha256sum, node sha256;
  *            and the unchanged-file case through the stat cache
+ *   data.ts  the five data stages on 26,872 rows; tokenize vs a bare encodeBatch
  *
  * Peers that are not installed get a "not installed" row. Run it on an idle
  * machine: the benchmarks run one after another, never in parallel.
  */
 import * as os from "node:os"
+import { dataTable } from "./data.ts"
 import { hashTable } from "./hash.ts"
 import { noopTable } from "./noop.ts"
 
-const benches: ReadonlyArray<readonly [string, () => string]> = [
+const benches: ReadonlyArray<readonly [string, () => string | Promise<string>]> = [
   ["noop", noopTable],
-  ["hash", hashTable]
+  ["hash", hashTable],
+  ["data", dataTable]
 ]
 
 const cpu = os.cpus()[0]?.model ?? "unknown CPU"
 console.log(`# Benchmarks\n\nNode ${process.version}, ${os.platform()} ${os.arch()}, ${cpu}, ${os.cpus().length} cores, ${new Date().toISOString()}\n`)
 
+// `npm run bench -- data` runs only the named benchmarks
+const only = process.argv.slice(2)
 for (const [name, table] of benches) {
+  if (only.length > 0 && !only.includes(name)) continue
   const t0 = performance.now()
   process.stderr.write(`running ${name}…\n`)
-  console.log(table())
+  console.log(await table())
   process.stderr.write(`${name} done in ${((performance.now() - t0) / 1000).toFixed(1)}s\n`)
 }

@@ -1,20 +1,26 @@
 /**
  * A stage's code fingerprint: the digest of its module and of every project
  * file it imports, transitively (relative imports only; packages are pinned by
- * the lockfile of npm, and the engine's own files are framework, not stage
- * code, so refactoring the engine does not rerun the pipeline). Paths are
- * workspace-relative so the fingerprint is the same on every machine.
+ * the lockfile of npm). Not part of it:
+ * - the engine's own files: framework, not stage code, so refactoring the
+ *   engine does not rerun the pipeline;
+ * - other stages' modules: a stage imports its upstream stages to name their
+ *   outputs, and what those stages compute reaches it through their outputs'
+ *   digests, not through its code (shared helpers belong in modules of their own);
+ * - `import type` / `export type`: erased before anything runs.
+ * Paths are workspace-relative so the fingerprint is the same on every machine.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Digest from "../cache/Digest.ts"
 
-const IMPORT = /(?:^|[\s;}])(?:import|export)\s+(?:type\s+)?(?:[\w*{}\s,$]+\s+from\s+)?["']([^"']+)["']|import\s*\(\s*["']([^"']+)["']\s*\)/g
+const IMPORT = /(?:^|[\s;}])(?:import|export)\s+(type\s+)?(?:[\w*{}\s,$]+\s+from\s+)?["']([^"']+)["']|import\s*\(\s*["']([^"']+)["']\s*\)/g
 
 export const importsOf = (source: string): Array<string> => {
   const out: Array<string> = []
   for (const m of source.matchAll(IMPORT)) {
-    const spec = m[1] ?? m[2]
+    if (m[1] !== undefined) continue // type-only
+    const spec = m[2] ?? m[3]
     if (spec && (spec.startsWith("./") || spec.startsWith("../"))) out.push(spec)
   }
   return out
@@ -60,7 +66,7 @@ export class CodeFingerprinter {
   }
 
   /** workspace-relative path → digest, for the module and its project imports, plus extra files. */
-  fingerprint(module: string, extraFiles: ReadonlyArray<string> = []): Record<string, Digest.Digest> {
+  fingerprint(module: string, extraFiles: ReadonlyArray<string> = [], otherStages: ReadonlySet<string> = new Set()): Record<string, Digest.Digest> {
     const out: Record<string, Digest.Digest> = {}
     const seen = new Set<string>()
     const visit = (file: string): void => {
@@ -75,7 +81,7 @@ export class CodeFingerprinter {
       out[rel] = rec.digest
       for (const spec of rec.imports) {
         const target = path.resolve(path.dirname(file), spec)
-        if (this.relevant(target)) visit(target)
+        if (this.relevant(target) && !otherStages.has(target)) visit(target)
       }
     }
     if (this.relevant(module) || inside(module, this.scope.root)) visit(module)

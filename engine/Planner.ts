@@ -150,7 +150,7 @@ export const fingerprint = (ws: Workspace, stage: AnyStage, upstream: Known): Fi
   const uniq = [...new Map(inputs.map((i) => [i.path, i])).values()].sort((a, b) => (a.path < b.path ? -1 : 1))
   return {
     stage: stage.name,
-    code: ws.code.fingerprint(stage.module, stage.codeFiles),
+    code: ws.codeOf(stage),
     params,
     // sizes are not part of the key (the digest covers them)
     inputs: uniq.map(({ path: p, digest }) => ({ path: p, digest, size: 0 })),
@@ -239,7 +239,7 @@ const pendingDecision = (ws: Workspace, stage: AnyStage, pending: Array<string>,
   if (forced) reasons.push("forced")
   if (prev) {
     for (const c of paramChanges(prev.params, params)) reasons.push(`params changed: ${c}`)
-    const code = ws.code.fingerprint(stage.module, stage.codeFiles)
+    const code = ws.codeOf(stage)
     for (const f of [...new Set([...Object.keys(prev.code), ...Object.keys(code)])].sort())
       if (prev.code[f] !== code[f]) reasons.push(`code changed: ${f}`)
   } else reasons.push("no previous run")

@@ -107,6 +107,12 @@ export class Workspace {
     this.memo.save()
   }
 
+  /** A stage's code fingerprint (see CodeFingerprint.ts). */
+  codeOf(stage: AnyStage): Record<string, import("../cache/Digest.ts").Digest> {
+    const others = new Set(this.dag.stages.filter((s) => s.module !== stage.module).map((s) => s.module))
+    return this.code.fingerprint(stage.module, stage.codeFiles, others)
+  }
+
   writeLock(): void {
     Lockfile.write(this.lockFile, this.lock, this.dag.order)
   }

@@ -1,15 +1,55 @@
 /**
- * entities: parse the dataset strictly and validate every row.
+ * entities: parse the dataset strictly, validate every row, and replace the
+ * dataset's placeholders (`{{Order Number}}`) with realistic values, so no
+ * placeholder or fallback token (`VALUE8541`) ever reaches training text.
  *
- * Today: the strict CSV parse, row validation with a quarantine report, and
- * the bad-fraction gate. Placeholder replacement ({{Order Number}} → a real
- * looking value) arrives with issue #3.
+ * - Parse: strict RFC 4180 (stages/lib/csv.ts); a broken file fails the stage.
+ * - Validate: each record against an effect Schema (stages/entities/validate.ts):
+ *   five fields, non-blank instruction/category/intent/response, an intent
+ *   name, a category name, well-formed placeholders, no fallback tokens. Bad
+ *   records are quarantined in the report with their line and reason; more
+ *   than `entities.maxBadFraction` of them fails the stage. Malformed
+ *   placeholders (`{{Order Number` unclosed, stray `}}`, `{{{X}}}`, `{{}}`)
+ *   are quarantined, not repaired (stages/entities/replace.ts says why).
+ * - Replace: a value per kind, a pure function of (`entities.seed`, row line,
+ *   kind), the same in instruction and response; kinds that must agree share
+ *   a per-row context (city of the country, the client's salutation, the
+ *   company's URLs and e-mail, the currency). Each output row is
+ *   `{ line, flags, instruction, category, intent, response, entities }`
+ *   with `entities` mapping every kind of the row to the value used.
+ *
+ * Unknown kinds (no dedicated generator; stages/entities/generators.ts lists
+ * the dedicated ones), policy `entities.unknownKinds`:
+ * - `infer` (default): pick a generator from the kind's words, in this order:
+ *   Email → e-mail (support mailbox of the row's company for support/contact
+ *   kinds, else a person's); URL/Website/Link/Site → URL on the row's company
+ *   domain (path from the other words); Phone/Telephone/Mobile/Fax/Contact
+ *   Number → phone; a kind starting with a UI verb (Forgot, Reset, Change,
+ *   Manage, Submit...) → UI label; Amount/Price/Fee/Cost/Charge/Total/Balance →
+ *   money in the row's currency; Number/ID/Code/No/Reference/SKU/Serial/Key →
+ *   identifier `<INITIALS>-NNNNNNNN`; Name → company, first, last or full
+ *   person name; Date/Day/Deadline → date; Hours/Schedule → opening hours;
+ *   Time/Hour/Cut-off → time; City → city, Country/Region → country (the row's
+ *   country), ZIP/Postal → postal code, Address/Location/Street/Store →
+ *   street address in the row's country; Year → year; Feature N → feature;
+ *   Percent/Discount/Rate → percentage; Company/Brand/Merchant → company
+ *   name; otherwise a UI label made of the kind's own words
+ *   (`{{Payment Settings}}` → "Payment Settings"). The report lists each
+ *   inferred kind with its count and `inferredAs`.
+ * - `fail`: the stage fails, naming the kinds, their counts and the first
+ *   row lines of each.
+ * - `drop`: rows holding an unknown kind are left out (`droppedRows`); they
+ *   are valid rows, so they do not count toward maxBadFraction.
+ *
+ * Last, the stage checks every output row for `{{`, `}}` and `VALUE<digits>`
+ * and fails if any is found (report `leaks`; 0 unless the code is wrong).
  */
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as fs from "node:fs"
 import { Stage, StageError } from "../engine/index.ts"
-import { CsvError, parse } from "./lib/csv.ts"
+import { processCsv } from "./entities/process.ts"
+import type { OutputRow } from "./entities/replace.ts"
 import { writeJsonl } from "./lib/jsonl.ts"
 import { withDefault } from "./lib/schema.ts"
 import { download } from "./download.ts"
@@ -20,20 +60,12 @@ export const EntitiesParams = Schema.Struct({
   maxBadFraction: withDefault(Schema.Finite.check(Schema.isBetween({ minimum: 0, maximum: 1 })), 0.01)
 })
 
-const COLUMNS = ["flags", "instruction", "category", "intent", "response"] as const
-
-export interface Row {
-  readonly line: number
-  readonly flags: string
-  readonly instruction: string
-  readonly category: string
-  readonly intent: string
-  readonly response: string
-}
+/** A row of rows.jsonl. */
+export type Row = OutputRow
 
 export const entities = Stage.make({
   name: "entities",
-  description: "parse and validate rows (placeholder replacement: #3)",
+  description: "parse and validate rows; replace placeholders with realistic values",
   module: import.meta.url,
   params: { entities: EntitiesParams },
   inputs: { dataset: download.out.dataset },
@@ -42,35 +74,17 @@ export const entities = Stage.make({
   run: (ctx) =>
     Effect.gen(function* () {
       const text = fs.readFileSync(ctx.inputs.dataset, "utf8")
-      const records = yield* Effect.try({ try: () => parse(text), catch: (e) => new StageError({ message: `dataset.csv: ${(e as CsvError).message}` }) })
-      const [header, ...body] = records
-      if (!header || header.fields.join(",") !== COLUMNS.join(","))
-        return yield* new StageError({ message: `dataset.csv line 1: expected columns ${COLUMNS.join(",")}, got ${header?.fields.join(",") ?? "nothing"}` })
-      const rows: Array<Row> = []
-      const bad: Array<{ line: number; reason: string }> = []
-      for (const r of body) {
-        if (r.fields.length !== COLUMNS.length) {
-          bad.push({ line: r.line, reason: `expected ${COLUMNS.length} fields, got ${r.fields.length}` })
-          continue
-        }
-        const [flags, instruction, category, intent, response] = r.fields as [string, string, string, string, string]
-        const empty = COLUMNS.filter((_, i) => i > 0 && r.fields[i]!.trim() === "")
-        if (empty.length > 0) {
-          bad.push({ line: r.line, reason: `empty ${empty.join(", ")}` })
-          continue
-        }
-        if (!/^[a-z_]+$/.test(intent)) {
-          bad.push({ line: r.line, reason: `intent ${JSON.stringify(intent)} is not an intent name` })
-          continue
-        }
-        rows.push({ line: r.line, flags, instruction, category, intent, response })
-      }
-      const total = rows.length + bad.length
-      const fraction = total === 0 ? 1 : bad.length / total
-      fs.writeFileSync(ctx.outputs.report, JSON.stringify({ rows: rows.length, bad: bad.length, badFraction: fraction, quarantined: bad }, null, 2) + "\n")
-      yield* ctx.log(`${rows.length} rows, ${bad.length} quarantined`)
-      if (fraction > ctx.params.entities.maxBadFraction)
-        return yield* new StageError({ message: `${bad.length} of ${total} rows are bad (${(fraction * 100).toFixed(1)}% > entities.maxBadFraction); first: line ${bad[0]?.line}: ${bad[0]?.reason}` })
-      writeJsonl(ctx.outputs.rows, rows)
+      const outcome = processCsv(text, ctx.params.entities)
+      if (outcome.report) fs.writeFileSync(ctx.outputs.report, JSON.stringify(outcome.report, null, 2) + "\n")
+      if (outcome._tag === "fail") return yield* new StageError({ message: outcome.message })
+      const r = outcome.report
+      const kinds = Object.keys(r.placeholders).length
+      const unknown = Object.keys(r.unknownKinds)
+      yield* ctx.log(
+        `${r.rows} rows, ${r.bad} quarantined, ${Object.values(r.placeholders).reduce((a, b) => a + b, 0)} placeholders of ${kinds} kinds replaced` +
+          (unknown.length ? `; unknown kinds (${ctx.params.entities.unknownKinds}): ${unknown.join(", ")}` : "") +
+          (r.droppedRows ? `; ${r.droppedRows} rows dropped` : "")
+      )
+      writeJsonl(ctx.outputs.rows, outcome.rows)
     })
 })

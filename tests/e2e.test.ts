@@ -60,6 +60,18 @@ describe("run", () => {
     expect(runs(ws)).toEqual(["a", "b", "c"])
   })
 
+  it("counts a stage's own code, not the upstream stage modules it imports to name their outputs", () => {
+    const ws = makeWorkspace()
+    expect(cli(ws, ["run", "tmpconsumer"]).code).toBe(0)
+    fs.appendFileSync(path.join(ws, "stages", "chain.ts"), "\n// changes stage a's module\n")
+    const r = cli(ws, ["status", "tmpconsumer"])
+    expect(r.stdout).toMatch(/a\s+stale \(code changed: stages\/chain\.ts\)/)
+    expect(r.stdout).toMatch(/tmpproducer\s+stale \(upstream runs: a\)/)
+    runs(ws)
+    expect(cli(ws, ["run", "tmpconsumer"]).code).toBe(0)
+    expect(runs(ws)).toEqual(["a"]) // a's bytes did not change: the rest is cut off
+  })
+
   it("stops a change at a stage whose rerun produced identical bytes (early cut-off)", () => {
     const ws = makeWorkspace()
     expect(cli(ws, ["run", "c"]).code).toBe(0)
