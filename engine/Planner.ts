@@ -97,12 +97,19 @@ export const paramChanges = (before: unknown, after: unknown, prefix = ""): Arra
   return canonicalJson(before) === canonicalJson(after) ? [] : [`${prefix} ${show(before)} -> ${show(after)}`]
 }
 
+/** `code changed: a.ts, b.ts (+3 more)`: the files whose digest changed, were added or dropped. */
+const codeChanged = (before: Readonly<Record<string, string>>, after: Readonly<Record<string, string>>): string | undefined => {
+  const files = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort().filter((f) => before[f] !== after[f])
+  if (files.length === 0) return undefined
+  return `code changed: ${files.slice(0, 3).join(", ")}${files.length > 3 ? ` (+${files.length - 3} more)` : ""}`
+}
+
 export const reasonsFor = (fp: Fingerprint, prev: LockEntry | undefined): Array<string> => {
   if (!prev) return ["no previous run"]
   const reasons: Array<string> = []
   for (const c of paramChanges(prev.params, fp.params)) reasons.push(`params changed: ${c}`)
-  const files = [...new Set([...Object.keys(prev.code), ...Object.keys(fp.code)])].sort()
-  for (const f of files) if (prev.code[f] !== fp.code[f]) reasons.push(`code changed: ${f}`)
+  const code = codeChanged(prev.code, fp.code)
+  if (code) reasons.push(code)
   const before = new Map(prev.inputs.map((i) => [i.path, i.digest]))
   for (const i of fp.inputs) if (before.get(i.path) !== i.digest) reasons.push(`input changed: ${i.path}`)
   const now = new Set(fp.inputs.map((i) => i.path))
@@ -239,9 +246,8 @@ const pendingDecision = (ws: Workspace, stage: AnyStage, pending: Array<string>,
   if (forced) reasons.push("forced")
   if (prev) {
     for (const c of paramChanges(prev.params, params)) reasons.push(`params changed: ${c}`)
-    const code = ws.codeOf(stage)
-    for (const f of [...new Set([...Object.keys(prev.code), ...Object.keys(code)])].sort())
-      if (prev.code[f] !== code[f]) reasons.push(`code changed: ${f}`)
+    const code = codeChanged(prev.code, ws.codeOf(stage))
+    if (code) reasons.push(code)
   } else reasons.push("no previous run")
   reasons.push(`upstream runs: ${pending.join(", ")}`)
   return { action: "run", source: null, reasons, key: undefined, fingerprint: undefined, restore: undefined, pending, forced }
