@@ -276,7 +276,7 @@ const tinyTensors = (layers: number): Array<{ name: string; shape: [number] | [n
 export const tinyBytes = (layers: number): number =>
   tinyTensors(layers).reduce((a, t) => a + 2 * t.shape.reduce((x, y) => x * y, 1), 0) + 11_500_000 // + tokenizer.json
 
-const writeTiny = (dir: string, layers: number, seed: number) => {
+export const writeTiny = (dir: string, layers: number, seed: number) => {
   fs.mkdirSync(dir, { recursive: true })
   fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(tinyConfig(layers), null, 2) + "\n")
   fs.writeFileSync(
