@@ -1,19 +1,23 @@
 /**
- * train: QLoRA fine-tuning through the native addon (issue #4).
+ * train: QLoRA fine-tuning through the native addon (native/trainer.ts for the
+ * loop, native/train-worker.ts as the child process that runs it).
  *
- * Today this writes the adapter a run starts from, in the PEFT layout
- * (`adapter_config.json` + `adapter_model.safetensors`, lora_A Kaiming-uniform,
- * lora_B zero, so the adapter is a no-op), and records that no step was
- * trained. Its params, resources and estimates are the real ones the planner
- * needs; the training loop replaces the body with #4.
+ * Checkpoints live in the stage's scratch directory, which the engine keeps
+ * across failures and kills and wipes when the key changes: an interrupted run
+ * with the same key resumes from its latest checkpoint, and says so. Writes the
+ * PEFT adapter with the best validation loss and metrics.jsonl (a `loss` per
+ * step, a `valLoss` per evaluation, the first at step 0 for the untrained
+ * adapter).
  */
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { Stage } from "../engine/index.ts"
-import { Rng } from "./lib/rng.ts"
-import * as Safetensors from "./lib/safetensors.ts"
+import { Stage, StageError } from "../engine/index.ts"
+import { spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { buildId } from "../native/index.ts"
+import type { TrainEvent } from "../native/trainer.ts"
 import { withDefault } from "./lib/schema.ts"
 import { download } from "./download.ts"
 import { tokenize } from "./tokenize.ts"
@@ -40,41 +44,22 @@ export const TrainParams = Schema.Struct({
   seed: withDefault(Schema.Int, 42),
   evalEvery: withDefault(Schema.Int, 10),
   checkpointEvery: withDefault(Schema.Int, 10),
-  keepCheckpoints: withDefault(Schema.Int, 2)
+  keepCheckpoints: withDefault(Schema.Int, 2),
+  /** validation sequences per evaluation */
+  evalSamples: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 100000 })), 8)
 })
 
-const PROJ_DIMS = (cfg: ModelConfig): Record<string, [number, number]> => {
-  const h = cfg.hidden_size
-  const hd = cfg.head_dim ?? h / cfg.num_attention_heads
-  return {
-    q_proj: [cfg.num_attention_heads * hd, h],
-    k_proj: [cfg.num_key_value_heads * hd, h],
-    v_proj: [cfg.num_key_value_heads * hd, h],
-    o_proj: [h, cfg.num_attention_heads * hd],
-    gate_proj: [cfg.intermediate_size, h],
-    up_proj: [cfg.intermediate_size, h],
-    down_proj: [h, cfg.intermediate_size]
-  }
-}
-
-export interface ModelConfig {
-  readonly hidden_size: number
-  readonly intermediate_size: number
-  readonly num_attention_heads: number
-  readonly num_key_value_heads: number
-  readonly head_dim?: number
-  readonly num_hidden_layers: number
-}
-
-const module = (t: string) => (t.endsWith("_proj") && ["gate_proj", "up_proj", "down_proj"].includes(t) ? "mlp" : "self_attn")
-
-/** Bytes per trainable parameter held on disk per checkpoint: fp32 weights + two 8-bit Adam moments. */
-const CHECKPOINT_BYTES_PER_PARAM = 4 + 2
+/** Bytes per trainable parameter held on disk per checkpoint: fp32 weights, the best copy, two 8-bit Adam moments. */
+const CHECKPOINT_BYTES_PER_PARAM = 4 + 4 + 2
 
 export const train = Stage.make({
   name: "train",
-  description: "QLoRA fine-tuning (native trainer: #4)",
+  description: "QLoRA fine-tuning (native CPU trainer)",
   module: import.meta.url,
+  // the trainer runs in a child process from these files: they are this stage's code too
+  codeFiles: ["../native/train-worker.ts", "../native/trainer.ts", "../native/qwen3.ts", "../native/index.ts"].map((f) => fileURLToPath(new URL(f, import.meta.url))),
+  // the addon's build id: a digest of its sources and build options
+  versions: () => ({ addon: buildId() }),
   params: { train: TrainParams, lora: LoraParams },
   inputs: { train: tokenize.out.train, val: tokenize.out.val, model: download.out.model },
   outputs: { adapter: Stage.dir("adapter"), metrics: Stage.file("metrics.jsonl", { metrics: true }) },
@@ -99,46 +84,59 @@ export const train = Stage.make({
   run: (ctx) =>
     Effect.gen(function* () {
       const { lora, train: t } = ctx.params
-      const cfg = JSON.parse(fs.readFileSync(path.join(ctx.inputs.model, "config.json"), "utf8")) as ModelConfig
-      const dims = PROJ_DIMS(cfg)
-      const rng = new Rng(t.seed)
-      const tensors: Array<Safetensors.Tensor> = []
-      for (let layer = 0; layer < cfg.num_hidden_layers; layer++)
-        for (const target of lora.targets) {
-          const d = dims[target]
-          if (!d) continue
-          const [outF, inF] = d
-          const prefix = `base_model.model.model.layers.${layer}.${module(target)}.${target}`
-          // kaiming_uniform_(a=sqrt(5)) as PEFT initialises lora_A: bound = 1/sqrt(in_features)
-          const bound = 1 / Math.sqrt(inF)
-          const a = new Float32Array(lora.r * inF)
-          for (let i = 0; i < a.length; i++) a[i] = (rng.next() * 2 - 1) * bound
-          tensors.push({ name: `${prefix}.lora_A.weight`, dtype: "F32", shape: [lora.r, inF], data: new Uint8Array(a.buffer) })
-          tensors.push({ name: `${prefix}.lora_B.weight`, dtype: "F32", shape: [outF, lora.r], data: new Uint8Array(new Float32Array(outF * lora.r).buffer) })
-        }
-      Safetensors.write(path.join(ctx.outputs.adapter, "adapter_model.safetensors"), tensors, { format: "pt" })
-      fs.writeFileSync(
-        path.join(ctx.outputs.adapter, "adapter_config.json"),
-        JSON.stringify(
-          {
-            peft_type: "LORA",
-            task_type: "CAUSAL_LM",
-            base_model_name_or_path: null,
-            r: lora.r,
-            lora_alpha: lora.alpha,
-            lora_dropout: lora.dropout,
-            target_modules: lora.targets,
-            bias: "none",
-            fan_in_fan_out: false,
-            inference_mode: true
-          },
-          null,
-          2
-        ) + "\n"
-      )
-      fs.writeFileSync(ctx.outputs.metrics, JSON.stringify({ step: 0, trained: false, note: "initial adapter; the native trainer arrives with #4" }) + "\n")
-      yield* ctx.log(`initial PEFT adapter: ${tensors.length} tensors, r=${lora.r}`)
+      if (t.device !== "cpu") return yield* new StageError({ message: `train.device ${t.device}: the CUDA backend is the next issue; use cpu` })
+      const scratch = ctx.scratchDir
+      const job = {
+        modelDir: ctx.inputs.model,
+        trainBin: ctx.inputs.train,
+        valBin: ctx.inputs.val,
+        adapterDir: ctx.outputs.adapter,
+        metricsFile: path.join(scratch, "metrics.jsonl"),
+        scratch,
+        t: { ...t, maxSteps: t.maxSteps },
+        lora: { r: lora.r, alpha: lora.alpha, dropout: lora.dropout, targets: lora.targets }
+      }
+      const jobFile = path.join(scratch, "job.json")
+      fs.writeFileSync(jobFile, JSON.stringify(job))
+      const events: Array<string> = []
+      const failed = yield* Effect.callback<string | undefined>((resume) => {
+        // a child process: a crash in native code fails this stage, not the engine
+        const child = spawn(process.execPath, [WORKER, jobFile], { stdio: ["ignore", "pipe", "pipe"] })
+        let stderr = ""
+        let pending = ""
+        child.stderr.on("data", (d) => (stderr += d))
+        child.stdout.on("data", (d) => {
+          pending += d
+          const lines = pending.split("\n")
+          pending = lines.pop() ?? ""
+          for (const line of lines) if (line.trim() !== "") events.push(line), Effect.runSync(onEvent(ctx, JSON.parse(line) as TrainEvent))
+        })
+        child.on("close", (code, signal) =>
+          resume(Effect.succeed(code === 0 ? undefined : `the trainer ${signal ? `was killed by ${signal}` : `exited with code ${code}`}: ${stderr.trim().split("\n").slice(-3).join(" | ")}`))
+        )
+        return Effect.sync(() => child.kill("SIGKILL"))
+      })
+      if (failed !== undefined) return yield* new StageError({ message: failed })
+      fs.copyFileSync(job.metricsFile, ctx.outputs.metrics)
     })
 })
 
-export { PROJ_DIMS }
+const WORKER = fileURLToPath(new URL("../native/train-worker.ts", import.meta.url))
+
+const onEvent = (ctx: { log: (l: string) => Effect.Effect<void>; progress: { total: (n: number, u: string) => Effect.Effect<void>; update: (d: number, n?: string) => Effect.Effect<void> } }, e: TrainEvent) => {
+  switch (e.type) {
+    case "start":
+      return Effect.andThen(
+        ctx.log(`${e.params}; ${e.trainSequences} sequences, ${e.totalSteps} steps${e.resumedFrom !== null ? `; resuming from the checkpoint at step ${e.resumedFrom}` : ""}`),
+        ctx.progress.total(e.totalSteps, "steps")
+      )
+    case "step":
+      return ctx.progress.update(e.step, `loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ${Math.round(e.tokensPerSecond)} tok/s${e.skipped ? " (skipped: non-finite gradient)" : ""}`)
+    case "eval":
+      return ctx.log(`step ${e.step}: validation loss ${e.valLoss.toFixed(4)}${e.best ? " (best)" : ""}`)
+    case "checkpoint":
+      return Effect.void
+    case "done":
+      return ctx.log(`done at step ${e.step}; kept the adapter with the best validation loss ${e.bestVal?.toFixed(4) ?? "n/a"}`)
+  }
+}

@@ -1,0 +1,385 @@
+/**
+ * The QLoRA training loop, shared by every backend: the backend supplies
+ * `qwen3ForwardBackward` (and kernels); this file owns everything else.
+ *
+ *   base      the frozen projection weights go through NF4 with double-quantized
+ *             absmax (bitsandbytes layout) and back, so the model trains against
+ *             exactly the 4-bit base QLoRA uses; embeddings and norms stay as loaded
+ *   adapter   LoRA on `lora.targets`: A Kaiming-uniform (bound 1/sqrt(in), PEFT's
+ *             init), B zero, scale alpha / r
+ *   data      the tokenize stage's sequences, shuffled per epoch from (seed, epoch),
+ *             batches padded to their longest sequence (padding is masked out)
+ *   step      gradient accumulation over `gradAccum` micro-batches, clipping by
+ *             global norm, linear warmup then cosine (or linear / constant) decay,
+ *             8-bit AdamW (fp32 state under 4096 elements), decoupled weight decay
+ *   scaler    dynamic loss scaling: a step with a non-finite gradient is skipped and
+ *             the scale halved; after `growthInterval` good steps it doubles. The CPU
+ *             backend computes in fp32 (scale 1, it only guards against inf/nan); the
+ *             CUDA backend's fp16 kernels use the same loop
+ *   state     checkpoints every `checkpointEvery` steps (keeping the last
+ *             `keepCheckpoints`) hold the adapter, the optimizer state, the scaler,
+ *             the step and the best adapter so far; the data position is a function
+ *             of the step. Training N steps in one go or k steps, a kill, and a
+ *             resume to N give the same adapter bit for bit.
+ *
+ * LoRA dropout is not applied yet (it needs the dropout mask in the backward pass;
+ * `lora.dropout` is recorded in the adapter config).
+ */
+import * as fs from "node:fs"
+import * as path from "node:path"
+import * as Native from "./index.ts"
+import { loraName, PROJECTIONS, type LoraTensors, type Projection, type Qwen3Config, type Qwen3Weights } from "./qwen3.ts"
+import { Rng } from "../stages/lib/rng.ts"
+import * as Safetensors from "../stages/lib/safetensors.ts"
+import type * as Format from "../stages/tokenize/format.ts"
+
+export interface TrainConfig {
+  readonly lr: number
+  readonly epochs: number
+  readonly maxSteps?: number | undefined
+  readonly batchSize: number
+  readonly gradAccum: number
+  readonly warmupSteps: number
+  readonly scheduler: "cosine" | "linear" | "constant"
+  readonly weightDecay: number
+  readonly maxGradNorm: number
+  readonly seed: number
+  readonly evalEvery: number
+  readonly evalSamples: number
+  readonly checkpointEvery: number
+  readonly keepCheckpoints: number
+}
+
+export interface LoraConfig {
+  readonly r: number
+  readonly alpha: number
+  readonly dropout: number
+  readonly targets: ReadonlyArray<string>
+}
+
+// ---------------------------------------------------------------- the base
+
+/** The 4-bit base: every projection weight through NF4 + double quantization and back. */
+export const quantizeBase = (w: Qwen3Weights): Qwen3Weights => ({
+  ...w,
+  layers: w.layers.map((l) => ({
+    ...l,
+    w: l.w.map((x) => {
+      const q = Native.nf4Quantize(x)
+      const absmax = Native.nf4DoubleDequantize(Native.nf4DoubleQuantize(q.absmax))
+      return Native.nf4Dequantize(q.codes, absmax, q.n)
+    })
+  }))
+})
+
+/** PEFT's count: `trainable params: … || all params: … || trainable%: …`. */
+export const parameterCount = (c: Qwen3Config, lora: LoraConfig) => {
+  const HD = c.heads * c.headDim
+  const KD = c.kvHeads * c.headDim
+  const io: Record<Projection, [number, number]> = {
+    q_proj: [c.hidden, HD], k_proj: [c.hidden, KD], v_proj: [c.hidden, KD], o_proj: [HD, c.hidden],
+    gate_proj: [c.hidden, c.intermediate], up_proj: [c.hidden, c.intermediate], down_proj: [c.intermediate, c.hidden]
+  }
+  let base = c.vocab * c.hidden + c.hidden // embedding (tied head) + final norm
+  let trainable = 0
+  for (const j of PROJECTIONS) {
+    const [i, o] = io[j]
+    base += c.layers * i * o
+    if (lora.targets.includes(j)) trainable += c.layers * lora.r * (i + o)
+  }
+  base += c.layers * (2 * c.hidden + 2 * c.headDim) // norms
+  const all = base + trainable
+  const fmt = (n: number) => n.toLocaleString("en-US")
+  return { trainable, all, line: `trainable params: ${fmt(trainable)} || all params: ${fmt(all)} || trainable%: ${((100 * trainable) / all).toFixed(4)}` }
+}
+
+// ---------------------------------------------------------------- the adapter
+
+const ioOf = (c: Qwen3Config, j: Projection): [number, number] => {
+  const HD = c.heads * c.headDim
+  const KD = c.kvHeads * c.headDim
+  return ({ q_proj: [c.hidden, HD], k_proj: [c.hidden, KD], v_proj: [c.hidden, KD], o_proj: [HD, c.hidden], gate_proj: [c.hidden, c.intermediate], up_proj: [c.hidden, c.intermediate], down_proj: [c.intermediate, c.hidden] } as const)[j] as [number, number]
+}
+
+export const initLora = (c: Qwen3Config, lora: LoraConfig, seed: number): LoraTensors => {
+  const rng = new Rng(seed ^ 0x10a)
+  const proj: Array<LoraTensors["proj"][number]> = []
+  for (let l = 0; l < c.layers; l++)
+    for (const j of PROJECTIONS) {
+      if (!lora.targets.includes(j)) {
+        proj.push(null)
+        continue
+      }
+      const [inF, outF] = ioOf(c, j)
+      const bound = 1 / Math.sqrt(inF)
+      const A = new Float32Array(lora.r * inF)
+      for (let i = 0; i < A.length; i++) A[i] = (rng.next() * 2 - 1) * bound
+      proj.push({ A, B: new Float32Array(outF * lora.r), dA: new Float32Array(A.length), dB: new Float32Array(outF * lora.r) })
+    }
+  return { rank: lora.r, scale: lora.alpha / lora.r, proj }
+}
+
+/** Writes a PEFT adapter directory: adapter_config.json + adapter_model.safetensors with PEFT's names. */
+export const writeAdapter = (dir: string, c: Qwen3Config, lora: LoraConfig, t: LoraTensors, base: string | null): void => {
+  fs.mkdirSync(dir, { recursive: true })
+  const tensors: Array<Safetensors.Tensor> = []
+  let k = 0
+  for (let l = 0; l < c.layers; l++)
+    for (const j of PROJECTIONS) {
+      const p = t.proj[k++]
+      if (!p) continue
+      const [inF, outF] = ioOf(c, j)
+      tensors.push({ name: loraName(l, j, "A"), dtype: "F32", shape: [lora.r, inF], data: new Uint8Array(p.A.buffer, p.A.byteOffset, p.A.byteLength) })
+      tensors.push({ name: loraName(l, j, "B"), dtype: "F32", shape: [outF, lora.r], data: new Uint8Array(p.B.buffer, p.B.byteOffset, p.B.byteLength) })
+    }
+  Safetensors.write(path.join(dir, "adapter_model.safetensors"), tensors, { format: "pt" })
+  const config = {
+    peft_type: "LORA", task_type: "CAUSAL_LM", base_model_name_or_path: base, r: lora.r, lora_alpha: lora.alpha, lora_dropout: lora.dropout,
+    target_modules: [...lora.targets], bias: "none", fan_in_fan_out: false, inference_mode: true, init_lora_weights: true
+  }
+  fs.writeFileSync(path.join(dir, "adapter_config.json"), JSON.stringify(config, null, 2) + "\n")
+}
+
+// ---------------------------------------------------------------- data
+
+export interface Batch {
+  readonly ids: Int32Array
+  readonly mask: Uint8Array
+  readonly batch: number
+  readonly seqLen: number
+  readonly tokens: number
+}
+
+export const PAD = 151643
+
+export const makeBatch = (data: Format.Tokenized, seqIdx: ReadonlyArray<number>): Batch => {
+  const off = data.sequenceOffsets
+  const lens = seqIdx.map((s) => off[s + 1]! - off[s]!)
+  const T = Math.max(2, ...lens)
+  const ids = new Int32Array(seqIdx.length * T).fill(PAD)
+  const mask = new Uint8Array(seqIdx.length * T)
+  seqIdx.forEach((s, b) => {
+    ids.set(data.ids.subarray(off[s]!, off[s + 1]!), b * T)
+    mask.set(data.mask.subarray(off[s]!, off[s + 1]!), b * T)
+  })
+  return { ids, mask, batch: seqIdx.length, seqLen: T, tokens: lens.reduce((a, b) => a + b, 0) }
+}
+
+/** The order of sequences in an epoch: a seeded shuffle, a function of (seed, epoch) only. */
+export const epochOrder = (n: number, seed: number, epoch: number): Array<number> => {
+  const order = Array.from({ length: n }, (_, i) => i)
+  const rng = new Rng((seed * 7919 + epoch * 104729) >>> 0)
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.nextU32() % (i + 1)
+    ;[order[i], order[j]] = [order[j]!, order[i]!]
+  }
+  return order
+}
+
+/** The micro-batch of a global micro-step: epochs concatenated, each in its own order. */
+export const microBatchIndices = (n: number, batchSize: number, seed: number, micro: number): Array<number> => {
+  const perEpoch = Math.ceil(n / batchSize)
+  const epoch = Math.floor(micro / perEpoch)
+  const order = epochOrder(n, seed, epoch)
+  const start = (micro % perEpoch) * batchSize
+  return order.slice(start, start + batchSize)
+}
+
+// ---------------------------------------------------------------- schedule and scaler
+
+export const learningRate = (t: TrainConfig, step: number, total: number): number => {
+  if (t.warmupSteps > 0 && step < t.warmupSteps) return (t.lr * (step + 1)) / t.warmupSteps
+  if (t.scheduler === "constant") return t.lr
+  const progress = Math.min(1, (step - t.warmupSteps) / Math.max(1, total - t.warmupSteps))
+  return t.scheduler === "linear" ? t.lr * (1 - progress) : t.lr * 0.5 * (1 + Math.cos(Math.PI * progress))
+}
+
+export interface ScalerState {
+  scale: number
+  goodSteps: number
+  skipped: number
+}
+
+/** Dynamic loss scaling: skip and halve on a non-finite gradient, double after a run of good steps. */
+export const scalerUpdate = (s: ScalerState, finite: boolean, growthInterval = 200): boolean => {
+  if (!finite) {
+    s.scale = Math.max(s.scale / 2, 1 / 65536)
+    s.goodSteps = 0
+    s.skipped++
+    return false
+  }
+  if (++s.goodSteps >= growthInterval) {
+    s.scale = Math.min(s.scale * 2, 65536)
+    s.goodSteps = 0
+  }
+  return true
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+interface Checkpoint {
+  readonly step: number
+  readonly optStep: number
+  readonly scaler: ScalerState
+  readonly bestVal: number | null
+}
+
+const tensorsOf = (t: LoraTensors, which: "A" | "B"): Array<Float32Array> => t.proj.flatMap((p) => (p ? [which === "A" ? p.A : p.B] : []))
+const params = (t: LoraTensors): Array<Float32Array> => t.proj.flatMap((p) => (p ? [p.A, p.B] : []))
+const grads = (t: LoraTensors): Array<Float32Array> => t.proj.flatMap((p) => (p ? [p.dA, p.dB] : []))
+
+const writeArrays = (file: string, arrays: ReadonlyArray<ArrayBufferView>) =>
+  fs.writeFileSync(file, Buffer.concat(arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))))
+
+const readArraysInto = (file: string, arrays: ReadonlyArray<ArrayBufferView>) => {
+  const buf = fs.readFileSync(file)
+  let at = 0
+  for (const a of arrays) {
+    new Uint8Array(a.buffer, a.byteOffset, a.byteLength).set(buf.subarray(at, at + a.byteLength))
+    at += a.byteLength
+  }
+  if (at !== buf.length) throw new Error(`${file}: ${buf.length} bytes, expected ${at}`)
+}
+
+const optArrays = (states: ReadonlyArray<Native.AdamW8bitState>): Array<ArrayBufferView> =>
+  states.flatMap((s) => (s.kind === "fp32" ? [s.m, s.v] : [s.mCodes, s.vCodes, s.mAbsmax, s.vAbsmax]))
+
+const checkpointDirs = (scratch: string): Array<{ step: number; dir: string }> =>
+  fs.existsSync(scratch)
+    ? fs
+        .readdirSync(scratch)
+        .map((n) => /^ckpt-(\d+)$/.exec(n))
+        .filter((m): m is RegExpExecArray => m !== null)
+        .map((m) => ({ step: Number(m[1]), dir: path.join(scratch, m[0]) }))
+        .sort((a, b) => a.step - b.step)
+    : []
+
+const saveCheckpoint = (scratch: string, keep: number, c: Checkpoint, lora: LoraTensors, best: ReadonlyArray<Float32Array>, opt: ReadonlyArray<Native.AdamW8bitState>) => {
+  const dir = path.join(scratch, `ckpt-${c.step}`)
+  const tmp = `${dir}.tmp-${process.pid}`
+  fs.rmSync(tmp, { recursive: true, force: true })
+  fs.mkdirSync(tmp, { recursive: true })
+  writeArrays(path.join(tmp, "lora.bin"), params(lora))
+  writeArrays(path.join(tmp, "best.bin"), best)
+  writeArrays(path.join(tmp, "optimizer.bin"), optArrays(opt))
+  fs.writeFileSync(path.join(tmp, "state.json"), JSON.stringify(c))
+  fs.rmSync(dir, { recursive: true, force: true })
+  fs.renameSync(tmp, dir) // a checkpoint is complete or absent
+  const all = checkpointDirs(scratch)
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) fs.rmSync(old.dir, { recursive: true, force: true })
+}
+
+// ---------------------------------------------------------------- the loop
+
+export type TrainEvent =
+  | { readonly type: "start"; readonly totalSteps: number; readonly params: string; readonly resumedFrom: number | null; readonly trainSequences: number }
+  | { readonly type: "step"; readonly step: number; readonly loss: number; readonly lr: number; readonly gradNorm: number; readonly tokens: number; readonly tokensPerSecond: number; readonly skipped: boolean; readonly scale: number }
+  | { readonly type: "eval"; readonly step: number; readonly valLoss: number; readonly best: boolean }
+  | { readonly type: "checkpoint"; readonly step: number }
+  | { readonly type: "done"; readonly step: number; readonly bestVal: number | null }
+
+export interface TrainInput {
+  readonly config: Qwen3Config
+  readonly weights: Qwen3Weights
+  readonly train: Format.Tokenized
+  readonly val: Format.Tokenized
+  readonly t: TrainConfig
+  readonly lora: LoraConfig
+  readonly scratch: string
+  /** stop after this many steps in this process (tests of resume); the run is not done */
+  readonly stopAfter?: number
+  readonly onEvent: (e: TrainEvent) => void
+}
+
+export const validationLoss = (input: Pick<TrainInput, "config" | "weights" | "val" | "t">, lora: LoraTensors): number => {
+  const n = Math.min(input.t.evalSamples, input.val.sequenceOffsets.length - 1)
+  let sum = 0
+  let count = 0
+  for (let s = 0; s < n; s++) {
+    const b = makeBatch(input.val, [s])
+    const r = Native.qwen3ForwardBackward(input.config, input.weights, lora, b.ids, b.mask, 1, b.seqLen, false)
+    sum += r.loss * r.counted
+    count += r.counted
+  }
+  return count ? sum / count : NaN
+}
+
+/** Trains (or resumes) and returns the adapter to keep: the best by validation loss. */
+export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean; bestVal: number | null } => {
+  const { config, t } = input
+  const nSeq = input.train.sequenceOffsets.length - 1
+  if (nSeq === 0) throw new Error("no training sequences (every example was dropped by tokenize.maxSeqLen?)")
+  const total = t.maxSteps ?? Math.max(1, Math.ceil((t.epochs * nSeq) / (t.batchSize * t.gradAccum)))
+  const lora = initLora(config, input.lora, t.seed)
+  const ps = params(lora)
+  const gs = grads(lora)
+  const opt = ps.map((p) => Native.adamw8bitInit(p.length))
+  const best = ps.map((p) => Float32Array.from(p))
+  let ck: Checkpoint = { step: 0, optStep: 0, scaler: { scale: 1, goodSteps: 0, skipped: 0 }, bestVal: null }
+  const latest = checkpointDirs(input.scratch).at(-1)
+  if (latest) {
+    ck = JSON.parse(fs.readFileSync(path.join(latest.dir, "state.json"), "utf8")) as Checkpoint
+    readArraysInto(path.join(latest.dir, "lora.bin"), ps)
+    readArraysInto(path.join(latest.dir, "best.bin"), best)
+    readArraysInto(path.join(latest.dir, "optimizer.bin"), optArrays(opt))
+  }
+  input.onEvent({ type: "start", totalSteps: total, params: parameterCount(config, input.lora).line, resumedFrom: latest ? ck.step : null, trainSequences: nSeq })
+  const scaler = { ...ck.scaler }
+  let optStep = ck.optStep
+  let bestVal = ck.bestVal
+  const evaluate = (step: number) => {
+    const v = validationLoss(input, lora)
+    const improved = bestVal === null || v < bestVal
+    if (improved) {
+      bestVal = v
+      ps.forEach((p, i) => best[i]!.set(p))
+    }
+    input.onEvent({ type: "eval", step, valLoss: v, best: improved })
+  }
+  if (ck.step === 0 && !latest) evaluate(0) // the untrained adapter's validation loss
+  let stepsHere = 0
+  for (let step = ck.step; step < total; step++) {
+    if (input.stopAfter !== undefined && stepsHere >= input.stopAfter) return { lora, finished: false, bestVal }
+    const started = performance.now()
+    for (const g of gs) g.fill(0)
+    let lossSum = 0
+    let tokens = 0
+    for (let a = 0; a < t.gradAccum; a++) {
+      const b = makeBatch(input.train, microBatchIndices(nSeq, t.batchSize, t.seed, step * t.gradAccum + a))
+      const r = Native.qwen3ForwardBackward(config, input.weights, lora, b.ids, b.mask, b.batch, b.seqLen, true)
+      lossSum += r.loss
+      tokens += b.tokens
+    }
+    // mean over micro-batches, then the global norm in a fixed order
+    let sq = 0
+    for (const g of gs) for (let i = 0; i < g.length; i++) {
+      g[i] = g[i]! / t.gradAccum
+      sq += g[i]! * g[i]!
+    }
+    const norm = Math.sqrt(sq)
+    const finite = Number.isFinite(norm)
+    const apply = scalerUpdate(scaler, finite)
+    const lr = learningRate(t, step, total)
+    if (apply) {
+      if (t.maxGradNorm > 0 && norm > t.maxGradNorm) {
+        const c = t.maxGradNorm / (norm + 1e-6)
+        for (const g of gs) for (let i = 0; i < g.length; i++) g[i] = g[i]! * c
+      }
+      optStep++
+      ps.forEach((p, i) => Native.adamw8bitStep(p, gs[i]!, opt[i]!, { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: t.weightDecay, step: optStep }))
+    }
+    const seconds = (performance.now() - started) / 1000
+    input.onEvent({ type: "step", step: step + 1, loss: lossSum / t.gradAccum, lr, gradNorm: norm, tokens, tokensPerSecond: tokens / seconds, skipped: !apply, scale: scaler.scale })
+    stepsHere++
+    const done = step + 1 === total
+    if ((step + 1) % t.evalEvery === 0 || done) evaluate(step + 1)
+    if (!done && t.checkpointEvery > 0 && (step + 1) % t.checkpointEvery === 0) {
+      saveCheckpoint(input.scratch, t.keepCheckpoints, { step: step + 1, optStep, scaler, bestVal }, lora, best, opt)
+      input.onEvent({ type: "checkpoint", step: step + 1 })
+    }
+  }
+  // keep the best adapter by validation loss
+  ps.forEach((p, i) => p.set(best[i]!))
+  input.onEvent({ type: "done", step: total, bestVal })
+  return { lora, finished: true, bestVal }
+}
