@@ -7,6 +7,10 @@
 //     ids      Int32Array [batch * seqLen];  mask Uint8Array [batch * seqLen]
 //     logits   optional Float32Array [batch * seqLen * vocab]
 //   → { loss, counted }
+//   qwen3ForwardBackwardRef(...)  the same through the plain scalar reference loops (tests)
+//   qwen3SetThreads(n) → n in use  (n <= 0: FT_THREADS or the core count; 0 just asks)
+//   qwen3SetIsa("scalar" | "avx2" | "avx512" | "best") → the path in use (never above the CPU's)
+//   qwen3Simd { gemm, gemmRef, dot, dotRef, axpy, axpyRef, exp, expRef }  simd.h's primitives (tests)
 // Every array's length is checked against the config here, so the C++ below
 // can trust its shapes.
 #include <napi.h>
@@ -14,6 +18,8 @@
 #include <string>
 
 #include "qwen3.h"
+#include "simd.h"
+#include "threads.h"
 
 namespace {
 
@@ -32,6 +38,7 @@ int intOf(const Napi::Object& o, const char* key) {
   return v.As<Napi::Number>().Int32Value();
 }
 
+template <float (*Fn)(const ft::Qwen3Config&, const ft::Qwen3Weights&, ft::Lora&, const int32_t*, const uint8_t*, int, int, bool, float*, int*)>
 Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto c = info[0].As<Napi::Object>();
@@ -93,15 +100,89 @@ Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
   float* logits = nullptr;
   if (info.Length() > 8 && !info[8].IsUndefined() && !info[8].IsNull()) logits = const_cast<float*>(f32(info[8], N * cfg.vocab, "logits"));
   int counted = 0;
-  const float loss = ft::forwardBackward(cfg, w, lora, ids, info[4].As<Napi::Uint8Array>().Data(), batch, seqLen, info[7].As<Napi::Boolean>().Value(), logits, &counted);
+  const float loss = Fn(cfg, w, lora, ids, info[4].As<Napi::Uint8Array>().Data(), batch, seqLen, info[7].As<Napi::Boolean>().Value(), logits, &counted);
   auto res = Napi::Object::New(env);
   res.Set("loss", loss);
   res.Set("counted", counted);
   return res;
 }
 
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  const int n = info[0].As<Napi::Number>().Int32Value();
+  return Napi::Number::New(info.Env(), n == 0 ? ft::threads() : ft::setThreads(n));
+}
+
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  using ft::simd::Isa;
+  Isa want;
+  if (name == "scalar") want = Isa::Scalar;
+  else if (name == "avx2") want = Isa::Avx2;
+  else if (name == "avx512") want = Isa::Avx512;
+  else if (name == "best") want = ft::simd::bestIsa();
+  else throw Napi::RangeError::New(info.Env(), "qwen3SetIsa: expected scalar, avx2, avx512 or best, got " + name);
+  return Napi::String::New(info.Env(), ft::simd::isaName(ft::simd::setIsa(want)));
+}
+
+// a Float32Array argument with at least `need` elements
+float* f32min(const Napi::Value& v, size_t need, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(v.Env(), std::string(what) + ": expected a Float32Array");
+  auto a = v.As<Napi::Float32Array>();
+  if (a.ElementLength() < need) throw Napi::RangeError::New(v.Env(), std::string(what) + ": too short for the shape");
+  return a.Data();
+}
+
+// gemm(M, N, K, A, rsA, csA, B, ldb, C, ldc, accumulate)
+template <void (*Fn)(int, int, int, const float*, ptrdiff_t, ptrdiff_t, const float*, ptrdiff_t, float*, ptrdiff_t, bool)>
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  auto i32 = [&](int k) { return info[k].As<Napi::Number>().Int32Value(); };
+  const int M = i32(0), N = i32(1), K = i32(2), rsA = i32(4), csA = i32(5), ldb = i32(7), ldc = i32(9);
+  if (M < 1 || N < 1 || K < 1 || rsA < 0 || csA < 0 || ldb < N || ldc < N) throw Napi::RangeError::New(info.Env(), "gemm: bad shape");
+  const float* A = f32min(info[3], (size_t)(M - 1) * rsA + (size_t)(K - 1) * csA + 1, "A");
+  const float* B = f32min(info[6], (size_t)(K - 1) * ldb + N, "B");
+  float* C = f32min(info[8], (size_t)(M - 1) * ldc + N, "C");
+  Fn(M, N, K, A, rsA, csA, B, ldb, C, ldc, info[10].As<Napi::Boolean>().Value());
+  return info.Env().Undefined();
+}
+
+template <float (*Fn)(const float*, const float*, int)>
+Napi::Value Dot(const Napi::CallbackInfo& info) {
+  const size_t n = info[0].As<Napi::Float32Array>().ElementLength();
+  return Napi::Number::New(info.Env(), Fn(f32min(info[0], n, "a"), f32min(info[1], n, "b"), (int)n));
+}
+
+template <void (*Fn)(float*, float, const float*, int)>
+Napi::Value Axpy(const Napi::CallbackInfo& info) {  // axpy(y, alpha, x)
+  const size_t n = info[0].As<Napi::Float32Array>().ElementLength();
+  Fn(f32min(info[0], n, "y"), info[1].As<Napi::Number>().FloatValue(), f32min(info[2], n, "x"), (int)n);
+  return info.Env().Undefined();
+}
+
+template <void (*Fn)(float*, int)>
+Napi::Value Exp(const Napi::CallbackInfo& info) {
+  const size_t n = info[0].As<Napi::Float32Array>().ElementLength();
+  Fn(f32min(info[0], n, "x"), (int)n);
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 namespace ft {
-void RegisterQwen3(Napi::Env env, Napi::Object exports) { exports.Set("qwen3ForwardBackward", Napi::Function::New(env, ForwardBackward)); }
+void RegisterQwen3(Napi::Env env, Napi::Object exports) {
+  exports.Set("qwen3ForwardBackward", Napi::Function::New(env, ForwardBackward<ft::forwardBackward>));
+  exports.Set("qwen3ForwardBackwardRef", Napi::Function::New(env, ForwardBackward<ft::forwardBackward_ref>));
+  exports.Set("qwen3SetThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("qwen3SetIsa", Napi::Function::New(env, SetIsa));
+  auto s = Napi::Object::New(env);
+  s.Set("gemm", Napi::Function::New(env, Gemm<simd::gemm>));
+  s.Set("gemmRef", Napi::Function::New(env, Gemm<simd::gemm_ref>));
+  s.Set("dot", Napi::Function::New(env, Dot<simd::dot>));
+  s.Set("dotRef", Napi::Function::New(env, Dot<simd::dot_ref>));
+  s.Set("axpy", Napi::Function::New(env, Axpy<simd::axpy>));
+  s.Set("axpyRef", Napi::Function::New(env, Axpy<simd::axpy_ref>));
+  s.Set("exp", Napi::Function::New(env, Exp<simd::expInPlace>));
+  s.Set("expRef", Napi::Function::New(env, Exp<simd::expInPlace_ref>));
+  exports.Set("qwen3Simd", s);
+}
 }  // namespace ft

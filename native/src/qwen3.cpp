@@ -8,22 +8,35 @@
 //   h2 = rmsnorm(x) * postNorm
 //   x += (silu(h2 Wg^T) * (h2 Wu^T)) Wd^T   (each + LoRA)
 // then a final RMSNorm and the tied head, with the cross-entropy fused over the
-// vocabulary one row at a time (never a T x V tensor in training).
+// vocabulary (head.h; never a T x V tensor in training).
 // Reductions run in a fixed order, so results do not depend on anything but
-// the inputs.
+// the inputs and the simd path (scalar, AVX2 or AVX-512; see simd.h): in
+// particular not on the number of threads.
+//
+// Two versions of each heavy operation: `<op>_ref`, the plain scalar loops as
+// first written (forwardBackward_ref runs only these), and `<op>`, the fast one
+// (simd::gemm / dot / axpy, the thread pool, head.h's blocked head). The cheap
+// elementwise operations (RMSNorm, RoPE, SwiGLU) are shared.
 #include "qwen3.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
+
+#include "head.h"
+#include "simd.h"
+#include "threads.h"
 
 namespace ft {
 namespace {
 
 using Buf = std::vector<float>;
 
+// ---- linear layers: references ------------------------------------------------------------------
+
 // y[N, out] = x[N, in] W[out, in]^T + s * (x A^T) B^T;  la[N, r] = x A^T
-void linearForward(float* y, float* la, const float* x, const float* W, const LoraPair& lp, int r, float s, int N, int in, int out) {
+void linearForward_ref(float* y, float* la, const float* x, const float* W, const LoraPair& lp, int r, float s, int N, int in, int out) {
   for (int n = 0; n < N; n++) {
     const float* xr = x + (size_t)n * in;
     float* yr = y + (size_t)n * out;
@@ -52,7 +65,7 @@ void linearForward(float* y, float* la, const float* x, const float* W, const Lo
 }
 
 // Given dy[N, out]: dx[N, in] += dy W + s (dy B) A;  dB += s dy^T la;  dA += s (dy B)^T x
-void linearBackward(float* dx, const float* dy, const float* x, const float* la, const float* W, LoraPair& lp, int r, float s, int N, int in,
+void linearBackward_ref(float* dx, const float* dy, const float* x, const float* la, const float* W, LoraPair& lp, int r, float s, int N, int in,
                     int out) {
   std::vector<float> dla((size_t)r);
   for (int n = 0; n < N; n++) {
@@ -137,19 +150,213 @@ void rope(float* x, int N, int heads, int D, int seqLen, const std::vector<float
   }
 }
 
+// ---- linear layers: fast ------------------------------------------------------------------------
+
+// C[M, N] (+)= A[M, K] B[K, N] (simd::gemm's layout) on the pool: threads take contiguous row
+// ranges (multiples of 12 rows) or, when M is small, column ranges (multiples of 32). Every C
+// element is one chain over k either way, so the split does not change the result.
+void gemmParallel(int M, int N, int K, const float* A, ptrdiff_t rsA, ptrdiff_t csA, const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc,
+                  bool accumulate) {
+  if ((long)M * N * K < 32768) return simd::gemm(M, N, K, A, rsA, csA, B, ldb, C, ldc, accumulate);
+  if (M >= N || M >= 12 * threads())
+    parallelFor(M, 12, [&](long b, long e) { simd::gemm((int)(e - b), N, K, A + b * rsA, rsA, csA, B, ldb, C + b * ldc, ldc, accumulate); });
+  else
+    parallelFor(N, 32, [&](long b, long e) { simd::gemm(M, (int)(e - b), K, A, rsA, csA, B + b, ldb, C + b, ldc, accumulate); });
+}
+
+// out [cols, rows] = in [rows, cols]^T
+Buf transpose(const float* in, int rows, int cols) {
+  Buf out((size_t)rows * cols);
+  for (int i = 0; i < rows; i++)
+    for (int j = 0; j < cols; j++) out[(size_t)j * rows + i] = in[(size_t)i * cols + j];
+  return out;
+}
+
+// As linearForward_ref: y[N, out] = x W^T + s (x A^T) B^T;  la[N, r] = x A^T
+void linearForward(float* y, float* la, const float* x, const float* W, const LoraPair& lp, int r, float s, int N, int in, int out) {
+  const Buf Wt = transpose(W, out, in);  // [in, out]
+  gemmParallel(N, out, in, x, in, 1, Wt.data(), out, y, out, false);
+  if (lp.A) {
+    const Buf At = transpose(lp.A, r, in), Bt = transpose(lp.B, out, r);  // [in, r], [r, out]
+    gemmParallel(N, r, in, x, in, 1, At.data(), r, la, r, false);
+    Buf t((size_t)N * out);  // [N, out] = la B^T
+    gemmParallel(N, out, r, la, r, 1, Bt.data(), out, t.data(), out, false);
+    for (size_t i = 0; i < t.size(); i++) y[i] += s * t[i];
+  }
+}
+
+// As linearBackward_ref, given dy[N, out]:
+//   dx[N, in] += dy W + dla A  with dla[N, r] = s dy B;  dB[out, r] += (s dy)^T la;  dA[r, in] += dla^T x
+void linearBackward(float* dx, const float* dy, const float* x, const float* la, const float* W, LoraPair& lp, int r, float s, int N, int in,
+                    int out) {
+  gemmParallel(N, in, out, dy, out, 1, W, in, dx, in, true);
+  if (!lp.A) return;
+  Buf dla((size_t)N * r), sdy((size_t)N * out);
+  gemmParallel(N, r, out, dy, out, 1, lp.B, r, dla.data(), r, false);
+  for (float& v : dla) v *= s;
+  for (size_t i = 0; i < sdy.size(); i++) sdy[i] = s * dy[i];
+  gemmParallel(out, r, N, sdy.data(), 1, out, la, r, lp.dB, r, true);
+  gemmParallel(r, in, N, dla.data(), 1, r, x, in, lp.dA, in, true);
+  gemmParallel(N, in, r, dla.data(), r, 1, lp.A, in, dx, in, true);
+}
+
 inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 
 struct LayerActs {
   Buf x, r1, h1, la[NPROJ], qpre, rq, qn, kpre, rk, kn, qr, kr, v, P, y, xmid, r2, h2, g, u, a;
 };
 
-}  // namespace
+// ---- causal attention ---------------------------------------------------------------------------
+// Forward: A.qr [N, H*D], A.kr [N, KV*D], A.v [N, KV*D] → A.P [batch, H, T, T] (softmax rows,
+// zero above the diagonal), A.y [N, H*D]. Each kv head serves group = H / KV q heads.
+struct AttnShape {
+  int batch, seqLen, H, KV, D;
+};
 
-float forwardBackward(const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora, const int32_t* ids, const uint8_t* mask, int batch, int seqLen,
-                      bool backward, float* logits, int* counted) {
+void attentionForward_ref(LayerActs& A, const AttnShape& S) {
+  const int batch = S.batch, seqLen = S.seqLen, H = S.H, KV = S.KV, D = S.D, group = H / KV;
+  const float invSqrtD = 1.f / std::sqrt(static_cast<float>(D));
+  for (int b = 0; b < batch; b++)
+    for (int h = 0; h < H; h++) {
+      const int kh = h / group;
+      for (int t1 = 0; t1 < seqLen; t1++) {
+        const float* q = &A.qr[((size_t)(b * seqLen + t1) * H + h) * D];
+        float* prow = &A.P[(((size_t)b * H + h) * seqLen + t1) * seqLen];
+        float mx = -INFINITY;
+        for (int t2 = 0; t2 <= t1; t2++) {
+          const float* k = &A.kr[((size_t)(b * seqLen + t2) * KV + kh) * D];
+          float acc = 0.f;
+          for (int d = 0; d < D; d++) acc += q[d] * k[d];
+          prow[t2] = acc * invSqrtD;
+          if (prow[t2] > mx) mx = prow[t2];
+        }
+        float sum = 0.f;
+        for (int t2 = 0; t2 <= t1; t2++) sum += (prow[t2] = std::exp(prow[t2] - mx));
+        float* yv = &A.y[((size_t)(b * seqLen + t1) * H + h) * D];
+        for (int t2 = 0; t2 <= t1; t2++) {
+          prow[t2] /= sum;
+          const float* vv = &A.v[((size_t)(b * seqLen + t2) * KV + kh) * D];
+          for (int d = 0; d < D; d++) yv[d] += prow[t2] * vv[d];
+        }
+      }
+    }
+}
+
+// As attentionForward_ref; the pool takes (b, h) pairs, which write disjoint P rows and y columns.
+void attentionForward(LayerActs& A, const AttnShape& S) {
+  const int seqLen = S.seqLen, H = S.H, KV = S.KV, D = S.D, group = H / KV;
+  const float invSqrtD = 1.f / std::sqrt(static_cast<float>(D));
+  parallelFor((long)S.batch * H, 1, [&](long pb, long pe) {
+    for (long pair = pb; pair < pe; pair++) {
+      const int b = (int)(pair / H), h = (int)(pair % H), kh = h / group;
+      for (int t1 = 0; t1 < seqLen; t1++) {
+        const float* q = &A.qr[((size_t)(b * seqLen + t1) * H + h) * D];
+        float* prow = &A.P[(((size_t)b * H + h) * seqLen + t1) * seqLen];
+        float mx = -INFINITY;
+        for (int t2 = 0; t2 <= t1; t2++) {
+          prow[t2] = simd::dot(q, &A.kr[((size_t)(b * seqLen + t2) * KV + kh) * D], D) * invSqrtD;
+          if (prow[t2] > mx) mx = prow[t2];
+        }
+        for (int t2 = 0; t2 <= t1; t2++) prow[t2] -= mx;
+        simd::expInPlace(prow, t1 + 1);
+        float sum = 0.f;
+        for (int t2 = 0; t2 <= t1; t2++) sum += prow[t2];
+        float* yv = &A.y[((size_t)(b * seqLen + t1) * H + h) * D];
+        for (int t2 = 0; t2 <= t1; t2++) {
+          prow[t2] /= sum;
+          simd::axpy(yv, prow[t2], &A.v[((size_t)(b * seqLen + t2) * KV + kh) * D], D);
+        }
+      }
+    }
+  });
+}
+
+// Backward: dy [N, H*D] → dqr [N, H*D], dkr [N, KV*D], dv [N, KV*D] (accumulated).
+void attentionBackward_ref(Buf& dqr, Buf& dkr, Buf& dv, const Buf& dy, const LayerActs& A, const AttnShape& S) {
+  const int batch = S.batch, seqLen = S.seqLen, H = S.H, KV = S.KV, D = S.D, group = H / KV;
+  const float invSqrtD = 1.f / std::sqrt(static_cast<float>(D));
+  Buf dp(seqLen);
+  for (int b = 0; b < batch; b++)
+    for (int h = 0; h < H; h++) {
+      const int kh = h / group;
+      for (int t1 = 0; t1 < seqLen; t1++) {
+        const float* prow = &A.P[(((size_t)b * H + h) * seqLen + t1) * seqLen];
+        const float* dyv = &dy[((size_t)(b * seqLen + t1) * H + h) * D];
+        float dot = 0.f;
+        for (int t2 = 0; t2 <= t1; t2++) {
+          const float* vv = &A.v[((size_t)(b * seqLen + t2) * KV + kh) * D];
+          float acc = 0.f;
+          for (int d = 0; d < D; d++) acc += dyv[d] * vv[d];
+          dp[t2] = acc;
+          dot += acc * prow[t2];
+          float* dvv = &dv[((size_t)(b * seqLen + t2) * KV + kh) * D];
+          for (int d = 0; d < D; d++) dvv[d] += prow[t2] * dyv[d];
+        }
+        const float* q = &A.qr[((size_t)(b * seqLen + t1) * H + h) * D];
+        float* dq = &dqr[((size_t)(b * seqLen + t1) * H + h) * D];
+        for (int t2 = 0; t2 <= t1; t2++) {
+          const float ds = prow[t2] * (dp[t2] - dot) * invSqrtD;
+          const float* k = &A.kr[((size_t)(b * seqLen + t2) * KV + kh) * D];
+          float* dk = &dkr[((size_t)(b * seqLen + t2) * KV + kh) * D];
+          for (int d = 0; d < D; d++) {
+            dq[d] += ds * k[d];
+            dk[d] += ds * q[d];
+          }
+        }
+      }
+    }
+}
+
+// As attentionBackward_ref; the pool takes (b, kv head) pairs: each owns its dk, dv rows and the
+// dq of its q heads, which it visits in the reference's order (h, then t1).
+void attentionBackward(Buf& dqr, Buf& dkr, Buf& dv, const Buf& dy, const LayerActs& A, const AttnShape& S) {
+  const int seqLen = S.seqLen, H = S.H, KV = S.KV, D = S.D, group = H / KV;
+  const float invSqrtD = 1.f / std::sqrt(static_cast<float>(D));
+  parallelFor((long)S.batch * KV, 1, [&](long pb, long pe) {
+    Buf dp(seqLen);
+    for (long pair = pb; pair < pe; pair++) {
+      const int b = (int)(pair / KV), kh = (int)(pair % KV);
+      for (int h = kh * group; h < (kh + 1) * group; h++)
+        for (int t1 = 0; t1 < seqLen; t1++) {
+          const float* prow = &A.P[(((size_t)b * H + h) * seqLen + t1) * seqLen];
+          const float* dyv = &dy[((size_t)(b * seqLen + t1) * H + h) * D];
+          float dot = 0.f;
+          for (int t2 = 0; t2 <= t1; t2++) {
+            const size_t kv = ((size_t)(b * seqLen + t2) * KV + kh) * D;
+            dp[t2] = simd::dot(dyv, &A.v[kv], D);
+            dot += dp[t2] * prow[t2];
+            simd::axpy(&dv[kv], prow[t2], dyv, D);
+          }
+          const float* q = &A.qr[((size_t)(b * seqLen + t1) * H + h) * D];
+          float* dq = &dqr[((size_t)(b * seqLen + t1) * H + h) * D];
+          for (int t2 = 0; t2 <= t1; t2++) {
+            const float ds = prow[t2] * (dp[t2] - dot) * invSqrtD;
+            const size_t kv = ((size_t)(b * seqLen + t2) * KV + kh) * D;
+            simd::axpy(dq, ds, &A.kr[kv], D);
+            simd::axpy(&dkr[kv], ds, q, D);
+          }
+        }
+    }
+  });
+}
+
+// The heavy operations of one version (reference or fast).
+struct Ops {
+  void (*linearForward)(float*, float*, const float*, const float*, const LoraPair&, int, float, int, int, int);
+  void (*linearBackward)(float*, const float*, const float*, const float*, const float*, LoraPair&, int, float, int, int, int);
+  void (*attentionForward)(LayerActs&, const AttnShape&);
+  void (*attentionBackward)(Buf&, Buf&, Buf&, const Buf&, const LayerActs&, const AttnShape&);
+  double (*head)(const float*, int, int, const float*, int, const int*, int, float*, float*);
+};
+const Ops kRef{linearForward_ref, linearBackward_ref, attentionForward_ref, attentionBackward_ref, headForwardBackward_ref};
+const Ops kFast{linearForward, linearBackward, attentionForward, attentionBackward, headForwardBackward};
+
+float run(const Ops& op, const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora, const int32_t* ids, const uint8_t* mask, int batch, int seqLen,
+          bool backward, float* logits, int* counted) {
   const int N = batch * seqLen, C = cfg.hidden, I = cfg.intermediate, H = cfg.heads, KV = cfg.kvHeads, D = cfg.headDim, V = cfg.vocab;
-  const int HD = H * D, KD = KV * D, r = lora.rank, group = H / KV;
-  const float s = lora.scale, eps = cfg.rmsEps, invSqrtD = 1.f / std::sqrt(static_cast<float>(D));
+  const int HD = H * D, KD = KV * D, r = lora.rank;
+  const float s = lora.scale, eps = cfg.rmsEps;
+  const AttnShape shape{batch, seqLen, H, KV, D};
   auto lp = [&](int l, int p) -> LoraPair& { return lora.proj[(size_t)l * NPROJ + p]; };
 
   // RoPE tables [seqLen, D/2], angles in double as the reference computes them
@@ -173,9 +380,9 @@ float forwardBackward(const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora,
     rmsForward(A.h1.data(), A.r1.data(), x.data(), lw.inputNorm, N, C, eps);
     for (int p = 0; p < NPROJ; p++) A.la[p].resize((size_t)N * r);
     A.qpre.resize((size_t)N * HD); A.kpre.resize((size_t)N * KD); A.v.resize((size_t)N * KD);
-    linearForward(A.qpre.data(), A.la[PROJ_Q].data(), A.h1.data(), lw.w[PROJ_Q], lp(l, PROJ_Q), r, s, N, C, HD);
-    linearForward(A.kpre.data(), A.la[PROJ_K].data(), A.h1.data(), lw.w[PROJ_K], lp(l, PROJ_K), r, s, N, C, KD);
-    linearForward(A.v.data(), A.la[PROJ_V].data(), A.h1.data(), lw.w[PROJ_V], lp(l, PROJ_V), r, s, N, C, KD);
+    op.linearForward(A.qpre.data(), A.la[PROJ_Q].data(), A.h1.data(), lw.w[PROJ_Q], lp(l, PROJ_Q), r, s, N, C, HD);
+    op.linearForward(A.kpre.data(), A.la[PROJ_K].data(), A.h1.data(), lw.w[PROJ_K], lp(l, PROJ_K), r, s, N, C, KD);
+    op.linearForward(A.v.data(), A.la[PROJ_V].data(), A.h1.data(), lw.w[PROJ_V], lp(l, PROJ_V), r, s, N, C, KD);
     A.rq.resize((size_t)N * H); A.qn.resize((size_t)N * HD); A.rk.resize((size_t)N * KV); A.kn.resize((size_t)N * KD);
     rmsForward(A.qn.data(), A.rq.data(), A.qpre.data(), lw.qNorm, N * H, D, eps);
     rmsForward(A.kn.data(), A.rk.data(), A.kpre.data(), lw.kNorm, N * KV, D, eps);
@@ -185,83 +392,33 @@ float forwardBackward(const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora,
     // attention: P [batch, H, T, T], y [N, H*D]
     A.P.assign((size_t)batch * H * seqLen * seqLen, 0.f);
     A.y.assign((size_t)N * HD, 0.f);
-    for (int b = 0; b < batch; b++)
-      for (int h = 0; h < H; h++) {
-        const int kh = h / group;
-        for (int t1 = 0; t1 < seqLen; t1++) {
-          const float* q = &A.qr[((size_t)(b * seqLen + t1) * H + h) * D];
-          float* prow = &A.P[(((size_t)b * H + h) * seqLen + t1) * seqLen];
-          float mx = -INFINITY;
-          for (int t2 = 0; t2 <= t1; t2++) {
-            const float* k = &A.kr[((size_t)(b * seqLen + t2) * KV + kh) * D];
-            float acc = 0.f;
-            for (int d = 0; d < D; d++) acc += q[d] * k[d];
-            prow[t2] = acc * invSqrtD;
-            if (prow[t2] > mx) mx = prow[t2];
-          }
-          float sum = 0.f;
-          for (int t2 = 0; t2 <= t1; t2++) sum += (prow[t2] = std::exp(prow[t2] - mx));
-          float* yv = &A.y[((size_t)(b * seqLen + t1) * H + h) * D];
-          for (int t2 = 0; t2 <= t1; t2++) {
-            prow[t2] /= sum;
-            const float* vv = &A.v[((size_t)(b * seqLen + t2) * KV + kh) * D];
-            for (int d = 0; d < D; d++) yv[d] += prow[t2] * vv[d];
-          }
-        }
-      }
+    op.attentionForward(A, shape);
     Buf o((size_t)N * C);
-    linearForward(o.data(), A.la[PROJ_O].data(), A.y.data(), lw.w[PROJ_O], lp(l, PROJ_O), r, s, N, HD, C);
+    op.linearForward(o.data(), A.la[PROJ_O].data(), A.y.data(), lw.w[PROJ_O], lp(l, PROJ_O), r, s, N, HD, C);
     for (size_t i = 0; i < x.size(); i++) x[i] += o[i];
     A.xmid = x;
     A.r2.resize(N); A.h2.resize((size_t)N * C);
     rmsForward(A.h2.data(), A.r2.data(), x.data(), lw.postNorm, N, C, eps);
     A.g.resize((size_t)N * I); A.u.resize((size_t)N * I); A.a.resize((size_t)N * I);
-    linearForward(A.g.data(), A.la[PROJ_GATE].data(), A.h2.data(), lw.w[PROJ_GATE], lp(l, PROJ_GATE), r, s, N, C, I);
-    linearForward(A.u.data(), A.la[PROJ_UP].data(), A.h2.data(), lw.w[PROJ_UP], lp(l, PROJ_UP), r, s, N, C, I);
+    op.linearForward(A.g.data(), A.la[PROJ_GATE].data(), A.h2.data(), lw.w[PROJ_GATE], lp(l, PROJ_GATE), r, s, N, C, I);
+    op.linearForward(A.u.data(), A.la[PROJ_UP].data(), A.h2.data(), lw.w[PROJ_UP], lp(l, PROJ_UP), r, s, N, C, I);
     for (size_t i = 0; i < A.a.size(); i++) A.a[i] = A.g[i] * sigmoid(A.g[i]) * A.u[i];
     Buf d((size_t)N * C);
-    linearForward(d.data(), A.la[PROJ_DOWN].data(), A.a.data(), lw.w[PROJ_DOWN], lp(l, PROJ_DOWN), r, s, N, I, C);
+    op.linearForward(d.data(), A.la[PROJ_DOWN].data(), A.a.data(), lw.w[PROJ_DOWN], lp(l, PROJ_DOWN), r, s, N, I, C);
     for (size_t i = 0; i < x.size(); i++) x[i] += d[i];
   }
   Buf rf(N), hf((size_t)N * C);
   rmsForward(hf.data(), rf.data(), x.data(), w.finalNorm, N, C, eps);
 
-  // fused head + cross-entropy, one row of V logits at a time
+  // fused head + cross-entropy (head.h)
   int count = 0;
   for (int n = 0; n < N; n++)
     if (n % seqLen < seqLen - 1 && mask[n + 1]) count++;
   if (counted) *counted = count;
+  std::vector<int> target(N);  // [N] the next token where it is in the loss, else -1
+  for (int n = 0; n < N; n++) target[n] = n % seqLen < seqLen - 1 && mask[n + 1] ? ids[n + 1] : -1;
   Buf dhf((size_t)N * C, 0.f);
-  Buf row(V);
-  double loss = 0.0;
-  for (int n = 0; n < N; n++) {
-    const bool target = n % seqLen < seqLen - 1 && mask[n + 1];
-    if (!target && !logits) continue;
-    const float* hr = &hf[(size_t)n * C];
-    float mx = -INFINITY;
-    for (int v = 0; v < V; v++) {
-      const float* er = w.embed + (size_t)v * C;
-      float acc = 0.f;
-      for (int c = 0; c < C; c++) acc += hr[c] * er[c];
-      row[v] = acc;
-      if (acc > mx) mx = acc;
-    }
-    if (logits) std::memcpy(logits + (size_t)n * V, row.data(), sizeof(float) * V);
-    if (!target) continue;
-    double sum = 0.0;
-    for (int v = 0; v < V; v++) sum += std::exp((double)row[v] - mx);
-    const double lse = mx + std::log(sum);
-    const int y = ids[n + 1];
-    loss += lse - row[y];
-    if (!backward) continue;
-    float* dh = &dhf[(size_t)n * C];
-    for (int v = 0; v < V; v++) {
-      float g = static_cast<float>(std::exp((double)row[v] - lse) / count);
-      if (v == y) g -= 1.f / static_cast<float>(count);
-      const float* er = w.embed + (size_t)v * C;
-      for (int c = 0; c < C; c++) dh[c] += g * er[c];
-    }
-  }
+  const double loss = op.head(w.embed, V, C, hf.data(), N, target.data(), count, backward ? dhf.data() : nullptr, logits);
   if (!backward || count == 0) return count ? (float)(loss / count) : 0.f;
 
   Buf dx((size_t)N * C, 0.f);
@@ -271,7 +428,7 @@ float forwardBackward(const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora,
     LayerActs& A = acts[l];
     // MLP: x_out = xmid + down(a)
     Buf da((size_t)N * I, 0.f);
-    linearBackward(da.data(), dx.data(), A.a.data(), A.la[PROJ_DOWN].data(), lw.w[PROJ_DOWN], lp(l, PROJ_DOWN), r, s, N, I, C);
+    op.linearBackward(da.data(), dx.data(), A.a.data(), A.la[PROJ_DOWN].data(), lw.w[PROJ_DOWN], lp(l, PROJ_DOWN), r, s, N, I, C);
     Buf dg((size_t)N * I), du((size_t)N * I);
     for (size_t i = 0; i < da.size(); i++) {
       const float sg = sigmoid(A.g[i]);
@@ -279,55 +436,38 @@ float forwardBackward(const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora,
       dg[i] = da[i] * A.u[i] * sg * (1.f + A.g[i] * (1.f - sg));
     }
     Buf dh2((size_t)N * C, 0.f);
-    linearBackward(dh2.data(), dg.data(), A.h2.data(), A.la[PROJ_GATE].data(), lw.w[PROJ_GATE], lp(l, PROJ_GATE), r, s, N, C, I);
-    linearBackward(dh2.data(), du.data(), A.h2.data(), A.la[PROJ_UP].data(), lw.w[PROJ_UP], lp(l, PROJ_UP), r, s, N, C, I);
+    op.linearBackward(dh2.data(), dg.data(), A.h2.data(), A.la[PROJ_GATE].data(), lw.w[PROJ_GATE], lp(l, PROJ_GATE), r, s, N, C, I);
+    op.linearBackward(dh2.data(), du.data(), A.h2.data(), A.la[PROJ_UP].data(), lw.w[PROJ_UP], lp(l, PROJ_UP), r, s, N, C, I);
     rmsBackward(dx.data(), dh2.data(), A.xmid.data(), A.r2.data(), lw.postNorm, N, C);  // dx is now d(xmid)
     // attention: xmid = x + o(y)
     Buf dy((size_t)N * HD, 0.f);
-    linearBackward(dy.data(), dx.data(), A.y.data(), A.la[PROJ_O].data(), lw.w[PROJ_O], lp(l, PROJ_O), r, s, N, HD, C);
+    op.linearBackward(dy.data(), dx.data(), A.y.data(), A.la[PROJ_O].data(), lw.w[PROJ_O], lp(l, PROJ_O), r, s, N, HD, C);
     Buf dqr((size_t)N * HD, 0.f), dkr((size_t)N * KD, 0.f), dv((size_t)N * KD, 0.f);
-    Buf dp(seqLen);
-    for (int b = 0; b < batch; b++)
-      for (int h = 0; h < H; h++) {
-        const int kh = h / group;
-        for (int t1 = 0; t1 < seqLen; t1++) {
-          const float* prow = &A.P[(((size_t)b * H + h) * seqLen + t1) * seqLen];
-          const float* dyv = &dy[((size_t)(b * seqLen + t1) * H + h) * D];
-          float dot = 0.f;
-          for (int t2 = 0; t2 <= t1; t2++) {
-            const float* vv = &A.v[((size_t)(b * seqLen + t2) * KV + kh) * D];
-            float acc = 0.f;
-            for (int d = 0; d < D; d++) acc += dyv[d] * vv[d];
-            dp[t2] = acc;
-            dot += acc * prow[t2];
-            float* dvv = &dv[((size_t)(b * seqLen + t2) * KV + kh) * D];
-            for (int d = 0; d < D; d++) dvv[d] += prow[t2] * dyv[d];
-          }
-          const float* q = &A.qr[((size_t)(b * seqLen + t1) * H + h) * D];
-          float* dq = &dqr[((size_t)(b * seqLen + t1) * H + h) * D];
-          for (int t2 = 0; t2 <= t1; t2++) {
-            const float ds = prow[t2] * (dp[t2] - dot) * invSqrtD;
-            const float* k = &A.kr[((size_t)(b * seqLen + t2) * KV + kh) * D];
-            float* dk = &dkr[((size_t)(b * seqLen + t2) * KV + kh) * D];
-            for (int d = 0; d < D; d++) {
-              dq[d] += ds * k[d];
-              dk[d] += ds * q[d];
-            }
-          }
-        }
-      }
+    op.attentionBackward(dqr, dkr, dv, dy, A, shape);
     rope(dqr.data(), N, H, D, seqLen, cosT, sinT, true);
     rope(dkr.data(), N, KV, D, seqLen, cosT, sinT, true);
     Buf dqpre((size_t)N * HD, 0.f), dkpre((size_t)N * KD, 0.f);
     rmsBackward(dqpre.data(), dqr.data(), A.qpre.data(), A.rq.data(), lw.qNorm, N * H, D);
     rmsBackward(dkpre.data(), dkr.data(), A.kpre.data(), A.rk.data(), lw.kNorm, N * KV, D);
     Buf dh1((size_t)N * C, 0.f);
-    linearBackward(dh1.data(), dqpre.data(), A.h1.data(), A.la[PROJ_Q].data(), lw.w[PROJ_Q], lp(l, PROJ_Q), r, s, N, C, HD);
-    linearBackward(dh1.data(), dkpre.data(), A.h1.data(), A.la[PROJ_K].data(), lw.w[PROJ_K], lp(l, PROJ_K), r, s, N, C, KD);
-    linearBackward(dh1.data(), dv.data(), A.h1.data(), A.la[PROJ_V].data(), lw.w[PROJ_V], lp(l, PROJ_V), r, s, N, C, KD);
+    op.linearBackward(dh1.data(), dqpre.data(), A.h1.data(), A.la[PROJ_Q].data(), lw.w[PROJ_Q], lp(l, PROJ_Q), r, s, N, C, HD);
+    op.linearBackward(dh1.data(), dkpre.data(), A.h1.data(), A.la[PROJ_K].data(), lw.w[PROJ_K], lp(l, PROJ_K), r, s, N, C, KD);
+    op.linearBackward(dh1.data(), dv.data(), A.h1.data(), A.la[PROJ_V].data(), lw.w[PROJ_V], lp(l, PROJ_V), r, s, N, C, KD);
     rmsBackward(dx.data(), dh1.data(), A.x.data(), A.r1.data(), lw.inputNorm, N, C);  // dx is now d(layer input)
   }
   return (float)(loss / count);
+}
+
+}  // namespace
+
+float forwardBackward(const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora, const int32_t* ids, const uint8_t* mask, int batch, int seqLen,
+                      bool backward, float* logits, int* counted) {
+  return run(kFast, cfg, w, lora, ids, mask, batch, seqLen, backward, logits, counted);
+}
+
+float forwardBackward_ref(const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora, const int32_t* ids, const uint8_t* mask, int batch,
+                          int seqLen, bool backward, float* logits, int* counted) {
+  return run(kRef, cfg, w, lora, ids, mask, batch, seqLen, backward, logits, counted);
 }
 
 }  // namespace ft

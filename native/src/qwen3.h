@@ -58,7 +58,14 @@ struct Lora {
 // When `logits` is not null the full logits [batch, seqLen, V] are written
 // there (for tests; training never materialises them).
 // Returns the loss; `counted` gets the number of positions in it.
+// Vectorised (simd.h, runtime dispatch) and threaded (threads.h); the result does not depend on
+// the thread count.
 float forwardBackward(const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora, const int32_t* ids, const uint8_t* mask, int batch,
                       int seqLen, bool backward, float* logits, int* counted);
+
+// The same from the plain scalar, single-threaded reference loops (tests): equal to
+// forwardBackward within float rounding, not bit for bit.
+float forwardBackward_ref(const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora, const int32_t* ids, const uint8_t* mask, int batch,
+                          int seqLen, bool backward, float* logits, int* counted);
 
 }  // namespace ft
