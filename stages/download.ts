@@ -290,7 +290,13 @@ export const writeTiny = (dir: string, layers: number, seed: number) => {
     const n = shape.reduce((x, y) => x * y, 1)
     const x = new Float32Array(n)
     if (shape.length === 1) x.fill(1)
-    else for (let i = 0; i < n; i++) x[i] = rng.normal() * 0.02
+    else {
+      // The embedding doubles as the output head: with std 0.02 the logits of a width-256
+      // model span ±0.3 and every distribution is near uniform; std 0.05 gives logits more of the
+      // range a trained model's have, so a short demo run can show learning.
+      const std = name === "model.embed_tokens.weight" ? 0.05 : 0.02
+      for (let i = 0; i < n; i++) x[i] = rng.normal() * std
+    }
     const bits = Safetensors.toBf16(x)
     return { name, dtype: "BF16" as const, shape, data: new Uint8Array(bits.buffer) }
   })
