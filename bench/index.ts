@@ -7,6 +7,7 @@
  *   hash.ts  hashing a new 2 GiB file vs b3sum, md5sum, sha256sum, node sha256;
  *            and the unchanged-file case through the stat cache
  *   data.ts  the five data stages on 26,872 rows; tokenize vs a bare encodeBatch
+ *   train.ts a full QLoRA training step vs PyTorch on two model sizes
  *
  * Peers that are not installed get a "not installed" row. Run it on an idle
  * machine: the benchmarks run one after another, never in parallel.
@@ -15,11 +16,13 @@ import * as os from "node:os"
 import { dataTable } from "./data.ts"
 import { hashTable } from "./hash.ts"
 import { noopTable } from "./noop.ts"
+import { trainTable } from "./train.ts"
 
 const benches: ReadonlyArray<readonly [string, () => string | Promise<string>]> = [
   ["noop", noopTable],
   ["hash", hashTable],
-  ["data", dataTable]
+  ["data", dataTable],
+  ["train", trainTable]
 ]
 
 const cpu = os.cpus()[0]?.model ?? "unknown CPU"

@@ -71,14 +71,19 @@ export const train = Stage.make({
     const loraParams = baseParams * 0.0082 * (params.lora.r / 16)
     const adapter = loraParams * 4
     const t = params.train
+    // ~5 bytes a token in the tokenized file (u32 id + u8 mask); ~600 tokens a conversation
     const tokens = (inputSizes["train"] ?? 0) / 5
-    const seq = 384
+    const seq = 600
     const steps = t.maxSteps ?? Math.ceil((t.epochs * tokens) / (t.batchSize * t.gradAccum * seq))
-    const tokensPerSecond = t.device === "cuda" ? 5200 : 150
+    const trainedTokens = Math.min(t.epochs * tokens, steps * t.batchSize * t.gradAccum * seq)
+    // forward + backward to the inputs through the frozen base: ~4 FLOP a parameter a token;
+    // measured throughput: ~150 GFLOP/s on the 2-core CPU (npm run bench), ~8 TFLOP/s on a T4
+    const flopsPerSecond = t.device === "cuda" ? 8e12 : 150e9
+    const evalTokens = Math.ceil(steps / t.evalEvery + 1) * t.evalSamples * seq
     return {
       bytes: { adapter: Math.round(adapter), metrics: 200 * steps },
       scratchBytes: Math.round(t.keepCheckpoints * loraParams * CHECKPOINT_BYTES_PER_PARAM),
-      seconds: (steps * t.batchSize * t.gradAccum * seq) / tokensPerSecond
+      seconds: 5 + ((4 * trainedTokens + 2 * evalTokens) * baseParams) / flopsPerSecond
     }
   },
   run: (ctx) =>

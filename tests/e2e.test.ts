@@ -255,7 +255,7 @@ describe("robustness", () => {
     expect(second.code).toBe(3)
     expect(second.stderr).toMatch(/the workspace is locked by pid \d+ \(run slow/)
     const waiting = cliAsync(ws, ["run", "a", "--wait"])
-    await new Promise((r) => setTimeout(r, 300))
+    await waitFor(() => waiting.output().includes("waiting for pid"))
     fs.writeFileSync(path.join(ws, "release"), "")
     expect((await first.done).code).toBe(0)
     const w = await waiting.done

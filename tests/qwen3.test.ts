@@ -98,6 +98,37 @@ describe("native Qwen3 forward/backward", () => {
       }
   }, 120_000)
 
+  it("agrees with finite differences through every projection of every layer", () => {
+    const f = fixture()
+    const { config, weights } = loadQwen3(f.model)
+    const lora = loadAdapter(f.adapter, config)
+    const ids = Int32Array.from(f.ids.flat())
+    const mask = Uint8Array.from(f.mask.flat())
+    qwen3ForwardBackward(config, weights, lora, ids, mask, 2, f.T, true)
+    const loss = () => qwen3ForwardBackward(config, weights, lora, ids, mask, 2, f.T, false).loss
+    // central differences in fp32: eps large enough that the loss change (~1e-4)
+    // stands well above fp32 rounding of a loss near 12 (~1e-6)
+    const eps = 1e-2
+    let checked = 0
+    lora.proj.forEach((p, k) => {
+      for (const [param, grad] of [[p!.A, p!.dA], [p!.B, p!.dB]] as const) {
+        // the element with the largest gradient: its difference is the best resolved
+        let at = 0
+        for (let i = 1; i < grad.length; i++) if (Math.abs(grad[i]!) > Math.abs(grad[at]!)) at = i
+        const old = param[at]!
+        param[at] = old + eps
+        const up = loss()
+        param[at] = old - eps
+        const down = loss()
+        param[at] = old
+        const numeric = (up - down) / (2 * eps)
+        expect(Math.abs(numeric - grad[at]!), `proj ${k} element ${at}: numeric ${numeric}, analytic ${grad[at]}`).toBeLessThan(0.05 * Math.abs(grad[at]!) + 2e-4)
+        checked++
+      }
+    })
+    expect(checked).toBe(config.layers * 7 * 2)
+  }, 120_000)
+
   it("refuses a checkpoint whose shapes disagree with its config, naming the tensor", () => {
     const f = fixture()
     const cfg = JSON.parse(fs.readFileSync(path.join(f.model, "config.json"), "utf8"))

@@ -17,6 +17,9 @@ so it runs on Debian's python3-torch (1.13): call /usr/bin/python3.
 
 usage: qwen3_ref.py MODEL_DIR ADAPTER_DIR BATCH.json OUT_DIR
   BATCH.json: {"ids": [[...], ...], "mask": [[0/1, ...], ...]}  (equal lengths)
+       qwen3_ref.py bench MODEL_DIR SEQ_LEN STEPS
+  times full training steps (forward, backward, AdamW on LoRA r=16 on all seven
+  projections) on one sequence of SEQ_LEN random tokens: the benchmark's peer
 """
 import json
 import os
@@ -80,6 +83,59 @@ def main(model_dir, adapter_dir, batch_file, out_dir):
     batch = json.load(open(batch_file))
     ids = torch.tensor(batch["ids"], dtype=torch.long)
     mask = torch.tensor(batch["mask"], dtype=torch.long)
+    logits, loss = forward_loss(cfg, W, lora, scale, ids, mask)
+    loss.backward()
+
+    os.makedirs(out_dir, exist_ok=True)
+    manifest = {"loss": loss.item(), "logits": {"file": "logits.f32", "shape": list(logits.shape)}, "grads": {}}
+    logits.detach().numpy().astype("<f4").tofile(os.path.join(out_dir, "logits.f32"))
+    for j, (name, t) in enumerate(sorted(lora.items())):
+        f = f"grad{j}.f32"
+        t.grad.numpy().astype("<f4").tofile(os.path.join(out_dir, f))
+        manifest["grads"][name] = {"file": f, "shape": list(t.shape)}
+    json.dump(manifest, open(os.path.join(out_dir, "manifest.json"), "w"))
+
+
+def bench(model_dir, seq_len, steps):
+    import time
+
+    cfg = json.load(open(os.path.join(model_dir, "config.json")))
+    W = read_safetensors(os.path.join(model_dir, "model.safetensors"))
+    C, I = cfg["hidden_size"], cfg["intermediate_size"]
+    H, KV = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    D = cfg.get("head_dim") or C // H
+    io = {"q_proj": (C, H * D), "k_proj": (C, KV * D), "v_proj": (C, KV * D), "o_proj": (H * D, C), "gate_proj": (C, I), "up_proj": (C, I), "down_proj": (I, C)}
+    r = 16
+    lora = {}
+    for i in range(cfg["num_hidden_layers"]):
+        for name, (fin, fout) in io.items():
+            mod = "mlp" if name in ("gate_proj", "up_proj", "down_proj") else "self_attn"
+            p = f"base_model.model.model.layers.{i}.{mod}.{name}"
+            lora[p + ".lora_A.weight"] = (torch.rand(r, fin) * 2 - 1).div(fin ** 0.5).requires_grad_(True)
+            lora[p + ".lora_B.weight"] = torch.zeros(fout, r).requires_grad_(True)
+    opt = torch.optim.AdamW(list(lora.values()), lr=1e-4, weight_decay=0.0)
+    T = int(seq_len)
+    ids = torch.randint(0, 151000, (1, T))
+    mask = torch.ones(1, T, dtype=torch.long)
+    best = float("inf")
+    for _ in range(int(steps)):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        _, loss = forward_loss(cfg, W, lora, 1.0, ids, mask)
+        loss.backward()
+        opt.step()
+        best = min(best, time.perf_counter() - t0)
+    # this machine's sgemm rate through the same BLAS, for scale
+    a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
+    torch.mm(a, b)
+    t0 = time.perf_counter()
+    for _ in range(3):
+        torch.mm(a, b)
+    sgemm = 3 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
+    print(json.dumps({"tokensPerSecond": T / best, "threads": torch.get_num_threads(), "torch": torch.__version__, "sgemmGflops": sgemm}))
+
+
+def forward_loss(cfg, W, lora, scale, ids, mask):
     Bsz, T = ids.shape
 
     H, KV = cfg["num_attention_heads"], cfg["num_key_value_heads"]
@@ -124,19 +180,13 @@ def main(model_dir, adapter_dir, batch_file, out_dir):
     targets = ids[:, 1:].clone()
     targets[mask[:, 1:] == 0] = -100
     loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
-    loss.backward()
-
-    os.makedirs(out_dir, exist_ok=True)
-    manifest = {"loss": loss.item(), "logits": {"file": "logits.f32", "shape": list(logits.shape)}, "grads": {}}
-    logits.detach().numpy().astype("<f4").tofile(os.path.join(out_dir, "logits.f32"))
-    for j, (name, t) in enumerate(sorted(lora.items())):
-        f = f"grad{j}.f32"
-        t.grad.numpy().astype("<f4").tofile(os.path.join(out_dir, f))
-        manifest["grads"][name] = {"file": f, "shape": list(t.shape)}
-    json.dump(manifest, open(os.path.join(out_dir, "manifest.json"), "w"))
+    return logits, loss
 
 
 if __name__ == "__main__":
     torch.manual_seed(0)
-    torch.set_num_threads(1)
-    main(*sys.argv[1:5])
+    if sys.argv[1] == "bench":
+        bench(*sys.argv[2:5])
+    else:
+        torch.set_num_threads(1)
+        main(*sys.argv[1:5])
