@@ -8,6 +8,7 @@ import * as Trainer from "../native/trainer.ts"
 import { writeTiny } from "../stages/download.ts"
 import { Rng } from "../stages/lib/rng.ts"
 import type * as Format from "../stages/tokenize/format.ts"
+import { missedGates } from "../stages/evaluate.ts"
 
 const ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -33,6 +34,12 @@ describe("the training loop's arithmetic", () => {
     expect(s).toEqual({ scale: 512, goodSteps: 0, skipped: 1 })
     for (let i = 0; i < 3; i++) expect(Trainer.scalerUpdate(s, true, 3)).toBe(true)
     expect(s.scale).toBe(1024)
+  })
+
+  it("gates eval metrics: losses at most their threshold, other metrics at least", () => {
+    expect(missedGates({ valLoss: 2.5, toolNameAccuracy: 0.95 }, { valLoss: 3, toolNameAccuracy: 0.9 })).toEqual([])
+    expect(missedGates({ valLoss: 3.5, toolNameAccuracy: 0.8 }, { valLoss: 3, toolNameAccuracy: 0.9 })).toEqual(["valLoss 3.5000 > 3", "toolNameAccuracy 0.8000 < 0.9"])
+    expect(missedGates({ valLoss: 1 }, { bleu: 1 })[0]).toMatch(/no metric named bleu/)
   })
 
   it("visits every sequence once per epoch, in a seeded order", () => {
