@@ -204,6 +204,10 @@ export const loraName = (layer: number, proj: Projection, which: "A" | "B") => `
 export interface LoraTensors {
   readonly rank: number
   readonly scale: number
+  /** LoRA dropout probability, applied in training calls only (default 0) */
+  readonly dropout?: number
+  /** the dropout mask's stream; change it every micro-step */
+  readonly seed?: number
   /** layers * 7 entries (q k v o gate up down), null where not adapted */
   readonly proj: ReadonlyArray<{ A: Float32Array; B: Float32Array; dA: Float32Array; dB: Float32Array } | null>
 }

@@ -22,8 +22,8 @@
  *             of the step. Training N steps in one go or k steps, a kill, and a
  *             resume to N give the same adapter bit for bit.
  *
- * LoRA dropout is not applied yet (it needs the dropout mask in the backward pass;
- * `lora.dropout` is recorded in the adapter config).
+ * LoRA dropout (`lora.dropout`) is applied to the adapters' inputs in training
+ * steps, with a mask drawn from (seed, micro-step), never in evaluation.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -346,7 +346,9 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
     let tokens = 0
     for (let a = 0; a < t.gradAccum; a++) {
       const b = makeBatch(input.train, microBatchIndices(nSeq, t.batchSize, t.seed, step * t.gradAccum + a))
-      const r = Native.qwen3ForwardBackward(config, input.weights, lora, b.ids, b.mask, b.batch, b.seqLen, true)
+      const micro = step * t.gradAccum + a
+      const dropped = { ...lora, dropout: input.lora.dropout, seed: (t.seed * 1_000_003 + micro) % 2 ** 52 }
+      const r = Native.qwen3ForwardBackward(config, input.weights, dropped, b.ids, b.mask, b.batch, b.seqLen, true)
       lossSum += r.loss
       tokens += b.tokens
     }

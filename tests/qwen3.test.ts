@@ -13,7 +13,8 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
-import { qwen3ForwardBackward } from "../native/index.ts"
+import { createRequire } from "node:module"
+import { addonPath, qwen3ForwardBackward } from "../native/index.ts"
 import { loadAdapter, loadQwen3, loraName, PROJECTIONS, CheckpointError } from "../native/qwen3.ts"
 import { writeTiny } from "../stages/download.ts"
 import { Rng } from "../stages/lib/rng.ts"
@@ -127,6 +128,33 @@ describe("native Qwen3 forward/backward", () => {
       }
     })
     expect(checked).toBe(config.layers * 7 * 2)
+  }, 120_000)
+
+  it("applies LoRA dropout in training only, from its seed: fast path equal to the reference, scaled by 1/(1-p)", () => {
+    const f = fixture()
+    const { config, weights } = loadQwen3(f.model)
+    const ids = Int32Array.from(f.ids.flat())
+    const mask = Uint8Array.from(f.mask.flat())
+    const ref = (createRequire(import.meta.url)(addonPath) as { qwen3ForwardBackwardRef: typeof qwen3ForwardBackward }).qwen3ForwardBackwardRef
+    const run = (fb: typeof qwen3ForwardBackward, dropout: number, seed: number, backward = true) => {
+      const lora = { ...loadAdapter(f.adapter, config), dropout, seed }
+      const loss = fb(config, weights, lora, ids, mask, 2, f.T, backward).loss
+      return { loss, dA: lora.proj[0]!.dA, dB: lora.proj[0]!.dB }
+    }
+    const none = run(qwen3ForwardBackward, 0, 1)
+    const a = run(qwen3ForwardBackward, 0.3, 1)
+    const again = run(qwen3ForwardBackward, 0.3, 1)
+    const other = run(qwen3ForwardBackward, 0.3, 2)
+    expect(a.loss).not.toBe(none.loss)
+    expect(again.loss).toBe(a.loss)
+    expect(Array.from(again.dA)).toEqual(Array.from(a.dA))
+    expect(other.loss).not.toBe(a.loss)
+    // evaluation (no backward) never drops
+    expect(run(qwen3ForwardBackward, 0.3, 1, false).loss).toBe(run(qwen3ForwardBackward, 0, 1, false).loss)
+    const r = run(ref, 0.3, 1)
+    expect(Math.abs(r.loss - a.loss) / a.loss).toBeLessThan(1e-5)
+    expect(relL2(a.dA, r.dA)).toBeLessThan(1e-4)
+    expect(relL2(a.dB, r.dB)).toBeLessThan(1e-4)
   }, 120_000)
 
   it("refuses a checkpoint whose shapes disagree with its config, naming the tensor", () => {

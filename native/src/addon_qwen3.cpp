@@ -71,6 +71,9 @@ Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
   ft::Lora lora;
   lora.rank = intOf(lo, "rank");
   lora.scale = lo.Get("scale").As<Napi::Number>().FloatValue();
+  if (lo.Has("dropout") && lo.Get("dropout").IsNumber()) lora.dropout = lo.Get("dropout").As<Napi::Number>().FloatValue();
+  if (lora.dropout < 0.f || lora.dropout >= 1.f) throw Napi::RangeError::New(env, "lora.dropout: expected 0 <= p < 1");
+  if (lo.Has("seed") && lo.Get("seed").IsNumber()) lora.seed = static_cast<uint64_t>(lo.Get("seed").As<Napi::Number>().Int64Value());
   auto proj = lo.Get("proj").As<Napi::Array>();
   if (proj.Length() != (size_t)cfg.layers * ft::NPROJ) throw Napi::RangeError::New(env, "lora.proj: expected layers * 7 entries");
   const size_t r = lora.rank;

@@ -36,9 +36,10 @@ using Buf = std::vector<float>;
 // ---- linear layers: references ------------------------------------------------------------------
 
 // y[N, out] = x[N, in] W[out, in]^T + s * (x A^T) B^T;  la[N, r] = x A^T
-void linearForward_ref(float* y, float* la, const float* x, const float* W, const LoraPair& lp, int r, float s, int N, int in, int out) {
+void linearForward_ref(float* y, float* la, const float* x, const float* xl, const float* W, const LoraPair& lp, int r, float s, int N, int in, int out) {
   for (int n = 0; n < N; n++) {
     const float* xr = x + (size_t)n * in;
+    const float* xlr = xl + (size_t)n * in;
     float* yr = y + (size_t)n * out;
     for (int o = 0; o < out; o++) {
       const float* wr = W + (size_t)o * in;
@@ -51,7 +52,7 @@ void linearForward_ref(float* y, float* la, const float* x, const float* W, cons
       for (int j = 0; j < r; j++) {
         const float* ar = lp.A + (size_t)j * in;
         float acc = 0.f;
-        for (int i = 0; i < in; i++) acc += xr[i] * ar[i];
+        for (int i = 0; i < in; i++) acc += xlr[i] * ar[i];
         lr[j] = acc;
       }
       for (int o = 0; o < out; o++) {
@@ -65,8 +66,8 @@ void linearForward_ref(float* y, float* la, const float* x, const float* W, cons
 }
 
 // Given dy[N, out]: dx[N, in] += dy W + s (dy B) A;  dB += s dy^T la;  dA += s (dy B)^T x
-void linearBackward_ref(float* dx, const float* dy, const float* x, const float* la, const float* W, LoraPair& lp, int r, float s, int N, int in,
-                    int out) {
+void linearBackward_ref(float* dx, const float* dy, const float* xl, const float* keep, const float* la, const float* W, LoraPair& lp, int r, float s,
+                        int N, int in, int out) {
   std::vector<float> dla((size_t)r);
   for (int n = 0; n < N; n++) {
     const float* dyr = dy + (size_t)n * out;
@@ -79,7 +80,8 @@ void linearBackward_ref(float* dx, const float* dy, const float* x, const float*
     }
     if (lp.A) {
       const float* lr = la + (size_t)n * r;
-      const float* xr = x + (size_t)n * in;
+      const float* xr = xl + (size_t)n * in;
+      const float* kr = keep ? keep + (size_t)n * in : nullptr;
       for (int j = 0; j < r; j++) {
         float acc = 0.f;
         for (int o = 0; o < out; o++) acc += dyr[o] * lp.B[(size_t)o * r + j];
@@ -96,7 +98,7 @@ void linearBackward_ref(float* dx, const float* dy, const float* x, const float*
         float* dar = lp.dA + (size_t)j * in;
         for (int i = 0; i < in; i++) {
           dar[i] += g * xr[i];
-          dxr[i] += g * ar[i];
+          dxr[i] += kr ? g * ar[i] * kr[i] : g * ar[i];
         }
       }
     }
@@ -173,12 +175,12 @@ Buf transpose(const float* in, int rows, int cols) {
 }
 
 // As linearForward_ref: y[N, out] = x W^T + s (x A^T) B^T;  la[N, r] = x A^T
-void linearForward(float* y, float* la, const float* x, const float* W, const LoraPair& lp, int r, float s, int N, int in, int out) {
+void linearForward(float* y, float* la, const float* x, const float* xl, const float* W, const LoraPair& lp, int r, float s, int N, int in, int out) {
   const Buf Wt = transpose(W, out, in);  // [in, out]
   gemmParallel(N, out, in, x, in, 1, Wt.data(), out, y, out, false);
   if (lp.A) {
     const Buf At = transpose(lp.A, r, in), Bt = transpose(lp.B, out, r);  // [in, r], [r, out]
-    gemmParallel(N, r, in, x, in, 1, At.data(), r, la, r, false);
+    gemmParallel(N, r, in, xl, in, 1, At.data(), r, la, r, false);
     Buf t((size_t)N * out);  // [N, out] = la B^T
     gemmParallel(N, out, r, la, r, 1, Bt.data(), out, t.data(), out, false);
     for (size_t i = 0; i < t.size(); i++) y[i] += s * t[i];
@@ -187,8 +189,8 @@ void linearForward(float* y, float* la, const float* x, const float* W, const Lo
 
 // As linearBackward_ref, given dy[N, out]:
 //   dx[N, in] += dy W + dla A  with dla[N, r] = s dy B;  dB[out, r] += (s dy)^T la;  dA[r, in] += dla^T x
-void linearBackward(float* dx, const float* dy, const float* x, const float* la, const float* W, LoraPair& lp, int r, float s, int N, int in,
-                    int out) {
+void linearBackward(float* dx, const float* dy, const float* xl, const float* keep, const float* la, const float* W, LoraPair& lp, int r, float s,
+                    int N, int in, int out) {
   gemmParallel(N, in, out, dy, out, 1, W, in, dx, in, true);
   if (!lp.A) return;
   Buf dla((size_t)N * r), sdy((size_t)N * out);
@@ -196,13 +198,26 @@ void linearBackward(float* dx, const float* dy, const float* x, const float* la,
   for (float& v : dla) v *= s;
   for (size_t i = 0; i < sdy.size(); i++) sdy[i] = s * dy[i];
   gemmParallel(out, r, N, sdy.data(), 1, out, la, r, lp.dB, r, true);
-  gemmParallel(r, in, N, dla.data(), 1, r, x, in, lp.dA, in, true);
-  gemmParallel(N, in, r, dla.data(), r, 1, lp.A, in, dx, in, true);
+  gemmParallel(r, in, N, dla.data(), 1, r, xl, in, lp.dA, in, true);
+  if (!keep) return gemmParallel(N, in, r, dla.data(), r, 1, lp.A, in, dx, in, true);
+  Buf t((size_t)N * in);  // the LoRA path's dx, through the dropout mask
+  gemmParallel(N, in, r, dla.data(), r, 1, lp.A, in, t.data(), in, false);
+  for (size_t i = 0; i < t.size(); i++) dx[i] += t[i] * keep[i];
 }
 
 inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 
+// A uniform number in [0, 1) from a 64-bit counter (splitmix64's finaliser).
+inline float uniform01(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(z >> 40) * (1.f / 16777216.f);
+}
+
 struct LayerActs {
+  Buf xl[NPROJ], keep[NPROJ];  // LoRA dropout: the dropped input [N, in] and its keep/(1-p) mask, per projection (empty: no dropout)
   Buf x, r1, h1, la[NPROJ], qpre, rq, qn, kpre, rk, kn, qr, kr, v, P, y, xmid, r2, h2, g, u, a;
 };
 
@@ -342,8 +357,8 @@ void attentionBackward(Buf& dqr, Buf& dkr, Buf& dv, const Buf& dy, const LayerAc
 
 // The heavy operations of one version (reference or fast).
 struct Ops {
-  void (*linearForward)(float*, float*, const float*, const float*, const LoraPair&, int, float, int, int, int);
-  void (*linearBackward)(float*, const float*, const float*, const float*, const float*, LoraPair&, int, float, int, int, int);
+  void (*linearForward)(float*, float*, const float*, const float*, const float*, const LoraPair&, int, float, int, int, int);
+  void (*linearBackward)(float*, const float*, const float*, const float*, const float*, const float*, LoraPair&, int, float, int, int, int);
   void (*attentionForward)(LayerActs&, const AttnShape&);
   void (*attentionBackward)(Buf&, Buf&, Buf&, const Buf&, const LayerActs&, const AttnShape&);
   double (*head)(const float*, int, int, const float*, int, const int*, int, float*, float*);
@@ -358,6 +373,33 @@ float run(const Ops& op, const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lo
   const float s = lora.scale, eps = cfg.rmsEps;
   const AttnShape shape{batch, seqLen, H, KV, D};
   auto lp = [&](int l, int p) -> LoraPair& { return lora.proj[(size_t)l * NPROJ + p]; };
+
+  // LoRA dropout (PEFT's lora_dropout, on the adapter's input only, in training only): the
+  // mask keeps an element with probability 1 - p and scales it by 1 / (1 - p). It comes from
+  // a counter-based hash of (seed, layer, projection, element), so it does not depend on the
+  // number of threads or on the order of calls.
+  const float pDrop = backward ? lora.dropout : 0.f;
+  auto fwd = [&](LayerActs& A, int l, int p, float* y, const float* x, int in, int out) {
+    const float* xl = x;
+    if (pDrop > 0.f && lp(l, p).A) {
+      const size_t n = (size_t)N * in;
+      A.keep[p].resize(n);
+      A.xl[p].resize(n);
+      const uint64_t stream = lora.seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)(l * NPROJ + p) << 40);
+      const float scale = 1.f / (1.f - pDrop);
+      for (size_t i = 0; i < n; i++) {
+        A.keep[p][i] = uniform01(stream + i) < pDrop ? 0.f : scale;
+        A.xl[p][i] = x[i] * A.keep[p][i];
+      }
+      xl = A.xl[p].data();
+    }
+    op.linearForward(y, A.la[p].data(), x, xl, w.layer[l].w[p], lp(l, p), r, s, N, in, out);
+  };
+  auto bwd = [&](LayerActs& A, int l, int p, float* dx, const float* dy, const float* x, int in, int out) {
+    const bool dropped = !A.keep[p].empty();
+    op.linearBackward(dx, dy, dropped ? A.xl[p].data() : x, dropped ? A.keep[p].data() : nullptr, A.la[p].data(), w.layer[l].w[p], lp(l, p), r, s, N,
+                      in, out);
+  };
 
   // RoPE tables [seqLen, D/2], angles in double as the reference computes them
   std::vector<float> cosT((size_t)seqLen * D / 2), sinT((size_t)seqLen * D / 2);
@@ -380,9 +422,9 @@ float run(const Ops& op, const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lo
     rmsForward(A.h1.data(), A.r1.data(), x.data(), lw.inputNorm, N, C, eps);
     for (int p = 0; p < NPROJ; p++) A.la[p].resize((size_t)N * r);
     A.qpre.resize((size_t)N * HD); A.kpre.resize((size_t)N * KD); A.v.resize((size_t)N * KD);
-    op.linearForward(A.qpre.data(), A.la[PROJ_Q].data(), A.h1.data(), lw.w[PROJ_Q], lp(l, PROJ_Q), r, s, N, C, HD);
-    op.linearForward(A.kpre.data(), A.la[PROJ_K].data(), A.h1.data(), lw.w[PROJ_K], lp(l, PROJ_K), r, s, N, C, KD);
-    op.linearForward(A.v.data(), A.la[PROJ_V].data(), A.h1.data(), lw.w[PROJ_V], lp(l, PROJ_V), r, s, N, C, KD);
+    fwd(A, l, PROJ_Q, A.qpre.data(), A.h1.data(), C, HD);
+    fwd(A, l, PROJ_K, A.kpre.data(), A.h1.data(), C, KD);
+    fwd(A, l, PROJ_V, A.v.data(), A.h1.data(), C, KD);
     A.rq.resize((size_t)N * H); A.qn.resize((size_t)N * HD); A.rk.resize((size_t)N * KV); A.kn.resize((size_t)N * KD);
     rmsForward(A.qn.data(), A.rq.data(), A.qpre.data(), lw.qNorm, N * H, D, eps);
     rmsForward(A.kn.data(), A.rk.data(), A.kpre.data(), lw.kNorm, N * KV, D, eps);
@@ -394,17 +436,17 @@ float run(const Ops& op, const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lo
     A.y.assign((size_t)N * HD, 0.f);
     op.attentionForward(A, shape);
     Buf o((size_t)N * C);
-    op.linearForward(o.data(), A.la[PROJ_O].data(), A.y.data(), lw.w[PROJ_O], lp(l, PROJ_O), r, s, N, HD, C);
+    fwd(A, l, PROJ_O, o.data(), A.y.data(), HD, C);
     for (size_t i = 0; i < x.size(); i++) x[i] += o[i];
     A.xmid = x;
     A.r2.resize(N); A.h2.resize((size_t)N * C);
     rmsForward(A.h2.data(), A.r2.data(), x.data(), lw.postNorm, N, C, eps);
     A.g.resize((size_t)N * I); A.u.resize((size_t)N * I); A.a.resize((size_t)N * I);
-    op.linearForward(A.g.data(), A.la[PROJ_GATE].data(), A.h2.data(), lw.w[PROJ_GATE], lp(l, PROJ_GATE), r, s, N, C, I);
-    op.linearForward(A.u.data(), A.la[PROJ_UP].data(), A.h2.data(), lw.w[PROJ_UP], lp(l, PROJ_UP), r, s, N, C, I);
+    fwd(A, l, PROJ_GATE, A.g.data(), A.h2.data(), C, I);
+    fwd(A, l, PROJ_UP, A.u.data(), A.h2.data(), C, I);
     for (size_t i = 0; i < A.a.size(); i++) A.a[i] = A.g[i] * sigmoid(A.g[i]) * A.u[i];
     Buf d((size_t)N * C);
-    op.linearForward(d.data(), A.la[PROJ_DOWN].data(), A.a.data(), lw.w[PROJ_DOWN], lp(l, PROJ_DOWN), r, s, N, I, C);
+    fwd(A, l, PROJ_DOWN, d.data(), A.a.data(), I, C);
     for (size_t i = 0; i < x.size(); i++) x[i] += d[i];
   }
   Buf rf(N), hf((size_t)N * C);
@@ -428,7 +470,7 @@ float run(const Ops& op, const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lo
     LayerActs& A = acts[l];
     // MLP: x_out = xmid + down(a)
     Buf da((size_t)N * I, 0.f);
-    op.linearBackward(da.data(), dx.data(), A.a.data(), A.la[PROJ_DOWN].data(), lw.w[PROJ_DOWN], lp(l, PROJ_DOWN), r, s, N, I, C);
+    bwd(A, l, PROJ_DOWN, da.data(), dx.data(), A.a.data(), I, C);
     Buf dg((size_t)N * I), du((size_t)N * I);
     for (size_t i = 0; i < da.size(); i++) {
       const float sg = sigmoid(A.g[i]);
@@ -436,12 +478,12 @@ float run(const Ops& op, const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lo
       dg[i] = da[i] * A.u[i] * sg * (1.f + A.g[i] * (1.f - sg));
     }
     Buf dh2((size_t)N * C, 0.f);
-    op.linearBackward(dh2.data(), dg.data(), A.h2.data(), A.la[PROJ_GATE].data(), lw.w[PROJ_GATE], lp(l, PROJ_GATE), r, s, N, C, I);
-    op.linearBackward(dh2.data(), du.data(), A.h2.data(), A.la[PROJ_UP].data(), lw.w[PROJ_UP], lp(l, PROJ_UP), r, s, N, C, I);
+    bwd(A, l, PROJ_GATE, dh2.data(), dg.data(), A.h2.data(), C, I);
+    bwd(A, l, PROJ_UP, dh2.data(), du.data(), A.h2.data(), C, I);
     rmsBackward(dx.data(), dh2.data(), A.xmid.data(), A.r2.data(), lw.postNorm, N, C);  // dx is now d(xmid)
     // attention: xmid = x + o(y)
     Buf dy((size_t)N * HD, 0.f);
-    op.linearBackward(dy.data(), dx.data(), A.y.data(), A.la[PROJ_O].data(), lw.w[PROJ_O], lp(l, PROJ_O), r, s, N, HD, C);
+    bwd(A, l, PROJ_O, dy.data(), dx.data(), A.y.data(), HD, C);
     Buf dqr((size_t)N * HD, 0.f), dkr((size_t)N * KD, 0.f), dv((size_t)N * KD, 0.f);
     op.attentionBackward(dqr, dkr, dv, dy, A, shape);
     rope(dqr.data(), N, H, D, seqLen, cosT, sinT, true);
@@ -450,9 +492,9 @@ float run(const Ops& op, const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lo
     rmsBackward(dqpre.data(), dqr.data(), A.qpre.data(), A.rq.data(), lw.qNorm, N * H, D);
     rmsBackward(dkpre.data(), dkr.data(), A.kpre.data(), A.rk.data(), lw.kNorm, N * KV, D);
     Buf dh1((size_t)N * C, 0.f);
-    op.linearBackward(dh1.data(), dqpre.data(), A.h1.data(), A.la[PROJ_Q].data(), lw.w[PROJ_Q], lp(l, PROJ_Q), r, s, N, C, HD);
-    op.linearBackward(dh1.data(), dkpre.data(), A.h1.data(), A.la[PROJ_K].data(), lw.w[PROJ_K], lp(l, PROJ_K), r, s, N, C, KD);
-    op.linearBackward(dh1.data(), dv.data(), A.h1.data(), A.la[PROJ_V].data(), lw.w[PROJ_V], lp(l, PROJ_V), r, s, N, C, KD);
+    bwd(A, l, PROJ_Q, dh1.data(), dqpre.data(), A.h1.data(), C, HD);
+    bwd(A, l, PROJ_K, dh1.data(), dkpre.data(), A.h1.data(), C, KD);
+    bwd(A, l, PROJ_V, dh1.data(), dv.data(), A.h1.data(), C, KD);
     rmsBackward(dx.data(), dh1.data(), A.x.data(), A.r1.data(), lw.inputNorm, N, C);  // dx is now d(layer input)
   }
   return (float)(loss / count);

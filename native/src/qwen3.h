@@ -49,6 +49,8 @@ struct LoraPair {
 struct Lora {
   int rank;
   float scale;  // alpha / r
+  float dropout = 0.f;  // PEFT's lora_dropout, applied in training (backward) calls only
+  uint64_t seed = 0;    // the dropout mask's stream: the caller changes it every micro-step
   std::vector<LoraPair> proj;  // [layers * NPROJ]
 };
 
