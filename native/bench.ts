@@ -11,21 +11,15 @@
  * call, so it measures the kernel with warm caches and no allocation in the timed region.
  * Not part of `npm run bench` (bench/index.ts) yet.
  */
+import { Rng } from "../stages/lib/rng.ts"
 import * as os from "node:os"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
 import * as Native from "./index.ts"
 
 const gaussian = (n: number, seed: number): Float32Array => {
-  let a = seed >>> 0
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  return Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform()))
+  const r = new Rng(seed)
+  return Float32Array.from({ length: n }, () => r.normal())
 }
 
 interface Row {

@@ -54,18 +54,21 @@ interface Addon {
   adamw8bitInit(mCodes: Uint8Array, vCodes: Uint8Array, mAbsmax: Float32Array, vAbsmax: Float32Array): void
   readonly kernel: RawKernels
   readonly reference: RawKernels
-  qwen3ForwardBackward(
-    config: Qwen3Config,
-    weights: Qwen3Weights,
-    lora: LoraTensors,
-    ids: Int32Array,
-    mask: Uint8Array,
-    batch: number,
-    seqLen: number,
-    backward: boolean,
-    logits?: Float32Array
-  ): { loss: number; counted: number }
+  readonly qwen3ForwardBackward: Qwen3ForwardBackward
 }
+
+/** The signature of the native Qwen3 forward/backward (see `qwen3ForwardBackward` below). */
+export type Qwen3ForwardBackward = (
+  config: Qwen3Config,
+  weights: Qwen3Weights,
+  lora: LoraTensors,
+  ids: Int32Array,
+  mask: Uint8Array,
+  batch: number,
+  seqLen: number,
+  backward: boolean,
+  logits?: Float32Array
+) => { loss: number; counted: number }
 
 let loaded: Addon | undefined
 
@@ -265,14 +268,5 @@ export const buildId = (dir: string = nativeDir): Digest.Digest => {
  * accumulates the LoRA gradients into `lora.proj[*].dA/dB`. `logits` [batch*seqLen*vocab],
  * when given, receives the full logits (tests only).
  */
-export const qwen3ForwardBackward = (
-  config: Qwen3Config,
-  weights: Qwen3Weights,
-  lora: LoraTensors,
-  ids: Int32Array,
-  mask: Uint8Array,
-  batch: number,
-  seqLen: number,
-  backward: boolean,
-  logits?: Float32Array
-): { loss: number; counted: number } => addon().qwen3ForwardBackward(config, weights, lora, ids, mask, batch, seqLen, backward, logits)
+export const qwen3ForwardBackward: Qwen3ForwardBackward = (config, weights, lora, ids, mask, batch, seqLen, backward, logits) =>
+  addon().qwen3ForwardBackward(config, weights, lora, ids, mask, batch, seqLen, backward, logits)

@@ -224,7 +224,6 @@ interface Checkpoint {
   readonly bestVal: number | null
 }
 
-const tensorsOf = (t: LoraTensors, which: "A" | "B"): Array<Float32Array> => t.proj.flatMap((p) => (p ? [which === "A" ? p.A : p.B] : []))
 const params = (t: LoraTensors): Array<Float32Array> => t.proj.flatMap((p) => (p ? [p.A, p.B] : []))
 const grads = (t: LoraTensors): Array<Float32Array> => t.proj.flatMap((p) => (p ? [p.dA, p.dB] : []))
 

@@ -12,23 +12,16 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Native from "../native/index.ts"
+import { Rng } from "../stages/lib/rng.ts"
 import type { AdamWHyper } from "../native/index.ts"
 
 
 // ---- helpers ------------------------------------------------------------------------------------
 
-/** mulberry32: a small seeded PRNG, so every run sees the same tensors. */
+/** The project's seeded PRNG (uniform: next(), normal: normal()), so every run sees the same tensors. */
 const rng = (seed: number) => {
-  let a = seed >>> 0
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  const normal = () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform())
-  return { uniform, normal }
+  const r = new Rng(seed)
+  return { uniform: () => r.next(), normal: () => r.normal() }
 }
 
 const gaussian = (n: number, seed: number, sigma = 1): Float32Array => {

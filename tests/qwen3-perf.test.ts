@@ -15,22 +15,12 @@ import { createRequire } from "node:module"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
-import { addonPath } from "../native/index.ts"
-import { loadQwen3, type LoraTensors, type Qwen3Config, type Qwen3Weights } from "../native/qwen3.ts"
+import { addonPath, type Qwen3ForwardBackward } from "../native/index.ts"
+import { loadQwen3, type Qwen3Config, type Qwen3Weights } from "../native/qwen3.ts"
 import { writeTiny } from "../stages/download.ts"
 import { Rng } from "../stages/lib/rng.ts"
 
-type Fb = (
-  c: Qwen3Config,
-  w: Qwen3Weights,
-  l: LoraTensors,
-  ids: Int32Array,
-  mask: Uint8Array,
-  batch: number,
-  seqLen: number,
-  backward: boolean,
-  logits?: Float32Array
-) => { loss: number; counted: number }
+type Fb = Qwen3ForwardBackward
 interface Raw {
   qwen3ForwardBackward: Fb
   qwen3ForwardBackwardRef: Fb
