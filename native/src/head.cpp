@@ -72,17 +72,19 @@ double headForwardBackward(const float* E, int V, int C, const float* hf, int N,
 
   for (int b0 = 0; b0 < R; b0 += kNB) {
     const int nb = std::min(kNB, R - b0);
-    bool allTargets = true;
     for (int j = 0; j < nb; j++) {
       const int n = rows[b0 + j];
       yb[j] = target[n];
-      allTargets = allTargets && yb[j] >= 0;
       for (int c = 0; c < C; c++) hT[(size_t)c * kNB + j] = hf[(size_t)n * C + c];
     }
     // L [vb, nb] = E[v0 : v0 + vb] hT, the same call in both passes
     auto logitTile = [&](float* L, int v0, int vb) { simd::gemm(vb, nb, C, E + (size_t)v0 * C, C, 1, hT.data(), kNB, L, kNB, false); };
 
-    // pass 1: per chunk and column, the running max and sum of exp; the target's logit
+    // One pass over the vocabulary: per chunk and column, the running max m, the sum of
+    // exp(l - m), and (for the gradient) U = sum_v exp(l_v - m) E_v, rescaled whenever m moves,
+    // as flash attention does with its output. Then dH = (U / S - E_y) / count: two matmuls
+    // over the vocabulary instead of three (no second pass recomputing the logits).
+    const bool grad = dh && count > 0;
     parallel(
         [&](int t, int P) {
           long cb, ce;
@@ -92,6 +94,7 @@ double headForwardBackward(const float* E, int V, int C, const float* hf, int N,
           for (int ch = (int)cb; ch < (int)ce; ch++) {
             float* m = &mC[(size_t)ch * kNB];
             float* s = &sC[(size_t)ch * kNB];
+            float* u = grad ? &dhP[(size_t)ch * kNB * C] : nullptr;  // [nb, C] this chunk's U
             const int v1 = chunkBegin(ch + 1);
             for (int v0 = chunkBegin(ch); v0 < v1; v0 += kVB) {
               const int vb = std::min(kVB, v1 - v0);
@@ -109,7 +112,8 @@ double headForwardBackward(const float* E, int V, int C, const float* hf, int N,
               }
               if (v0 == chunkBegin(ch)) {
                 for (int j = 0; j < nb; j++) m[j] = bm[j], s[j] = 0.f;
-              } else {  // rescale the running sum to the new max
+                if (u) std::fill(u, u + (size_t)nb * C, 0.f);
+              } else {  // rescale the running sums to the new max
                 for (int j = 0; j < nb; j++) {
                   const float mn = bm[j] > m[j] ? bm[j] : m[j];
                   scale[j] = m[j] - mn;
@@ -117,6 +121,10 @@ double headForwardBackward(const float* E, int V, int C, const float* hf, int N,
                 }
                 simd::expInPlace(scale, nb);
                 for (int j = 0; j < nb; j++) s[j] *= scale[j];
+                if (u)
+                  for (int j = 0; j < nb; j++)
+                    if (scale[j] != 1.f)
+                      for (int c = 0; c < C; c++) u[(size_t)j * C + c] *= scale[j];
               }
               for (int i = 0; i < vb; i++) {
                 float* l = L + (size_t)i * kNB;
@@ -124,12 +132,14 @@ double headForwardBackward(const float* E, int V, int C, const float* hf, int N,
                 simd::expInPlace(l, nb);
                 for (int j = 0; j < nb; j++) s[j] += l[j];
               }
+              // U [nb, C] += exp(L - m)^T [nb, vb] E[v0 : v0 + vb] [vb, C]
+              if (u) simd::gemm(nb, C, vb, L, 1, kNB, E + (size_t)v0 * C, C, u, C, true);
             }
           }
         },
         nch);
 
-    // log-sum-exp over chunks, in chunk order
+    // log-sum-exp over chunks, in chunk order; the gradient from the chunks' U, in chunk order
     for (int j = 0; j < nb; j++) {
       if (yb[j] < 0) continue;
       float mx = mC[j];
@@ -140,47 +150,19 @@ double headForwardBackward(const float* E, int V, int C, const float* hf, int N,
       lse[j] = (float)l;
       loss += l - ly[j];
     }
-    if (!dh || count == 0) continue;
-
-    // pass 2: G = (softmax - onehot) / count, dH_chunk += G^T E
-    parallel(
-        [&](int t, int P) {
-          long cb, ce;
-          splitRange(nch, t, P, 1, &cb, &ce);
-          float* L = work[t].data();
-          for (int ch = (int)cb; ch < (int)ce; ch++) {
-            float* d = &dhP[(size_t)ch * kNB * C];
-            std::fill(d, d + (size_t)nb * C, 0.f);
-            const int v1 = chunkBegin(ch + 1);
-            for (int v0 = chunkBegin(ch); v0 < v1; v0 += kVB) {
-              const int vb = std::min(kVB, v1 - v0);
-              logitTile(L, v0, vb);
-              for (int i = 0; i < vb; i++) {
-                float* l = L + (size_t)i * kNB;
-                for (int j = 0; j < nb; j++) l[j] -= lse[j];
-                simd::expInPlace(l, nb);
-                for (int j = 0; j < nb; j++) l[j] *= invCount;
-                if (!allTargets)
-                  for (int j = 0; j < nb; j++)
-                    if (yb[j] < 0) l[j] = 0.f;
-              }
-              for (int j = 0; j < nb; j++)
-                if (yb[j] >= v0 && yb[j] < v0 + vb) L[(size_t)(yb[j] - v0) * kNB + j] -= invCount;
-              // dH_chunk [nb, C] += G^T [nb, vb] E[v0 : v0 + vb] [vb, C]
-              simd::gemm(nb, C, vb, L, 1, kNB, E + (size_t)v0 * C, C, d, C, true);
-            }
-          }
-        },
-        nch);
-
-    // dH = sum of the chunk partials, in chunk order
+    if (!grad) continue;
+    // dH [j] = (sum_ch U_ch[j] exp(m_ch - lse) - E_y) / count
     parallelFor(nb, 1, [&](long jb, long je) {
       for (long j = jb; j < je; j++) {
+        if (yb[j] < 0) continue;
+        float w[kChunks];
+        for (int ch = 0; ch < nch; ch++) w[ch] = static_cast<float>(std::exp((double)mC[(size_t)ch * kNB + j] - (double)lse[j])) * invCount;
         float* out = dh + (size_t)rows[b0 + j] * C;
+        const float* ey = E + (size_t)yb[j] * C;
         for (int c = 0; c < C; c++) {
-          float acc = dhP[(size_t)j * C + c];
-          for (int ch = 1; ch < nch; ch++) acc += dhP[((size_t)ch * kNB + j) * C + c];
-          out[c] += acc;
+          float acc = dhP[(size_t)j * C + c] * w[0];
+          for (int ch = 1; ch < nch; ch++) acc += dhP[((size_t)ch * kNB + j) * C + c] * w[ch];
+          out[c] += acc - ey[c] * invCount;
         }
       }
     });
