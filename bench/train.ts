@@ -34,13 +34,13 @@ interface Shape {
   readonly layers: number
 }
 
-const SHAPES: ReadonlyArray<Shape> = [
+export const SHAPES: ReadonlyArray<Shape> = [
   { name: "tiny (h256/L2)", hidden: 256, intermediate: 768, heads: 4, kvHeads: 2, layers: 2 },
   { name: "h768/L12", hidden: 768, intermediate: 3072, heads: 12, kvHeads: 4, layers: 12 }
 ]
 
 /** A random Qwen3 checkpoint of the given shape (head_dim 64, the real vocabulary). */
-const writeModel = (dir: string, s: Shape): number => {
+export const writeModel = (dir: string, s: Shape): number => {
   fs.mkdirSync(dir, { recursive: true })
   const D = 64
   fs.writeFileSync(
@@ -77,7 +77,7 @@ const writeModel = (dir: string, s: Shape): number => {
   return params
 }
 
-const ours = (dir: string): number => {
+export const ours = (dir: string): number => {
   const { config, weights } = loadQwen3(dir)
   const base = quantizeBase(weights)
   const lora = initLora(config, { r: 16, alpha: 16, dropout: 0, targets: ALL }, 1)

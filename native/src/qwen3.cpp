@@ -166,11 +166,24 @@ void gemmParallel(int M, int N, int K, const float* A, ptrdiff_t rsA, ptrdiff_t 
     parallelFor(N, 32, [&](long b, long e) { simd::gemm(M, (int)(e - b), K, A, rsA, csA, B + b, ldb, C + b, ldc, accumulate); });
 }
 
-// out [cols, rows] = in [rows, cols]^T
+// out [cols, rows] = in [rows, cols]^T, in 32 x 32 tiles (so both sides stay in cache) and
+// split over the pool by tile rows: a pure copy, so any split gives the same bytes.
 Buf transpose(const float* in, int rows, int cols) {
   Buf out((size_t)rows * cols);
-  for (int i = 0; i < rows; i++)
-    for (int j = 0; j < cols; j++) out[(size_t)j * rows + i] = in[(size_t)i * cols + j];
+  constexpr int TB = 32;
+  const int tiles = (rows + TB - 1) / TB;
+  auto body = [&](long tb, long te) {
+    for (long t = tb; t < te; t++) {
+      const int i0 = (int)t * TB, i1 = std::min(rows, i0 + TB);
+      for (int j0 = 0; j0 < cols; j0 += TB) {
+        const int j1 = std::min(cols, j0 + TB);
+        for (int i = i0; i < i1; i++)
+          for (int j = j0; j < j1; j++) out[(size_t)j * rows + i] = in[(size_t)i * cols + j];
+      }
+    }
+  };
+  if ((long)rows * cols < 65536) body(0, tiles);
+  else parallelFor(tiles, 1, body);
   return out;
 }
 
