@@ -22,6 +22,8 @@ export interface Qwen3Config {
   readonly ropeTheta: number
   readonly rmsEps: number
   readonly tied: boolean
+  /** keep only each layer's input in the forward pass and recompute the layer in backward */
+  readonly activationCheckpointing?: boolean
 }
 
 export const PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const

@@ -48,6 +48,8 @@ export interface TrainConfig {
   readonly evalSamples: number
   readonly checkpointEvery: number
   readonly keepCheckpoints: number
+  /** recompute each layer in the backward pass instead of keeping its activations */
+  readonly activationCheckpointing?: boolean
 }
 
 export interface LoraConfig {
@@ -336,6 +338,7 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
     input.onEvent({ type: "eval", step, valLoss: v, best: improved })
   }
   if (ck.step === 0 && !latest) evaluate(0) // the untrained adapter's validation loss
+  const runConfig = { ...config, activationCheckpointing: t.activationCheckpointing === true }
   let stepsHere = 0
   for (let step = ck.step; step < total; step++) {
     if (input.stopAfter !== undefined && stepsHere >= input.stopAfter) return { lora, finished: false, bestVal }
@@ -347,7 +350,7 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
       const b = makeBatch(input.train, microBatchIndices(nSeq, t.batchSize, t.seed, step * t.gradAccum + a))
       const micro = step * t.gradAccum + a
       const dropped = { ...lora, dropout: input.lora.dropout, seed: (t.seed * 1_000_003 + micro) % 2 ** 52 }
-      const r = Native.qwen3ForwardBackward(config, input.weights, dropped, b.ids, b.mask, b.batch, b.seqLen, true)
+      const r = Native.qwen3ForwardBackward(runConfig, input.weights, dropped, b.ids, b.mask, b.batch, b.seqLen, true)
       lossSum += r.loss
       tokens += b.tokens
     }

@@ -45,6 +45,8 @@ export const TrainParams = Schema.Struct({
   evalEvery: withDefault(Schema.Int, 10),
   checkpointEvery: withDefault(Schema.Int, 10),
   keepCheckpoints: withDefault(Schema.Int, 2),
+  /** recompute each layer in the backward pass instead of keeping its activations (less memory, ~1/3 more compute) */
+  activationCheckpointing: withDefault(Schema.Boolean, false),
   /** validation sequences per evaluation */
   evalSamples: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 100000 })), 8)
 })

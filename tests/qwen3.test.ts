@@ -157,6 +157,22 @@ describe("native Qwen3 forward/backward", () => {
     expect(relL2(a.dB, r.dB)).toBeLessThan(1e-4)
   }, 120_000)
 
+  it("gives the same bytes with activation checkpointing (layers recomputed in backward)", () => {
+    const f = fixture()
+    const { config, weights } = loadQwen3(f.model)
+    const ids = Int32Array.from(f.ids.flat())
+    const mask = Uint8Array.from(f.mask.flat())
+    const run = (activationCheckpointing: boolean) => {
+      const lora = { ...loadAdapter(f.adapter, config), dropout: 0.1, seed: 3 }
+      const loss = qwen3ForwardBackward({ ...config, activationCheckpointing }, weights, lora, ids, mask, 2, f.T, true).loss
+      return { loss, grads: lora.proj.flatMap((p) => [Buffer.from(p!.dA.buffer), Buffer.from(p!.dB.buffer)]) }
+    }
+    const plain = run(false)
+    const recomputed = run(true)
+    expect(recomputed.loss).toBe(plain.loss)
+    recomputed.grads.forEach((g, i) => expect(g.equals(plain.grads[i]!)).toBe(true))
+  }, 120_000)
+
   it("refuses a checkpoint whose shapes disagree with its config, naming the tensor", () => {
     const f = fixture()
     const cfg = JSON.parse(fs.readFileSync(path.join(f.model, "config.json"), "utf8"))

@@ -45,6 +45,7 @@ Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
   ft::Qwen3Config cfg{intOf(c, "hidden"), intOf(c, "intermediate"), intOf(c, "heads"), intOf(c, "kvHeads"), intOf(c, "headDim"),
                       intOf(c, "layers"), intOf(c, "vocab"), c.Get("ropeTheta").As<Napi::Number>().FloatValue(),
                       c.Get("rmsEps").As<Napi::Number>().FloatValue()};
+  cfg.checkpointing = c.Has("activationCheckpointing") && c.Get("activationCheckpointing").ToBoolean().Value();
   if (cfg.heads % cfg.kvHeads != 0 || cfg.headDim % 2 != 0) throw Napi::RangeError::New(env, "config: heads must be a multiple of kvHeads and headDim even");
   const size_t C = cfg.hidden, I = cfg.intermediate, HD = (size_t)cfg.heads * cfg.headDim, KD = (size_t)cfg.kvHeads * cfg.headDim;
   const size_t in[ft::NPROJ] = {C, C, C, HD, C, C, I};

@@ -424,12 +424,13 @@ float run(const Ops& op, const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lo
     }
 
   std::vector<LayerActs> acts(cfg.layers);
-  Buf x((size_t)N * C);  // [N, C] residual stream
-  for (int n = 0; n < N; n++) std::memcpy(&x[(size_t)n * C], w.embed + (size_t)ids[n] * C, sizeof(float) * C);
 
-  for (int l = 0; l < cfg.layers; l++) {
+  // One layer's forward: x [N, C] in, x out; the layer's activations land in A. With
+  // activation checkpointing, only each layer's input is kept after the forward pass and the
+  // layer is recomputed from it, just before its backward: the same operations in the same
+  // order (dropout masks come from a counter, not from a stream), so the same bytes.
+  auto layerForward = [&](int l, LayerActs& A, Buf& x) {
     const LayerWeights& lw = w.layer[l];
-    LayerActs& A = acts[l];
     A.x = x;
     A.r1.resize(N); A.h1.resize((size_t)N * C);
     rmsForward(A.h1.data(), A.r1.data(), x.data(), lw.inputNorm, N, C, eps);
@@ -461,6 +462,17 @@ float run(const Ops& op, const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lo
     Buf d((size_t)N * C);
     fwd(A, l, PROJ_DOWN, d.data(), A.a.data(), I, C);
     for (size_t i = 0; i < x.size(); i++) x[i] += d[i];
+  };
+  Buf x((size_t)N * C);  // [N, C] residual stream
+  for (int n = 0; n < N; n++) std::memcpy(&x[(size_t)n * C], w.embed + (size_t)ids[n] * C, sizeof(float) * C);
+  const bool recompute = backward && cfg.checkpointing;
+  for (int l = 0; l < cfg.layers; l++) {
+    layerForward(l, acts[l], x);
+    if (recompute) {  // keep the input only
+      Buf input = std::move(acts[l].x);
+      acts[l] = LayerActs{};
+      acts[l].x = std::move(input);
+    }
   }
   Buf rf(N), hf((size_t)N * C);
   rmsForward(hf.data(), rf.data(), x.data(), w.finalNorm, N, C, eps);
@@ -481,6 +493,10 @@ float run(const Ops& op, const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lo
   for (int l = cfg.layers - 1; l >= 0; l--) {
     const LayerWeights& lw = w.layer[l];
     LayerActs& A = acts[l];
+    if (recompute) {
+      Buf xin = A.x;
+      layerForward(l, A, xin);
+    }
     // MLP: x_out = xmid + down(a)
     Buf da((size_t)N * I, 0.f);
     bwd(A, l, PROJ_DOWN, da.data(), dx.data(), A.a.data(), I, C);

@@ -19,6 +19,7 @@ struct Qwen3Config {
   int vocab;         // V
   float ropeTheta;
   float rmsEps;
+  bool checkpointing = false;  // activation checkpointing: keep layer inputs only, recompute in backward
 };
 
 // The seven adapted projections of a layer, in this order.
