@@ -92,6 +92,7 @@ export const train = Stage.make({
     Effect.gen(function* () {
       const { lora, train: t } = ctx.params
       if (t.device !== "cpu") return yield* new StageError({ message: `train.device ${t.device}: the CUDA backend is the next issue; use cpu` })
+      if (t.precision !== "fp32") return yield* new StageError({ message: `train.precision ${t.precision}: the CPU backend computes in fp32 (fp16 comes with the CUDA backend)` })
       const scratch = ctx.scratchDir
       const job = {
         modelDir: ctx.inputs.model,
