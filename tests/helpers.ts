@@ -90,3 +90,14 @@ export const snapshot = (ws: string): Record<string, string> => {
 }
 
 export const hasCommand = (cmd: string): boolean => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
+
+/** Relative L2 norm of a - b against b: how the native tests compare float tensors. */
+export const relL2 = (a: Float32Array, b: Float32Array) => {
+  let num = 0
+  let den = 0
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i]! - b[i]!) ** 2
+    den += b[i]! ** 2
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30))
+}

@@ -10,6 +10,7 @@
  * - determinism: 1, 2 and 3 threads give bit-identical loss, logits and gradients, on the small
  *   model and on the tiny one (vocab 151,936).
  */
+import { relL2 } from "./helpers.ts"
 import * as fs from "node:fs"
 import { createRequire } from "node:module"
 import * as os from "node:os"
@@ -49,15 +50,6 @@ afterAll(() => {
 })
 
 const normals = (rng: Rng, n: number, scale = 1) => Float32Array.from({ length: n }, () => rng.normal() * scale)
-const relL2 = (a: Float32Array, b: Float32Array) => {
-  let num = 0
-  let den = 0
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2
-    den += b[i]! ** 2
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30))
-}
 
 describe.each(ISAS)("simd primitives, %s path", (isa) => {
   it("gemm ≈ gemm_ref on awkward shapes, strided A, with and without accumulation", () => {

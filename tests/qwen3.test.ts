@@ -19,21 +19,12 @@ import { loadAdapter, loadQwen3, loraName, PROJECTIONS, CheckpointError } from "
 import { writeTiny } from "../stages/download.ts"
 import { Rng } from "../stages/lib/rng.ts"
 import * as Safetensors from "../stages/lib/safetensors.ts"
-import { REPO } from "./helpers.ts"
+import { relL2, REPO } from "./helpers.ts"
 
 const PYTHON = "/usr/bin/python3"
 const hasTorch = spawnSync(PYTHON, ["-c", "import torch"]).status === 0
 if (!hasTorch && process.env["CI"] === "true") throw new Error("python3-torch is required under CI=true (.ci/run installs it)")
 
-const relL2 = (a: Float32Array, b: Float32Array) => {
-  let num = 0
-  let den = 0
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2
-    den += b[i]! ** 2
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30))
-}
 
 const fixture = () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qwen3-golden-"))
