@@ -115,12 +115,13 @@ export const trainTable = (): string => {
       const flopsPerToken = 4 * params + 4 * s.layers * (T / 2) * s.heads * 64
       let peer = NaN
       if (hasTorch) {
-        const r = spawnSync("/usr/bin/python3", [REF, "bench", dir, String(T), "3"], { encoding: "utf8", maxBuffer: 1 << 24 })
+        // the peer computes with as many threads as ours (PyTorch starts with 1 here)
+        const r = spawnSync("/usr/bin/python3", [REF, "bench", dir, String(T), "3", String(Native.threads())], { encoding: "utf8", maxBuffer: 1 << 24 })
         if (r.status === 0) {
           const j = JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { tokensPerSecond: number; sgemmGflops: number; threads: number; torch: string }
           peer = j.tokensPerSecond
           sgemm = j.sgemmGflops
-          torchInfo = `PyTorch ${j.torch}, ${j.threads} threads`
+          torchInfo = `Ours on ${Native.threads()} threads, PyTorch ${j.torch} on ${j.threads} threads`
         }
       }
       lines.push(`| ${s.name} | ${(params / 1e6).toFixed(0)} M | ${tps.toFixed(0)} | ${((tps * flopsPerToken) / 1e9).toFixed(0)} | ${Number.isNaN(peer) ? "not installed" : peer.toFixed(0)} | ${Number.isNaN(peer) ? "" : `${(tps / peer).toFixed(2)}×`} |`)

@@ -24,8 +24,12 @@ const fresh = (manifestFile, entry, engineCli) => {
   } catch {
     return false
   }
+  // a manifest that is not what this code writes (null, garbage, an older format) means "build again"
+  if (typeof m !== "object" || m === null || !Array.isArray(m.inputs)) return false
   if (m.format !== FORMAT || m.node !== process.version || m.entry !== entry || m.engine !== engineCli) return false
-  for (const [file, mtimeMs, size] of m.inputs) {
+  for (const rec of m.inputs) {
+    if (!Array.isArray(rec) || rec.length !== 3) return false
+    const [file, mtimeMs, size] = rec
     const [, t, s] = stamp(file)
     if (t !== mtimeMs || s !== size) return false
   }

@@ -31,13 +31,23 @@ if (!entry || !fs.existsSync(entry)) {
 }
 const engineCli = fileURLToPath(new URL("../engine/Cli.ts", import.meta.url))
 
-let mod
-if (process.env.PIPELINE_NO_BUNDLE === "1") {
+const direct = async () => {
   const [def, cli] = await Promise.all([import(pathToFileURL(entry).href), import(pathToFileURL(engineCli).href)])
-  mod = { definition: def.default, main: cli.main }
-} else {
+  return { definition: def.default, main: cli.main }
+}
+
+let mod
+if (process.env.PIPELINE_NO_BUNDLE === "1") mod = await direct()
+else {
   const { bundled } = await import("./bundle.js")
-  mod = await import(await bundled(entry, engineCli))
+  let url
+  try {
+    url = await bundled(entry, engineCli)
+  } catch {
+    // the bundle is only a start-up cache: when it cannot be written (.pipeline is
+    // not a directory, a read-only checkout), load the sources as they are
+  }
+  mod = url === undefined ? await direct() : await import(url)
 }
 if (!mod.definition || !Array.isArray(mod.definition.stages)) {
   process.stderr.write(`error: ${entry} must \`export default\` a pipeline: { root, stages }\n`)

@@ -23,10 +23,36 @@ export const writeFileAtomic = (target: string, data: string | Uint8Array, mode?
   }
 }
 
-export const readJsonOr = <A>(file: string, fallback: A): A => {
+/** Says once that a piece of derived state could not be used (and is being ignored). */
+export type Warn = (message: string) => void
+
+const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
+
+/**
+ * Reads a JSON object of derived state (a cache of something the engine can
+ * recompute). A missing file is the empty object; a file that does not decode
+ * (garbage, `null`, an array, a partial write by another tool) is reported
+ * through `warn` and treated as empty, so it is rebuilt instead of failing
+ * every command until someone deletes it by hand.
+ */
+export const readJsonRecord = (file: string, displayName: string, warn: Warn): Record<string, unknown> => {
+  let text: string
   try {
-    return JSON.parse(fs.readFileSync(file, "utf8")) as A
-  } catch {
-    return fallback
+    text = fs.readFileSync(file, "utf8")
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") warn(`${displayName} could not be read (${(e as NodeJS.ErrnoException).code ?? "error"}); ignoring it, it will be rebuilt`)
+    return {}
   }
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    warn(`${displayName} is not valid JSON; ignoring it, it will be rebuilt`)
+    return {}
+  }
+  if (!isRecord(value)) {
+    warn(`${displayName} does not hold a JSON object; ignoring it, it will be rebuilt`)
+    return {}
+  }
+  return value
 }

@@ -6,11 +6,14 @@
  */
 import * as fs from "node:fs"
 import * as Digest from "./Digest.ts"
-import { readJsonOr, writeFileAtomic } from "./Atomic.ts"
+import { readJsonRecord, type Warn, writeFileAtomic } from "./Atomic.ts"
 
 // ctime is left out on purpose: linking a cache object into out/ changes the
 // ctime of every link, and that must not force a re-read of gigabytes.
 type Entry = readonly [ino: number, size: number, mtimeMs: number, digest: Digest.Digest]
+
+const isEntry = (u: unknown): u is Entry =>
+  Array.isArray(u) && u.length === 4 && typeof u[0] === "number" && typeof u[1] === "number" && typeof u[2] === "number" && Digest.isDigest(u[3])
 
 export interface HashResult {
   readonly digest: Digest.Digest
@@ -26,9 +29,24 @@ export class StatCache {
 
   private readonly file: string | undefined
 
-  constructor(file: string | undefined) {
+  /** `warn` hears once when the file on disk cannot be used (it is then rebuilt). */
+  private readonly warn: Warn
+
+  constructor(file: string | undefined, warn: Warn = () => {}) {
     this.file = file
-    this.entries = file === undefined ? {} : readJsonOr<Record<string, Entry>>(file, {})
+    this.warn = warn
+    this.entries = {}
+    if (file === undefined) return
+    const raw = readJsonRecord(file, ".pipeline/stat-cache.json", warn)
+    let bad = 0
+    for (const [p, e] of Object.entries(raw)) {
+      if (isEntry(e)) this.entries[p] = e
+      else bad++
+    }
+    if (bad > 0) {
+      warn(`.pipeline/stat-cache.json: ignored ${bad} damaged entr${bad === 1 ? "y" : "ies"}; those files will be hashed again`)
+      this.dirty = true
+    }
   }
 
   /** Digest of a regular file, from the cache when its stat is unchanged. */
@@ -61,6 +79,19 @@ export class StatCache {
     this.dirty = true
   }
 
+  /**
+   * Forgets every path recorded with this digest: after an object is found
+   * damaged, the links to it in out/ carry the damaged bytes under the same
+   * (inode, size, mtime), so they must be hashed again, not trusted.
+   */
+  forgetDigest(digest: Digest.Digest): void {
+    for (const [p, e] of Object.entries(this.entries))
+      if (e[3] === digest) {
+        delete this.entries[p]
+        this.dirty = true
+      }
+  }
+
   forget(path: string): void {
     if (path in this.entries) {
       delete this.entries[path]
@@ -72,7 +103,13 @@ export class StatCache {
     if (!this.dirty || this.file === undefined) return
     // Drop entries of files that no longer exist so the cache cannot grow forever.
     for (const p of Object.keys(this.entries)) if (!fs.existsSync(p)) delete this.entries[p]
-    writeFileAtomic(this.file, JSON.stringify(this.entries))
+    // a cache that cannot be written (a full disk) costs time next run, nothing else
+    try {
+      writeFileAtomic(this.file, JSON.stringify(this.entries))
+    } catch (e) {
+      this.warn(`.pipeline/stat-cache.json could not be saved (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); it will be rebuilt`)
+      return
+    }
     this.dirty = false
   }
 }

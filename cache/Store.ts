@@ -14,7 +14,8 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Digest from "./Digest.ts"
 import { canonicalJson } from "./Canonical.ts"
-import { tempName, writeFileAtomic } from "./Atomic.ts"
+import { tempName, type Warn, writeFileAtomic } from "./Atomic.ts"
+import { relativePathProblem } from "./Paths.ts"
 import type { StatCache } from "./StatCache.ts"
 
 export type OutputKind = "file" | "dir"
@@ -38,6 +39,28 @@ interface Tree {
   readonly entries: ReadonlyArray<TreeEntry>
 }
 
+/** Why a parsed tree object cannot be used, or undefined when it can. */
+const treeProblem = (u: unknown): string | undefined => {
+  if (typeof u !== "object" || u === null || (u as { type?: unknown }).type !== "tree") return "not a tree object"
+  const entries = (u as { entries?: unknown }).entries
+  if (!Array.isArray(entries)) return "not a tree object"
+  const files = new Set<string>()
+  for (const e of entries as Array<Partial<TreeEntry> | null>) {
+    if (typeof e !== "object" || e === null) return "an entry is not an object"
+    const bad = relativePathProblem(e.path)
+    if (bad !== undefined) return `entry path ${JSON.stringify(e.path)} ${bad}`
+    if (!Digest.isDigest(e.digest) || typeof e.size !== "number" || !(e.size >= 0) || typeof e.executable !== "boolean")
+      return `entry ${e.path} is malformed`
+    if (files.has(e.path!)) return `entry ${e.path} appears twice`
+    files.add(e.path!)
+  }
+  // a file cannot also be a directory of another entry
+  for (const f of files) {
+    const parts = f.split("/")
+    for (let i = 1; i < parts.length; i++) if (files.has(parts.slice(0, i).join("/"))) return `entry ${f} lies inside the file ${parts.slice(0, i).join("/")}`
+  }
+  return undefined
+}
 export type LinkMode = "reflink" | "hardlink" | "copy"
 
 export class Store {
@@ -47,10 +70,12 @@ export class Store {
 
   readonly root: string
   private readonly stats: StatCache
+  private readonly warn: Warn
 
-  constructor(root: string, stats: StatCache) {
+  constructor(root: string, stats: StatCache, warn: Warn = () => {}) {
     this.root = root
     this.stats = stats
+    this.warn = warn
     this.objectsDir = path.join(root, "objects")
     this.corruptDir = path.join(root, "corrupt")
   }
@@ -116,15 +141,32 @@ export class Store {
     return { path: relPath, kind, digest, size: entries.reduce((n, e) => n + e.size, 0) }
   }
 
-  readTree(digest: Digest.Digest): Tree {
-    return JSON.parse(fs.readFileSync(this.objectPath(digest), "utf8")) as Tree
+  /**
+   * The tree object of a directory output, or undefined when it is missing,
+   * damaged or not a valid tree (then it is quarantined and reported): a tree
+   * is checked against its digest and its entry paths must be plain relative
+   * paths before anything is built from it.
+   */
+  readTree(digest: Digest.Digest): Tree | undefined {
+    if (!this.intact(digest)) return undefined
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(fs.readFileSync(this.objectPath(digest), "utf8"))
+    } catch {
+      parsed = undefined
+    }
+    const problem = treeProblem(parsed)
+    if (problem === undefined) return parsed as Tree
+    this.warn(`cache object ${digest}: ${problem}; it was moved to .pipeline/cache/corrupt and will not be restored`)
+    this.quarantine(digest)
+    return undefined
   }
 
   /** Every object an output needs (the tree object and its files). */
   objectsOf(rec: Pick<OutputRecord, "kind" | "digest">): Array<Digest.Digest> {
     if (rec.kind === "file") return [rec.digest]
     if (!this.has(rec.digest)) return [rec.digest]
-    return [rec.digest, ...this.readTree(rec.digest).entries.map((e) => e.digest)]
+    return [rec.digest, ...(this.readTree(rec.digest)?.entries.map((e) => e.digest) ?? [])]
   }
 
   /**
@@ -162,12 +204,14 @@ export class Store {
     } catch {
       fs.rmSync(p, { force: true })
     }
-    this.stats.forget(p)
+    // links to it in out/ hold the same damaged bytes: hash them again before trusting them
+    this.stats.forgetDigest(digest)
   }
 
   /** Whether an output can be materialised from this store (every object present and intact). */
   canRestore(rec: Pick<OutputRecord, "kind" | "digest">): boolean {
     if (!this.intact(rec.digest)) return false
+    if (rec.kind === "dir" && this.readTree(rec.digest) === undefined) return false
     return this.objectsOf(rec).every((d) => this.intact(d))
   }
 
@@ -202,8 +246,10 @@ export class Store {
    */
   materialize(rec: Pick<OutputRecord, "kind" | "digest">, dest: string): void {
     if (rec.kind === "file") return this.place(rec.digest, dest, false)
+    const tree = this.readTree(rec.digest)
+    if (tree === undefined) throw new Error(`cache object ${rec.digest} (a directory) is missing or damaged`)
     fs.mkdirSync(dest, { recursive: true })
-    for (const e of this.readTree(rec.digest).entries) this.place(e.digest, path.join(dest, e.path), e.executable)
+    for (const e of tree.entries) this.place(e.digest, path.join(dest, e.path), e.executable)
   }
 
   /** Every object in the store with its size. */
@@ -231,6 +277,42 @@ export class Store {
     for (const o of this.listObjects()) n += o.size
     return n
   }
+}
+
+/**
+ * The digest a directory would have as a stage output (its tree object's
+ * digest), computed in place through the stat cache: an unchanged directory
+ * of any size costs one stat per file. Symbolic links are followed (model
+ * directories in the Hugging Face cache are links into a blob store).
+ */
+export const digestTree = (dir: string, stats: StatCache): { digest: Digest.Digest; size: number } => {
+  const entries: Array<TreeEntry> = []
+  const walk = (d: string, prefix: string): void => {
+    for (const name of fs.readdirSync(d).sort()) {
+      const abs = path.join(d, name)
+      const rel = prefix === "" ? name : `${prefix}/${name}`
+      const st = fs.statSync(abs)
+      if (st.isDirectory()) walk(abs, rel)
+      else if (st.isFile()) entries.push({ path: rel, digest: stats.hashFile(abs, st).digest, size: st.size, executable: (st.mode & 0o111) !== 0 })
+    }
+  }
+  walk(dir, "")
+  const tree: Tree = { type: "tree", entries }
+  return { digest: Digest.ofBytes(canonicalJson(tree)), size: entries.reduce((n, e) => n + e.size, 0) }
+}
+
+/** Bytes of every regular file under a directory (links followed), without reading them. */
+export const treeSize = (dir: string): number => {
+  let n = 0
+  const walk = (d: string): void => {
+    for (const name of fs.readdirSync(d)) {
+      const st = fs.statSync(path.join(d, name), { throwIfNoEntry: false })
+      if (st?.isDirectory()) walk(path.join(d, name))
+      else if (st?.isFile()) n += st.size
+    }
+  }
+  walk(dir)
+  return n
 }
 
 /** Replaces a directory or file atomically enough: build beside, swap with two renames. */

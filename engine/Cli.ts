@@ -15,7 +15,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Cause from "effect/Cause"
 import * as Option from "effect/Option"
-import { Argument, Command, Flag } from "effect/cli"
+import { Argument, CliOutput, Command, Flag } from "effect/cli"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as fs from "node:fs"
 import * as Dag from "./Dag.ts"
@@ -83,7 +83,7 @@ const budgetError = (plan: Planner.Plan): DiskBudgetError => {
   const d = plan.disk
   const limits = { usedBytes: d.usedBytes, freeBytes: d.freeBytes, budgetBytes: d.budgetBytes ?? undefined }
   return new DiskBudgetError({
-    message: `the plan does not fit on disk: stage ${d.peakAtStage} ${Disk.describeLimits(d, limits)}${d.fits.length ? `. Ways to fit: ${d.fits.join("; ")}` : ""}`,
+    message: `the plan does not fit${Disk.shortfall(d, limits)?.limit === "budget" ? " the disk budget" : " on disk"}: stage ${d.peakAtStage} ${Disk.describeLimits(d, limits)}${d.fits.length ? `. Ways to fit: ${d.fits.join("; ")}` : ""}`,
     stage: d.peakAtStage ?? "",
     neededBytes: d.requiredBytes,
     availableBytes: Math.min(d.freeBytes, (d.budgetBytes ?? Infinity) - d.usedBytes),
@@ -222,6 +222,7 @@ const verifyCommand = (def: Definition) =>
       console.log(`verified ${r.objects} objects (${formatBytes(r.bytes)})`)
       for (const d of r.corrupt) console.log(`  corrupt: ${d} (moved to .pipeline/cache/corrupt; it will not be restored)`)
       for (const i of r.incomplete) console.log(`  incomplete: ${i} (its outputs will be recomputed when needed)`)
+      for (const d of r.damagedEntries) console.log(`  damaged run-cache entry: ${d} (never used; pipeline gc removes it)`)
       if (r.corrupt.length > 0) return yield* new CorruptCacheError({ message: `${r.corrupt.length} corrupt objects in the cache` })
     })
   ).pipe(Command.withDescription("re-hash the cache and report corrupt objects"))
@@ -259,8 +260,21 @@ export const command = (def: Definition) =>
   )
 
 /** Runs the CLI and returns the exit code; user errors are one line on stderr. */
+/**
+ * A usage error is one line on stderr, like every other error, pointing at
+ * --help (effect/cli's default prints the whole help before it).
+ */
+const usagePresenter = CliOutput.layerPresenter({
+  present: (event) =>
+    event._tag === "InvalidInvocation"
+      ? Effect.sync(() =>
+          process.stderr.write(`error: ${event.errors.map((e) => e.message.replace(/\s+/g, " ").trim()).join("; ")} (see ${event.commandPath.join(" ")} --help)\n`)
+        )
+      : CliOutput.defaultPresenter.present(event)
+})
+
 export const run = async (def: Definition, argv: ReadonlyArray<string> = process.argv.slice(2)): Promise<number> => {
-  const program = Command.runWith(command(def), { version: def.version ?? "0.1.0" })(argv).pipe(Effect.provide(NodeServices.layer))
+  const program = Command.runWith(command(def), { version: def.version ?? "0.1.0" })(argv).pipe(Effect.provide(usagePresenter), Effect.provide(NodeServices.layer))
   const exit = await Effect.runPromiseExit(program as Effect.Effect<void, unknown>)
   if (Exit.isSuccess(exit)) return 0
   const failure = exit.cause.reasons.find(Cause.isFailReason)

@@ -14,13 +14,19 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Digest from "../cache/Digest.ts"
 
-const IMPORT = /(?:^|[\s;}])(?:import|export)\s+(type\s+)?(?:[\w*{}\s,$]+\s+from\s+)?["']([^"']+)["']|import\s*\(\s*["']([^"']+)["']\s*\)/g
+const IMPORT =
+  /(?:^|[\s;}])(?:import|export)\s+(type\s+)?(?:[\w*{}\s,$]+\s+from\s+)?["']([^"']+)["']|import\s*\(\s*["']([^"']+)["']\s*\)|new\s+URL\(\s*["']([^"']+\.[cm]?[jt]s)["']\s*,\s*import\.meta\.url\s*\)/g
 
+/**
+ * Relative imports of a module, and the modules it names with
+ * `new URL("./worker.ts", import.meta.url)`: a worker a stage starts as a
+ * child process is its code as much as an import is.
+ */
 export const importsOf = (source: string): Array<string> => {
   const out: Array<string> = []
   for (const m of source.matchAll(IMPORT)) {
     if (m[1] !== undefined) continue // type-only
-    const spec = m[2] ?? m[3]
+    const spec = m[2] ?? m[3] ?? m[4]
     if (spec && (spec.startsWith("./") || spec.startsWith("../"))) out.push(spec)
   }
   return out

@@ -72,24 +72,38 @@ export interface Limits {
   readonly budgetBytes: number | undefined
 }
 
-/** How many bytes over the limits a result is (≤ 0 when it fits). */
-export const excess = (r: SimResult, l: Limits): number => {
-  const overFree = r.requiredBytes - l.freeBytes
-  const overBudget = l.budgetBytes === undefined ? -Infinity : l.usedBytes + r.requiredBytes - l.budgetBytes
-  return Math.max(overFree, overBudget)
+/** Which limit a plan misses, and by how many bytes. */
+export interface Shortfall {
+  readonly limit: "disk" | "budget"
+  readonly bytes: number
 }
 
-export const fitsIn = (r: SimResult, l: Limits): boolean => excess(r, l) <= 0
+/**
+ * What a plan lacks, or undefined when it fits. A plan that writes nothing new
+ * (only cached stages and restores by link) always fits, even when the cache
+ * already holds more than the budget: it makes nothing worse.
+ */
+export const shortfall = (r: Pick<SimResult, "requiredBytes">, l: Limits): Shortfall | undefined => {
+  if (r.requiredBytes <= 0) return undefined
+  const overDisk = r.requiredBytes - l.freeBytes
+  const overBudget = l.budgetBytes === undefined ? -Infinity : l.usedBytes + r.requiredBytes - l.budgetBytes
+  if (overDisk <= 0 && overBudget <= 0) return undefined
+  return overBudget >= overDisk ? { limit: "budget", bytes: overBudget } : { limit: "disk", bytes: overDisk }
+}
+
+export const fitsIn = (r: Pick<SimResult, "requiredBytes">, l: Limits): boolean => shortfall(r, l) === undefined
 
 /** New bytes the limits allow: the free space, and the budget less what is used. */
 export const allowance = (l: Limits): number => Math.min(l.freeBytes, l.budgetBytes === undefined ? Infinity : l.budgetBytes - l.usedBytes)
 
+/** "needs 102.8 MB on disk, 58.3 MB free: 44.5 MB short", or the budget's version of it. */
 export const describeLimits = (r: Pick<SimResult, "requiredBytes">, l: Limits): string => {
-  const parts = [`needs ${formatBytes(r.requiredBytes)} more`]
-  if (l.budgetBytes !== undefined)
-    parts.push(`${formatBytes(l.usedBytes + r.requiredBytes)} in all against a budget of ${formatBytes(l.budgetBytes)} (${formatBytes(l.usedBytes)} used)`)
-  parts.push(`${formatBytes(l.freeBytes)} free on disk`)
-  return parts.join("; ")
+  const s = shortfall(r, l)
+  const needs = `needs ${formatBytes(r.requiredBytes)}`
+  if (s === undefined) return `${needs}; it fits`
+  if (s.limit === "disk") return `${needs} on disk, ${formatBytes(l.freeBytes)} free: ${formatBytes(s.bytes)} short`
+  const used = l.usedBytes > l.budgetBytes! ? `the cache already holds ${formatBytes(l.usedBytes)}, over` : `with the ${formatBytes(l.usedBytes)} the cache holds that is ${formatBytes(l.usedBytes + r.requiredBytes)} against`
+  return `${needs}; ${used} a budget of ${formatBytes(l.budgetBytes!)}: ${formatBytes(s.bytes)} over`
 }
 
 /** Every subset of `items`, in order, smallest first (items are few: GGUF types). */

@@ -18,7 +18,8 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { randomBytes } from "node:crypto"
 import { writeFileAtomic } from "../cache/Atomic.ts"
-import { removeTree, swapInto } from "../cache/Store.ts"
+import { symlinkOnPath } from "../cache/Paths.ts"
+import { removeTree, swapInto, treeSize } from "../cache/Store.ts"
 import * as Disk from "./DiskBudget.ts"
 import { DiskBudgetError, StageFailed, stageErrorFrom } from "./Errors.ts"
 import type { FileRec, LockEntry, OutputRec } from "./Lockfile.ts"
@@ -53,7 +54,7 @@ const materialize = (ws: Workspace, stage: AnyStage, outputs: ReadonlyArray<Outp
     // the stat cache learnt the built paths; teach it the final ones
     for (const o of outputs) {
       if (o.kind === "file") ws.stats.record(ws.abs(o.path), o.digest)
-      else for (const e of ws.store.readTree(o.digest).entries) ws.stats.record(path.join(ws.abs(o.path), e.path), e.digest)
+      else for (const e of ws.store.readTree(o.digest)?.entries ?? []) ws.stats.record(path.join(ws.abs(o.path), e.path), e.digest)
     }
   } finally {
     removeTree(built)
@@ -137,6 +138,11 @@ const freeTemporaries = (sh: Shared): void => {
       const rec = (sh.known.get(producer.name) ?? []).find((r) => r.path === rel)
       const abs = sh.ws.abs(rel)
       if (!fs.existsSync(abs)) continue
+      const link = symlinkOnPath(sh.ws.outDir, abs)
+      if (link !== undefined) {
+        sh.ws.warn(`${sh.ws.rel(link)} is a symbolic link: temporary ${rel} was left alone (the engine deletes only inside out/<stage>/)`)
+        continue
+      }
       removeTree(abs)
       sh.ws.stats.forget(abs)
       if (rec) for (const d of sh.ws.store.objectsOf(rec).reverse()) if (!keep.has(d)) sh.ws.store.remove(d)
@@ -146,6 +152,35 @@ const freeTemporaries = (sh: Shared): void => {
 }
 
 const withLockWrite = <A>(sh: Shared, f: () => A) => sh.lockWrite.withPermits(1)(Effect.sync(f))
+
+const sizeOf = (p: string): number => {
+  try {
+    return fs.statSync(p).isDirectory() ? treeSize(p) : fs.statSync(p).size
+  } catch {
+    return 0
+  }
+}
+
+/**
+ * A failure caused by a full disk, said as such: the stage, what it had
+ * written, what is free, and how much more it needed by its own estimate. A
+ * full disk shows up as ENOSPC or EDQUOT, and on some filesystems (FUSE,
+ * network mounts) as a bare EIO: that one counts only when the disk is
+ * indeed (nearly) full.
+ */
+export const diskFull = (ws: Workspace, planned: Planner.PlannedStage, written: number, message: string): string | undefined => {
+  const code = /\b(ENOSPC|EDQUOT)\b/.exec(message)?.[1] ?? (/no space left on device/i.test(message) ? "ENOSPC" : /quota exceeded/i.test(message) ? "EDQUOT" : undefined)
+  const free = Planner.freeBytes(ws.root)
+  const eio = code === undefined && /\bEIO\b|input\/output error/i.test(message) && free < 1024 * 1024
+  if (code === undefined && !eio) return undefined
+  const needs = planned.estimate.diskBytes + planned.estimate.scratchBytes
+  const short = needs - written - free
+  return (
+    `disk full (${code ?? "EIO with 0 bytes free"}): the workspace's disk ran out of space (${formatBytes(written)} written by the stage, ${formatBytes(free)} free now); ` +
+    (short > 0 ? `by its estimate it needs ${formatBytes(needs)}, about ${formatBytes(short)} more than there is` : `it declares only ${formatBytes(needs)}, so its estimate is too low`) +
+    ` (${message.replace(/\s+/g, " ").slice(0, 200)})`
+  )
+}
 
 const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageResult, DiskBudgetError> =>
   Effect.gen(function* () {
@@ -167,7 +202,14 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
       const started = Date.now()
       // a freed temporary output is not brought back unless a stage that runs needs it (the plan asks for that)
       const wanted = entry.outputs.filter((o) => !(ws.isTemporaryPath(stage.name, o.path) && !ws.store.canRestore(o)))
-      yield* Effect.sync(() => materialize(ws, stage, wanted))
+      try {
+        materialize(ws, stage, wanted)
+      } catch (e) {
+        const raw = (e as Error).message
+        const message = diskFull(ws, planned, 0, raw) ?? `restoring from the cache failed: ${raw}`
+        out.line(`✗ ${stage.name}: ${message}`)
+        return { name: stage.name, action: "failed", reasons: d.reasons, seconds: null, bytes: null, error: message } satisfies StageResult
+      }
       sh.known.set(stage.name, entry.outputs)
       yield* withLockWrite(sh, () => {
         ws.lock[stage.name] = entry
@@ -196,6 +238,8 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
     const ran = yield* stage
       .run({
         name: stage.name,
+        key,
+        owns: (abs) => ws.owns(abs),
         params: ws.params.get(stage.name),
         inputs,
         outputs,
@@ -211,7 +255,8 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
         Effect.ensuring(Effect.sync(() => out.finish(stage.name)))
       )
     const seconds = (Date.now() - started) / 1000
-    const fail = (message: string): StageResult => {
+    const fail = (raw: string): StageResult => {
+      const message = diskFull(ws, planned, sizeOf(staging) + sizeOf(scratchDir), raw) ?? raw
       removeTree(staging)
       out.line(`✗ ${stage.name}: failed after ${formatSeconds(seconds)}: ${redact(message, sh.secrets)}`)
       return { name: stage.name, action: "failed", reasons, seconds, bytes: null, error: redact(message, sh.secrets) }
@@ -222,9 +267,13 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
       if (!st || (decl.kind === "file" ? !st.isFile() : !st.isDirectory()))
         return fail(`did not write its output ${o} (${decl.kind} out/${stage.name}/${decl.path})`)
     }
-    const records: Array<OutputRec> = Object.entries(stage.outputs).map(([o, decl]) =>
-      ws.store.ingest(outputs[o]!, `out/${stage.name}/${decl.path}`, decl.kind)
-    )
+    // into the store, the run-cache and out/: a full disk here fails the stage like any other
+    let records: Array<OutputRec>
+    try {
+      records = Object.entries(stage.outputs).map(([o, decl]) => ws.store.ingest(outputs[o]!, `out/${stage.name}/${decl.path}`, decl.kind))
+    } catch (e) {
+      return fail((e as Error).message)
+    }
     const inputsWithSizes: Array<FileRec> = fp.inputs.map((i) => {
       const upstreamRec = [...sh.known.values()].flat().find((r) => r.path === i.path)
       const size = upstreamRec?.size ?? fs.statSync(ws.abs(i.path), { throwIfNoEntry: false })?.size ?? 0
@@ -239,8 +288,12 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
       outputs: records,
       duration: Math.round(seconds * 1000) / 1000
     }
-    ws.runs.put(stage.name, entry)
-    materialize(ws, stage, records)
+    try {
+      ws.runs.put(stage.name, entry)
+      materialize(ws, stage, records)
+    } catch (e) {
+      return fail((e as Error).message)
+    }
     sh.known.set(stage.name, records)
     yield* withLockWrite(sh, () => {
       ws.lock[stage.name] = entry

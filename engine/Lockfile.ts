@@ -8,6 +8,7 @@ import * as fs from "node:fs"
 import * as YAML from "yaml"
 import { writeFileAtomic } from "../cache/Atomic.ts"
 import type { Digest } from "../cache/Digest.ts"
+import { outputPathProblem } from "../cache/Paths.ts"
 import { ConfigError } from "./Errors.ts"
 import { decodeOrThrow } from "./Params.ts"
 import type { ParseMemo } from "../cache/ParseMemo.ts"
@@ -63,6 +64,34 @@ export interface LockEntry {
 
 export type Lock = Record<string, LockEntry>
 
+const STAGE_NAME = /^[a-z][a-z0-9_-]*$/
+
+/**
+ * Why a decoded entry of `stage` cannot be trusted, or undefined. Its outputs
+ * are written, linked and deleted by the engine, so each must lie inside
+ * `out/<stage>/` (see cache/Paths.ts), once.
+ */
+export const entryProblem = (stage: string, e: LockEntry): string | undefined => {
+  if (!STAGE_NAME.test(stage)) return "is not a stage name"
+  const seen = new Set<string>()
+  for (const [i, o] of e.outputs.entries()) {
+    const bad = outputPathProblem(stage, o.path)
+    if (bad !== undefined) return `outputs[${i}].path ${JSON.stringify(o.path)} ${bad}`
+    if (seen.has(o.path)) return `outputs[${i}].path ${o.path} appears twice`
+    seen.add(o.path)
+  }
+  for (const [i, f] of e.inputs.entries()) if (f.path === "" || f.path.includes("\0")) return `inputs[${i}].path is not a path`
+  return undefined
+}
+
+/** Decodes a run-cache entry of `stage` (the record the lock holds), or says why it cannot be used. */
+export const decodeEntry = (raw: unknown, stage: string): LockEntry | string => {
+  const r = Schema.decodeUnknownExit(LockEntrySchema)(raw, { onExcessProperty: "error" })
+  if (r._tag === "Failure") return "not a valid entry"
+  const e = r.value as LockEntry
+  return entryProblem(stage, e) ?? e
+}
+
 const HEADER = "# pipeline.lock: written by `pipeline run` for the stages that succeeded. Commit it.\n"
 
 const parseYaml = (displayName: string) => (text: string): unknown => {
@@ -78,7 +107,13 @@ export const read = (file: string, displayName = "pipeline.lock", memo?: ParseMe
   const raw = memo ? memo.parse(file, parseYaml(displayName)) : parseYaml(displayName)(fs.readFileSync(file, "utf8"))
   if (raw === null || raw === undefined) return {}
   const lock = decodeOrThrow(LockSchema, raw, displayName, "lock")
-  return { ...(lock.stages as Lock) }
+  const stages = lock.stages as Lock
+  for (const [name, e] of Object.entries(stages)) {
+    const bad = entryProblem(name, e)
+    if (bad !== undefined)
+      throw new ConfigError({ message: `${displayName}: stages.${JSON.stringify(name).slice(1, -1)}${bad.startsWith("is ") ? " " : "."}${bad}; the engine writes only inside out/${name}/ (restore the file from git, or delete the entry of ${name})` })
+  }
+  return { ...stages }
 }
 
 export const write = (file: string, lock: Lock, order: ReadonlyArray<string>): void => {

@@ -15,6 +15,8 @@ export interface VerifyReport {
   readonly corrupt: ReadonlyArray<Digest>
   /** run-cache entries and lock stages that need an object that is gone */
   readonly incomplete: ReadonlyArray<string>
+  /** run-cache entry files that do not decode (never used; gc removes them) */
+  readonly damagedEntries: ReadonlyArray<string>
 }
 
 /** Re-hashes every object (ignoring the stat cache); damaged ones go to corrupt/ and are never restored. */
@@ -33,8 +35,9 @@ export const verify = (ws: Workspace, onProgress: (done: number, total: number) 
   }
   for (const [n, e] of Object.entries(ws.lock)) check(`lock: ${n}`, e)
   for (const { entry } of ws.runs.list()) check(`run-cache: ${entry.stage} ${entry.entry.key.slice(7, 19)}`, entry.entry)
+  const damagedEntries = [...ws.runs.damaged()].map(([file, why]) => `${ws.rel(file)} (${why})`)
   ws.stats.save()
-  return { objects: objects.length, bytes, corrupt, incomplete }
+  return { objects: objects.length, bytes, corrupt, incomplete, damagedEntries }
 }
 
 export interface GcPolicy {
@@ -89,9 +92,11 @@ export const gc = (ws: Workspace, policy: GcPolicy): GcReport => {
   const freedBytes = doomed.reduce((a, [, s]) => a + s, 0)
   const lines: Array<string> = []
   for (const e of removedEntries) lines.push(`run-cache ${e.stage} ${e.key.slice(7, 19)} (${e.createdAt})`)
+  for (const [file, why] of ws.runs.damaged()) lines.push(`damaged run-cache entry ${ws.rel(file)} (${why})`)
   lines.push(`${doomed.length} objects, ${formatBytes(freedBytes)}`)
   if (!policy.dryRun) {
     for (const { file } of entries) if (!keepEntries.has(file)) ws.runs.remove(file)
+    for (const file of ws.runs.damaged().keys()) ws.runs.remove(file)
     for (const [d] of doomed) ws.store.remove(d)
     removeTree(ws.store.corruptDir)
     removeTree(ws.tmpDir)

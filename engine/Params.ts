@@ -26,12 +26,32 @@ export interface Source {
 
 const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
 
+/** A params file is a few kilobytes; anything far bigger is the wrong file. */
+const MAX_PARAMS_BYTES = 16 * 1024 * 1024
+
 export const readDoc = (absFile: string, displayName: string, memo?: ParseMemo): Doc => {
-  if (!fs.existsSync(absFile)) throw new ConfigError({ message: `${displayName}: cannot read the params file` })
-  return memo ? memo.parse(absFile, (text) => parseDoc(text, displayName)) : parseDoc(fs.readFileSync(absFile, "utf8"), displayName)
+  let st: fs.Stats
+  try {
+    st = fs.statSync(absFile)
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    throw new ConfigError({ message: `${displayName}: cannot read the params file (${code === "ENOENT" ? "no such file" : code})` })
+  }
+  if (st.isDirectory()) throw new ConfigError({ message: `${displayName}: is a directory, not a params file` })
+  if (!st.isFile()) throw new ConfigError({ message: `${displayName}: is not a regular file` })
+  if (st.size > MAX_PARAMS_BYTES) throw new ConfigError({ message: `${displayName}: ${st.size} bytes is too big for a params file (at most 16 MiB)` })
+  const read = (): string => {
+    try {
+      return fs.readFileSync(absFile, "utf8")
+    } catch (e) {
+      throw new ConfigError({ message: `${displayName}: cannot read the params file (${(e as NodeJS.ErrnoException).code})` })
+    }
+  }
+  return memo ? memo.parse(absFile, (text) => parseDoc(text, displayName)) : parseDoc(read(), displayName)
 }
 
-const parseDoc = (text: string, displayName: string): Doc => {
+/** Parses YAML text into plain data, or throws a ConfigError naming the file, line and column. */
+export const parseYaml = (text: string, displayName: string): unknown => {
   const doc = YAML.parseDocument(text, { prettyErrors: false, uniqueKeys: true })
   const err = doc.errors[0]
   if (err) {
@@ -41,11 +61,27 @@ const parseDoc = (text: string, displayName: string): Doc => {
     const col = offset - before.lastIndexOf("\n")
     throw new ConfigError({ message: `${displayName}:${line}:${col}: ${err.message.split("\n")[0]}` })
   }
-  const value = doc.toJS() as unknown
+  try {
+    // aliases are expanded here; the yaml package refuses documents that expand
+    // past a small multiple of their size (an "alias bomb")
+    return doc.toJS({ maxAliasCount: 100 }) as unknown
+  } catch (e) {
+    const m = (e as Error).message
+    throw new ConfigError({
+      message: /alias/i.test(m) ? `${displayName}: too many YAML alias expansions (${m.split("\n")[0]})` : `${displayName}: ${m.split("\n")[0]}`
+    })
+  }
+}
+
+const parseDoc = (text: string, displayName: string): Doc => {
+  const value = parseYaml(text, displayName)
   if (value === null || value === undefined) return {}
   if (!isRecord(value)) throw new ConfigError({ message: `${displayName}: expected a mapping of sections at the top level` })
   return value
 }
+
+/** Keys that would reach an object's prototype instead of the params: never a param. */
+const NOT_PARAMS = new Set(["__proto__", "constructor", "prototype"])
 
 /** Applies `a.b.c=value` (value read as YAML) to a copy of the doc. */
 export const applySets = (doc: Doc, sets: ReadonlyArray<string>): Doc => {
@@ -55,6 +91,8 @@ export const applySets = (doc: Doc, sets: ReadonlyArray<string>): Doc => {
     if (eq <= 0) throw new ConfigError({ message: `--set ${s}: expected key=value, e.g. --set train.lr=1e-4` })
     const keyPath = s.slice(0, eq).split(".")
     if (keyPath.some((k) => k === "")) throw new ConfigError({ message: `--set ${s}: empty key segment` })
+    const bad = keyPath.find((k) => NOT_PARAMS.has(k))
+    if (bad !== undefined) throw new ConfigError({ message: `--set ${redact(s)}: ${bad} is not a params key` })
     let value: unknown
     try {
       value = YAML.parse(s.slice(eq + 1))
@@ -84,9 +122,13 @@ export const decodeOrThrow = <S extends Schema.Top>(schema: S, value: unknown, w
   if (!issue) throw new ConfigError({ message: `${where}: ${section}: invalid` })
   const issues = formatIssues(issue).issues
   const parts = issues.slice(0, 3).map((i) => {
-    const p = [section, ...(i.path ?? []).map(String)].join(".")
-    const msg = i.message === "Expected no excess property" ? "unknown key" : i.message
-    return `${p}: ${msg}`
+    const keys = (i.path ?? []).map((k) => (typeof k === "object" && k !== null && "key" in k ? (k as { key: PropertyKey }).key : k))
+    const p = [section, ...keys.map(String)].join(".")
+    if (i.message === "Expected no excess property") return `${p}: unknown key`
+    // say what was there: "Expected a value greater than 0, got -0.005"
+    const got = keys.reduce<unknown>((v, k) => (typeof v === "object" && v !== null ? (v as Record<PropertyKey, unknown>)[k as PropertyKey] : undefined), value)
+    const shown = got === undefined || /\bgot\b/.test(i.message) ? "" : `, got ${typeof got === "number" && !Number.isFinite(got) ? String(got) : JSON.stringify(got)?.slice(0, 60)}`
+    return `${p}: ${i.message}${shown}`
   })
   throw new ConfigError({ message: `${where}: ${parts.join("; ")}${issues.length > 3 ? ` (and ${issues.length - 3} more)` : ""}` })
 }

@@ -10,6 +10,8 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { canonicalJson } from "../cache/Canonical.ts"
 import * as Digest from "../cache/Digest.ts"
+import { isWithin, symlinkOnPath } from "../cache/Paths.ts"
+import { digestTree, treeSize } from "../cache/Store.ts"
 import * as Dag from "./Dag.ts"
 import * as Disk from "./DiskBudget.ts"
 import { ConfigError } from "./Errors.ts"
@@ -129,6 +131,12 @@ export type Known = Map<string, ReadonlyArray<OutputRec>>
 
 export const knownFromLock = (ws: Workspace): Known => new Map(Object.entries(ws.lock).map(([n, e]) => [n, e.outputs]))
 
+/**
+ * A stage's external inputs (a local dataset file, a local model directory),
+ * keyed by content: a file by its digest, a directory by its tree digest, both
+ * through the stat cache, so an unchanged 8 GB model directory costs a stat
+ * per file and an edited config.json inside it changes the key.
+ */
 const depRecords = (ws: Workspace, stage: AnyStage, params: unknown): Array<FileRec> =>
   stage.deps(params).map((rel) => {
     const abs = ws.abs(rel)
@@ -136,12 +144,34 @@ const depRecords = (ws: Workspace, stage: AnyStage, params: unknown): Array<File
     try {
       st = fs.statSync(abs)
     } catch {
-      throw new ConfigError({ message: `stage ${stage.name}: input file ${rel} does not exist` })
+      throw new ConfigError({ message: `stage ${stage.name}: input ${rel} does not exist` })
     }
-    if (!st.isFile()) throw new ConfigError({ message: `stage ${stage.name}: input ${rel} is not a file` })
-    const h = ws.stats.hashFile(abs, st)
-    return { path: ws.rel(abs), digest: h.digest, size: h.size }
+    if (st.isDirectory()) {
+      try {
+        const t = digestTree(abs, ws.stats)
+        return { path: ws.rel(abs), digest: t.digest, size: t.size }
+      } catch (e) {
+        throw new ConfigError({ message: `stage ${stage.name}: input ${rel} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` })
+      }
+    }
+    if (!st.isFile()) throw new ConfigError({ message: `stage ${stage.name}: input ${rel} is not a file or a directory` })
+    try {
+      const h = ws.stats.hashFile(abs, st)
+      return { path: ws.rel(abs), digest: h.digest, size: h.size }
+    } catch (e) {
+      throw new ConfigError({ message: `stage ${stage.name}: input ${rel} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` })
+    }
   })
+
+/** Size of an external input without reading it (a directory: the sum of its files). */
+const depSize = (abs: string): number => {
+  try {
+    const st = fs.statSync(abs)
+    return st.isDirectory() ? treeSize(abs) : st.size
+  } catch {
+    return 0
+  }
+}
 
 /** Builds a stage's fingerprint from the known records of its upstream outputs. */
 export const fingerprint = (ws: Workspace, stage: AnyStage, upstream: Known): Fingerprint => {
@@ -171,6 +201,8 @@ export type OutputState = "ok" | "missing" | "modified"
 /** Whether a recorded output is in place, byte for byte (stat cache: an untouched file costs one stat). */
 export const outputState = (ws: Workspace, rec: OutputRec): OutputState => {
   const abs = ws.abs(rec.path)
+  // the engine builds out/<stage>/ itself: a symbolic link below out/ is not its output
+  if (symlinkOnPath(ws.outDir, abs) !== undefined) return "modified"
   let st: fs.Stats
   try {
     st = fs.statSync(abs)
@@ -184,6 +216,7 @@ export const outputState = (ws: Workspace, rec: OutputRec): OutputState => {
   if (!st.isDirectory()) return "modified"
   if (!ws.store.has(rec.digest)) return "modified"
   const tree = ws.store.readTree(rec.digest)
+  if (!tree) return "modified"
   let count = 0
   const walk = (dir: string): void => {
     for (const d of fs.readdirSync(dir, { withFileTypes: true })) {
@@ -211,12 +244,22 @@ const restorable = (ws: Workspace, outputs: ReadonlyArray<OutputRec>): boolean =
  * that are gone are fine here; the plan asks for them back only when a stage
  * that reads them has to run.
  */
+/** For a stage with an effect outside the store: why that effect is not in place for `key`, or undefined. */
+const externalProblem = (ws: Workspace, stage: AnyStage, key: Digest.Digest): string | undefined =>
+  stage.external?.check({ params: ws.params.get(stage.name), workspace: ws.root, key, digestFile: (abs) => ws.stats.hashFile(abs).digest })
+
 export const decide = (ws: Workspace, stage: AnyStage, upstream: Known, forced: boolean): Decision => {
   const fp = fingerprint(ws, stage, upstream)
   const key = stageKey(fp)
   const prev = ws.lock[stage.name]
   const base = { key, fingerprint: fp, pending: [], forced }
   if (forced) return { ...base, action: "run", source: null, reasons: ["forced"], restore: undefined }
+  // a cache hit or a restore does not redo what the stage does outside the store: check that too
+  const run = (reasons: Array<string>): Decision => ({ ...base, action: "run", source: null, reasons, restore: undefined })
+  const unlessExternal = (d: Decision): Decision => {
+    const external = externalProblem(ws, stage, key)
+    return external === undefined ? d : run([...d.reasons, external])
+  }
   if (prev && prev.key === key) {
     const problems: Array<string> = []
     const broken: Array<OutputRec> = []
@@ -228,14 +271,14 @@ export const decide = (ws: Workspace, stage: AnyStage, upstream: Known, forced: 
         broken.push(o)
       }
     }
-    if (problems.length === 0) return { ...base, action: "cached", source: null, reasons: [], restore: undefined }
-    if (restorable(ws, broken)) return { ...base, action: "restore", source: "local", reasons: problems, restore: prev }
-    return { ...base, action: "run", source: null, reasons: problems.map((p) => `${p} (not in cache)`), restore: undefined }
+    if (problems.length === 0) return unlessExternal({ ...base, action: "cached", source: null, reasons: [], restore: undefined })
+    if (restorable(ws, broken)) return unlessExternal({ ...base, action: "restore", source: "local", reasons: problems, restore: prev })
+    return run(problems.map((p) => `${p} (not in cache)`))
   }
   const reasons = reasonsFor(fp, prev)
   const hit = ws.runs.get(stage.name, key)
-  if (hit && restorable(ws, hit.entry.outputs)) return { ...base, action: "restore", source: "local", reasons, restore: hit.entry }
-  return { ...base, action: "run", source: null, reasons, restore: undefined }
+  if (hit && restorable(ws, hit.entry.outputs)) return unlessExternal({ ...base, action: "restore", source: "local", reasons, restore: hit.entry })
+  return run(reasons)
 }
 
 /** Reasons that can be told before the upstream has run (params, code, versions). */
@@ -276,13 +319,7 @@ export const estimateFor = (ws: Workspace, stage: AnyStage, sizes: ReadonlyMap<s
   const params = ws.params.get(stage.name)
   const inputSizes: Record<string, number> = {}
   for (const [name, ref] of Object.entries(stage.inputs)) inputSizes[name] = sizes.get(`${ref.stage}.${ref.output}`) ?? 0
-  for (const rel of stage.deps(params)) {
-    try {
-      inputSizes[rel] = fs.statSync(ws.abs(rel)).size
-    } catch {
-      inputSizes[rel] = 0
-    }
-  }
+  for (const rel of stage.deps(params)) inputSizes[rel] = depSize(ws.abs(rel))
   try {
     return stage.estimate({ params, inputSizes })
   } catch {
@@ -498,8 +535,18 @@ const planStages = (ws: Workspace, names: ReadonlyArray<string>, options: PlanOp
   return { stages, sizes }
 }
 
+/** Each planned stage's own pre-flight check (e.g. a publish target inside the workspace): a config error, before anything runs. */
+const preflight = (ws: Workspace, names: ReadonlyArray<string>): void => {
+  for (const name of names) {
+    const stage = ws.dag.byName.get(name)!
+    const problem = stage.preflight?.({ params: ws.params.get(name), workspace: ws.root, owns: (abs) => ws.owns(abs) })
+    if (problem !== undefined) throw new ConfigError({ message: `stage ${name}: ${problem}` })
+  }
+}
+
 export const plan = (ws: Workspace, options: PlanOptions): Plan => {
   const names = Dag.closure(ws.dag, options.target)
+  preflight(ws, names)
   const { stages, sizes } = planStages(ws, names, options)
   const toRun = stages.filter((s) => s.action === "run")
   const emptyDisk: DiskReport = {
@@ -508,16 +555,22 @@ export const plan = (ws: Workspace, options: PlanOptions): Plan => {
   const work = stages.some((s) => s.action !== "cached")
   const disk = options.skipDisk || !work ? emptyDisk : diskReport(ws, stages, sizes)
   const warnings: Array<string> = []
+  // External inputs are the user's choice, wherever they are; the plan says when one is outside.
+  for (const name of names) {
+    const stage = ws.dag.byName.get(name)!
+    for (const rel of stage.deps(ws.params.get(name)))
+      if (!isWithin(ws.abs(rel), ws.root)) warnings.push(`${name}: input ${rel} lies outside the workspace${rel === ws.abs(rel) ? "" : ` (${ws.abs(rel)})`}`)
+  }
   // Downstream stages that are not part of this run would still have to fit later.
   if (!options.skipDisk && options.target !== undefined && names.length < ws.dag.order.length) {
     const all = planStages(ws, ws.dag.order, { ...options, target: undefined, force: false })
     const later = all.stages.map((s) => (names.includes(s.name) ? stages.find((x) => x.name === s.name)! : s))
     const full = diskReport(ws, later, all.sizes)
-    if (!full.ok) {
-      const over = full.budgetBytes !== null ? full.peakBytes - full.budgetBytes : full.requiredBytes - full.freeBytes
-      const limit = full.budgetBytes !== null && full.peakBytes - full.budgetBytes >= full.requiredBytes - full.freeBytes ? "the budget" : "the free disk"
+    const short = Disk.shortfall(full, { usedBytes: full.usedBytes, freeBytes: full.freeBytes, budgetBytes: full.budgetBytes ?? undefined })
+    if (!full.ok && short) {
+      const limit = short.limit === "budget" ? "the budget allows" : "is free on disk"
       warnings.push(
-        `downstream: ${full.peakAtStage} would need ${formatBytes(over)} more than ${limit}${full.fits.length ? ` (${full.fits.join("; ")})` : ""}`
+        `downstream: ${full.peakAtStage} would need ${formatBytes(short.bytes)} more than ${limit}${full.fits.length ? ` (${full.fits.join("; ")})` : ""}`
       )
     }
   }

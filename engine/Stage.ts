@@ -79,8 +79,42 @@ export interface Resources {
   readonly gpu?: number
 }
 
+/** What the workspace keeps at or under a path (its own files, the cache, out/), or undefined. */
+export type Owns = (abs: string) => string | undefined
+
+export interface PreflightContext<P> {
+  readonly params: P
+  /** the workspace root: paths in params resolve against it */
+  readonly workspace: string
+  readonly owns: Owns
+}
+
+export interface ExternalContext<P> {
+  readonly params: P
+  readonly workspace: string
+  /** the stage's key: what a run with these params, code and inputs produces */
+  readonly key: string
+  /** a file's digest through the engine's stat cache (an unchanged file costs a stat) */
+  readonly digestFile: (abs: string) => string
+}
+
+/**
+ * A stage whose effect lands outside the store (it publishes, it pushes):
+ * restoring its outputs from the cache does not redo that effect, so before a
+ * stage counts as cached or restorable the engine asks whether the effect is
+ * in place for this key.
+ */
+export interface External<P> {
+  /** undefined when the target holds what this key produces, else why it does not (a reason in the plan) */
+  readonly check: (ctx: ExternalContext<P>) => string | undefined
+}
+
 export interface RunContext<P, I extends string, O extends string> {
   readonly name: string
+  /** the stage's key (see ExternalContext) */
+  readonly key: string
+  /** what the workspace keeps at or under a path: a stage writing outside out/ must not touch those */
+  readonly owns: Owns
   readonly params: P
   /** absolute paths of the inputs */
   readonly inputs: Readonly<Record<I, string>>
@@ -117,6 +151,9 @@ export interface Stage<
   readonly resources: Resources
   readonly estimate: (input: EstimateInput<P>) => Estimate<O>
   readonly variants: Variants<P> | undefined
+  /** checked when the plan is made, before anything runs: a problem is a config error (exit 2) */
+  readonly preflight: ((ctx: PreflightContext<P>) => string | undefined) | undefined
+  readonly external: External<P> | undefined
   readonly run: (ctx: RunContext<P, I, O>) => Effect.Effect<void, StageError>
   /** references to this stage's outputs, for downstream stages */
   readonly out: { readonly [K in O]: OutputRef }
@@ -138,6 +175,8 @@ export interface StageSpec<Name extends string, S extends ParamSections, I exten
   readonly resources?: Resources
   readonly estimate: (input: EstimateInput<ParamsOf<S>>) => Estimate<O>
   readonly variants?: Variants<ParamsOf<S>>
+  readonly preflight?: (ctx: PreflightContext<ParamsOf<S>>) => string | undefined
+  readonly external?: External<ParamsOf<S>>
   readonly run: (ctx: RunContext<ParamsOf<S>, I, O>) => Effect.Effect<void, StageError>
 }
 
@@ -164,6 +203,8 @@ export const make = <const Name extends string, S extends ParamSections, I exten
     resources: spec.resources ?? {},
     estimate: spec.estimate,
     variants: spec.variants,
+    preflight: spec.preflight,
+    external: spec.external,
     run: spec.run,
     out
   }

@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url"
 import { RunCache } from "../cache/RunCache.ts"
 import { StatCache } from "../cache/StatCache.ts"
 import { ParseMemo } from "../cache/ParseMemo.ts"
+import { canonical, isWithin } from "../cache/Paths.ts"
 import { Store } from "../cache/Store.ts"
 import { CodeFingerprinter } from "./CodeFingerprint.ts"
 import * as Dag from "./Dag.ts"
@@ -23,6 +24,17 @@ export interface Options {
   /** params file, relative to the root (default pipeline.yaml) */
   readonly config?: string | undefined
   readonly sets?: ReadonlyArray<string> | undefined
+  /** where warnings about ignored derived state go (default: stderr, once each) */
+  readonly warn?: ((message: string) => void) | undefined
+}
+
+const warnOnce = (): ((message: string) => void) => {
+  const said = new Set<string>()
+  return (m) => {
+    if (said.has(m)) return
+    said.add(m)
+    process.stderr.write(`warning: ${m}\n`)
+  }
 }
 
 /** The framework's own directories: never part of a stage's code fingerprint. */
@@ -46,18 +58,24 @@ export class Workspace {
   readonly code: CodeFingerprinter
 
   readonly root: string
+  readonly warn: (message: string) => void
 
   constructor(root: string, stages: ReadonlyArray<AnyStage>, options: Options) {
     this.root = root
+    this.warn = options.warn ?? warnOnce()
     this.outDir = path.join(root, "out")
     this.stateDir = path.join(root, ".pipeline")
     this.tmpDir = path.join(this.stateDir, "tmp")
     this.scratchRoot = path.join(this.stateDir, "scratch")
     this.lockFile = path.join(root, "pipeline.lock")
-    this.stats = new StatCache(path.join(this.stateDir, "stat-cache.json"))
-    this.store = new Store(path.join(this.stateDir, "cache"), this.stats)
-    this.runs = new RunCache(path.join(this.stateDir, "runs"))
-    this.memo = new ParseMemo(path.join(this.stateDir, "parse-memo.json"))
+    for (const [dir, what] of [[this.stateDir, "its cache and state"], [this.outDir, "the stages' outputs"]] as const) {
+      const st = fs.statSync(dir, { throwIfNoEntry: false })
+      if (st && !st.isDirectory()) throw new ConfigError({ message: `${this.rel(dir)} is a file, not a directory: the pipeline keeps ${what} there; move it away` })
+    }
+    this.stats = new StatCache(path.join(this.stateDir, "stat-cache.json"), this.warn)
+    this.store = new Store(path.join(this.stateDir, "cache"), this.stats, this.warn)
+    this.runs = new RunCache(path.join(this.stateDir, "runs"), Lockfile.decodeEntry, this.warn)
+    this.memo = new ParseMemo(path.join(this.stateDir, "parse-memo.json"), this.warn)
     this.dag = Dag.make(stages)
     this.configName = options.config ?? "pipeline.yaml"
     const configPath = path.resolve(root, this.configName)
@@ -111,6 +129,37 @@ export class Workspace {
   codeOf(stage: AnyStage): Record<string, import("../cache/Digest.ts").Digest> {
     const others = new Set(this.dag.stages.filter((s) => s.module !== stage.module).map((s) => s.module))
     return this.code.fingerprint(stage.module, stage.codeFiles, others)
+  }
+
+  /**
+   * What the workspace keeps at or under `abs`, or undefined: a stage that
+   * writes outside out/ (a publish) must never replace the workspace or any of
+   * its ancestors, its cache and state, the stages' outputs, its git
+   * repository, or a directory holding a file the pipeline is made of or
+   * reads (params, lock, stage code, external inputs). Paths are compared
+   * after resolving symbolic links, so no spelling gets around it.
+   */
+  owns(abs: string): string | undefined {
+    const t = canonical(abs)
+    const root = canonical(this.root)
+    if (t === root) return "the workspace itself"
+    if (isWithin(root, t)) return `a directory that holds the workspace (${this.root})`
+    const under = (dir: string, what: string) => (isWithin(t, canonical(dir)) ? what : undefined)
+    const out = canonical(this.outDir)
+    if (t === out) return "out/, where every stage's outputs live"
+    for (const s of this.dag.stages) {
+      const hit = under(path.join(this.outDir, s.name), `out/${s.name}/, the outputs of stage ${s.name}`)
+      if (hit) return hit
+    }
+    const fixed = under(this.stateDir, ".pipeline/, the cache and state of the pipeline") ?? under(path.join(this.root, ".git"), ".git/, the git repository")
+    if (fixed) return fixed
+    const own = new Set([path.resolve(this.root, this.configName), this.lockFile, path.join(this.root, "pipeline.ts")])
+    for (const s of this.dag.stages) {
+      for (const f of Object.keys(this.codeOf(s))) own.add(path.resolve(this.root, f))
+      for (const d of s.deps(this.params.get(s.name))) own.add(path.resolve(this.root, d))
+    }
+    for (const f of own) if (fs.existsSync(f) && isWithin(canonical(f), t)) return `a directory that holds ${this.rel(f)}, part of the workspace`
+    return undefined
   }
 
   writeLock(): void {

@@ -55,6 +55,8 @@ interface Addon {
   readonly kernel: RawKernels
   readonly reference: RawKernels
   readonly qwen3ForwardBackward: Qwen3ForwardBackward
+  /** sets the pool size (n > 0) and returns the size in use; 0 only asks */
+  qwen3SetThreads(n: number): number
 }
 
 /** The signature of the native Qwen3 forward/backward (see `qwen3ForwardBackward` below). */
@@ -81,6 +83,9 @@ export const addon = (): Addon => {
   loaded = createRequire(import.meta.url)(addonPath) as Addon
   return loaded
 }
+
+/** Threads the native core computes with (FT_THREADS, else the core count). */
+export const threads = (): number => addon().qwen3SetThreads(0)
 
 // ---- public types -----------------------------------------------------------------------------
 

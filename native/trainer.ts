@@ -232,14 +232,48 @@ const grads = (t: LoraTensors): Array<Float32Array> => t.proj.flatMap((p) => (p 
 const writeArrays = (file: string, arrays: ReadonlyArray<ArrayBufferView>) =>
   fs.writeFileSync(file, Buffer.concat(arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))))
 
-const readArraysInto = (file: string, arrays: ReadonlyArray<ArrayBufferView>) => {
+/** Reads a file of concatenated arrays, checking its size first; nothing is written into `arrays` on a mismatch. */
+const readArrays = (file: string, arrays: ReadonlyArray<ArrayBufferView>): Buffer => {
   const buf = fs.readFileSync(file)
+  const want = arrays.reduce((n, a) => n + a.byteLength, 0)
+  if (buf.length !== want) throw new Error(`${path.basename(file)}: ${buf.length} bytes, expected ${want}`)
+  return buf
+}
+
+const copyInto = (buf: Buffer, arrays: ReadonlyArray<ArrayBufferView>) => {
   let at = 0
   for (const a of arrays) {
     new Uint8Array(a.buffer, a.byteOffset, a.byteLength).set(buf.subarray(at, at + a.byteLength))
     at += a.byteLength
   }
-  if (at !== buf.length) throw new Error(`${file}: ${buf.length} bytes, expected ${at}`)
+}
+
+const isCheckpoint = (u: unknown): u is Checkpoint => {
+  const c = u as Partial<Checkpoint> | null
+  return (
+    typeof c === "object" && c !== null && Number.isInteger(c.step) && Number.isInteger(c.optStep) && (c.bestVal === null || typeof c.bestVal === "number") &&
+    typeof c.scaler === "object" && c.scaler !== null && typeof c.scaler.scale === "number" && Number.isInteger(c.scaler.goodSteps) && Number.isInteger(c.scaler.skipped)
+  )
+}
+
+/**
+ * Loads a checkpoint into the training state, all or nothing: every file is
+ * read and checked before anything is copied, so a damaged checkpoint leaves
+ * the state as it was. Throws a one-line reason.
+ */
+const loadCheckpoint = (dir: string, ps: ReadonlyArray<Float32Array>, best: ReadonlyArray<Float32Array>, opt: ReadonlyArray<ArrayBufferView>): Checkpoint => {
+  let state: unknown
+  try {
+    state = JSON.parse(fs.readFileSync(path.join(dir, "state.json"), "utf8"))
+  } catch (e) {
+    throw new Error(`state.json: ${(e as Error).message}`)
+  }
+  if (!isCheckpoint(state)) throw new Error("state.json: not a checkpoint state")
+  const bufs = [readArrays(path.join(dir, "lora.bin"), ps), readArrays(path.join(dir, "best.bin"), best), readArrays(path.join(dir, "optimizer.bin"), opt)] as const
+  copyInto(bufs[0], ps)
+  copyInto(bufs[1], best)
+  copyInto(bufs[2], opt)
+  return state
 }
 
 const optArrays = (states: ReadonlyArray<Native.AdamW8bitState>): Array<ArrayBufferView> =>
@@ -278,6 +312,7 @@ export type TrainEvent =
   | { readonly type: "eval"; readonly step: number; readonly valLoss: number; readonly best: boolean }
   | { readonly type: "checkpoint"; readonly step: number }
   | { readonly type: "done"; readonly step: number; readonly bestVal: number | null }
+  | { readonly type: "warning"; readonly message: string }
 
 export interface TrainInput {
   readonly config: Qwen3Config
@@ -317,14 +352,20 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
   const opt = ps.map((p) => Native.adamw8bitInit(p.length))
   const best = ps.map((p) => Float32Array.from(p))
   let ck: Checkpoint = { step: 0, optStep: 0, scaler: { scale: 1, goodSteps: 0, skipped: 0 }, bestVal: null }
-  const latest = checkpointDirs(input.scratch).at(-1)
-  if (latest) {
-    ck = JSON.parse(fs.readFileSync(path.join(latest.dir, "state.json"), "utf8")) as Checkpoint
-    readArraysInto(path.join(latest.dir, "lora.bin"), ps)
-    readArraysInto(path.join(latest.dir, "best.bin"), best)
-    readArraysInto(path.join(latest.dir, "optimizer.bin"), optArrays(opt))
+  // the newest checkpoint that loads; a damaged one (a checkpoint is derived state) is
+  // said once, removed, and the one before it is tried
+  let resumedFrom: number | null = null
+  for (const c of checkpointDirs(input.scratch).reverse()) {
+    try {
+      ck = loadCheckpoint(c.dir, ps, best, optArrays(opt))
+      resumedFrom = ck.step
+      break
+    } catch (e) {
+      input.onEvent({ type: "warning", message: `checkpoint at step ${c.step} is damaged (${(e as Error).message}); it was removed` })
+      fs.rmSync(c.dir, { recursive: true, force: true })
+    }
   }
-  input.onEvent({ type: "start", totalSteps: total, params: parameterCount(config, input.lora).line, resumedFrom: latest ? ck.step : null, trainSequences: nSeq })
+  input.onEvent({ type: "start", totalSteps: total, params: parameterCount(config, input.lora).line, resumedFrom, trainSequences: nSeq })
   const scaler = { ...ck.scaler }
   let optStep = ck.optStep
   let bestVal = ck.bestVal
@@ -337,7 +378,7 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
     }
     input.onEvent({ type: "eval", step, valLoss: v, best: improved })
   }
-  if (ck.step === 0 && !latest) evaluate(0) // the untrained adapter's validation loss
+  if (ck.step === 0 && resumedFrom === null) evaluate(0) // the untrained adapter's validation loss
   const runConfig = { ...config, activationCheckpointing: t.activationCheckpointing === true }
   let stepsHere = 0
   for (let step = ck.step; step < total; step++) {

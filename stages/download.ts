@@ -31,6 +31,7 @@ import { parseBytes } from "../engine/Units.ts"
 import { type Fetched, fetchIfExists, fetchToFile, type HttpOptions, type Io, sha256File } from "./lib/http.ts"
 import { Rng } from "./lib/rng.ts"
 import * as Safetensors from "./lib/safetensors.ts"
+import { modelProblem } from "./lib/modelcheck.ts"
 import { ByteSize, withDefault } from "./lib/schema.ts"
 
 export const DatasetParams = Schema.Struct({
@@ -48,6 +49,7 @@ export const ModelParams = Schema.Struct({
 })
 
 const isRemote = (s: string) => /^(hf|https?):\/\//.test(s)
+const isLocalModel = (s: string) => s !== "tiny" && !isRemote(s)
 
 // ---- environment
 
@@ -308,7 +310,8 @@ export const writeTiny = (dir: string, layers: number, seed: number) => {
 const localDataset = (source: string, file: string, dest: string, sha256: string | undefined, ctx: DownloadCtx) =>
   Effect.gen(function* () {
     const st = fs.statSync(file, { throwIfNoEntry: false })
-    if (!st?.isFile()) return yield* fail(`dataset.source ${source}: no such file (${file})`)
+    if (!st) return yield* fail(`dataset.source ${source}: no such file (${file})`)
+    if (!st.isFile()) return yield* fail(`dataset.source ${source}: ${st.isDirectory() ? "a directory" : "not a regular file"}; expected a CSV file (${file})`)
     const got = yield* Effect.tryPromise({ try: () => sha256File(file), catch: (e) => new StageError({ message: `dataset.source ${source}: ${message(e)}` }) })
     if (sha256 !== undefined && got.sha256 !== sha256) return yield* fail(`${source}: sha256 ${got.sha256} does not match dataset.sha256 ${sha256}`)
     yield* trySync(`dataset.source ${source}`, () => fs.copyFileSync(file, dest))
@@ -386,6 +389,8 @@ const hubModel = (source: string, ref: HubRef, dest: string, ctx: DownloadCtx, e
     if (index !== null) got.push([INDEX, index])
     const weights = index === null ? ["model.safetensors"] : yield* shardsOf(path.join(dir, INDEX))
     for (const name of weights) got.push([name, yield* fetchToFile(req(name, revision), opts, ctx)])
+    const problem = modelProblem(dir, source)
+    if (problem !== undefined) return yield* fail(`model.source: ${problem}`)
     yield* trySync("model", () => got.forEach(([name]) => moveFile(path.join(dir, name), path.join(dest, name))))
     const files = got.map(([name, f]) => ({ name, bytes: f.bytes, sha256: f.sha256 })).sort((a, b) => (a.name < b.name ? -1 : 1))
     return { source, revision: ref.revision, commit: config.commit, files } satisfies ModelRecord
@@ -395,8 +400,10 @@ const localModel = (source: string, dir: string, dest: string, ctx: DownloadCtx)
   Effect.gen(function* () {
     if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory())
       return yield* fail(`model.source ${source}: not a directory (expected tiny, hf://<owner>/<repo>[@revision] or a local model directory)`)
+    const problem = modelProblem(dir, source)
+    if (problem !== undefined) return yield* fail(`model.source: ${problem}`)
     const files = yield* trySync(`model.source ${source}`, () => {
-      fs.cpSync(dir, dest, { recursive: true })
+      fs.cpSync(dir, dest, { recursive: true, dereference: true })
       return listFiles(dest)
     })
     yield* ctx.log(`model: ${source} (${files.length} files, ${files.reduce((a, f) => a + f.bytes, 0)} bytes)`)
@@ -446,7 +453,8 @@ export const download = Stage.make({
   module: import.meta.url,
   params: { dataset: DatasetParams, model: ModelParams },
   outputs: { dataset: Stage.file("dataset.csv"), model: Stage.dir("model"), source: Stage.file("source.json") },
-  deps: (p) => (isRemote(p.dataset.source) ? [] : [p.dataset.source]),
+  // local sources are inputs keyed by content (a model directory by its tree digest)
+  deps: (p) => [...(isRemote(p.dataset.source) ? [] : [p.dataset.source]), ...(isLocalModel(p.model.source) ? [p.model.source] : [])],
   resources: { memoryMB: 512 },
   estimate: ({ params, inputSizes }) => ({
     bytes: {
@@ -454,7 +462,9 @@ export const download = Stage.make({
       model:
         params.model.source === "tiny"
           ? tinyBytes(params.model.layers)
-          : (parseBytes(params.model.expectedSize) ?? 0),
+          : isLocalModel(params.model.source)
+            ? (inputSizes[params.model.source] ?? 0)
+            : (parseBytes(params.model.expectedSize) ?? 0),
       source: 4096
     },
     // a remote dataset stays in scratch until the stage succeeds

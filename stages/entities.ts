@@ -3,7 +3,9 @@
  * dataset's placeholders (`{{Order Number}}`) with realistic values, so no
  * placeholder or fallback token (`VALUE8541`) ever reaches training text.
  *
- * - Parse: strict RFC 4180 (stages/lib/csv.ts); a broken file fails the stage.
+ * - Parse: strict RFC 4180 (stages/lib/csv.ts), streamed in chunks; a broken
+ *   file, a NUL byte, bytes that are not UTF-8 or a record of many megabytes
+ *   fail the stage with the line they are on.
  * - Validate: each record against an effect Schema (stages/entities/validate.ts):
  *   five fields, non-blank instruction/category/intent/response, an intent
  *   name, a category name, well-formed placeholders, no fallback tokens. Bad
@@ -48,7 +50,8 @@ import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as fs from "node:fs"
 import { Stage, StageError } from "../engine/index.ts"
-import { processCsv } from "./entities/process.ts"
+import { processRecords } from "./entities/process.ts"
+import { CsvError, readFile as readCsvFile } from "./lib/csv.ts"
 import type { OutputRow } from "./entities/replace.ts"
 import { writeJsonl } from "./lib/jsonl.ts"
 import { withDefault } from "./lib/schema.ts"
@@ -73,8 +76,13 @@ export const entities = Stage.make({
   estimate: ({ inputSizes }) => ({ bytes: { rows: Math.round((inputSizes["dataset"] ?? 0) * 1.3), report: 10_000 }, seconds: 1 + (inputSizes["dataset"] ?? 0) / 50e6 }),
   run: (ctx) =>
     Effect.gen(function* () {
-      const text = fs.readFileSync(ctx.inputs.dataset, "utf8")
-      const outcome = processCsv(text, ctx.params.entities)
+      // the file as the user can open it, for messages
+      const label = "out/download/dataset.csv"
+      const records = yield* Effect.try({
+        try: () => readCsvFile(ctx.inputs.dataset),
+        catch: (e) => new StageError({ message: e instanceof CsvError ? `${label} ${e.message}` : `${label}: ${(e as Error).message}` })
+      })
+      const outcome = processRecords(records, ctx.params.entities, label)
       if (outcome.report) fs.writeFileSync(ctx.outputs.report, JSON.stringify(outcome.report, null, 2) + "\n")
       if (outcome._tag === "fail") return yield* new StageError({ message: outcome.message })
       const r = outcome.report

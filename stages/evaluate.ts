@@ -13,13 +13,14 @@
  */
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
-import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Stage, StageError } from "../engine/index.ts"
 import { buildId } from "../native/index.ts"
 import { withDefault } from "./lib/schema.ts"
+import { runWorker } from "./lib/worker.ts"
+import type { Job, ResultEvent } from "./evaluate/worker.ts"
 import { download } from "./download.ts"
 import { split } from "./split.ts"
 import { tokenize } from "./tokenize.ts"
@@ -31,7 +32,8 @@ export const EvalParams = Schema.Struct({
   gates: withDefault(Schema.Record(Schema.String, Schema.Finite), {})
 })
 
-const WORKER = fileURLToPath(new URL("../native/eval-worker.ts", import.meta.url))
+// the worker is this stage's code too: the code fingerprint follows `new URL(…, import.meta.url)` like an import
+const WORKER = fileURLToPath(new URL("./evaluate/worker.ts", import.meta.url))
 
 /** The gates a set of metrics misses, as one-line reasons. */
 export const missedGates = (metrics: Readonly<Record<string, number>>, gates: Readonly<Record<string, number>>): Array<string> =>
@@ -43,11 +45,21 @@ export const missedGates = (metrics: Readonly<Record<string, number>>, gates: Re
     return ok ? [] : [`${name} ${v.toFixed(4)} ${lowerIsBetter ? ">" : "<"} ${threshold}`]
   })
 
+/** The metrics this stage reports; a gate must name one of them. */
+export const METRICS = ["samples", "valLoss", "baseValLoss"] as const
+
+const gatesProblem = (p: typeof EvalParams.Type): string | undefined => {
+  for (const name of Object.keys(p.gates)) {
+    if (!(METRICS as ReadonlyArray<string>).includes(name)) return `eval.gates.${name}: no such metric (metrics: ${METRICS.join(", ")})`
+    if (name === "baseValLoss" && !p.compareBase) return `eval.gates.baseValLoss: needs eval.compareBase: true`
+  }
+  return undefined
+}
+
 export const evaluate = Stage.make({
   name: "eval",
   description: "validation metrics and gates",
   module: import.meta.url,
-  codeFiles: ["../native/eval-worker.ts", "../native/trainer.ts", "../native/qwen3.ts"].map((f) => fileURLToPath(new URL(f, import.meta.url))),
   versions: () => ({ addon: buildId() }),
   params: { eval: EvalParams },
   inputs: { adapter: train.out.adapter, conversations: split.out.val, val: tokenize.out.val, model: download.out.model },
@@ -58,24 +70,20 @@ export const evaluate = Stage.make({
     // forward only: ~2 FLOP a parameter a token at ~150 GFLOP/s, ~600 tokens a sample
     seconds: 3 + ((params.eval.compareBase ? 2 : 1) * params.eval.maxSamples * 600 * 2 * ((inputSizes["model"] ?? 0) / 2)) / 150e9
   }),
+  // a gate on a metric that does not exist would only fail after training
+  preflight: ({ params }) => gatesProblem(params.eval),
   run: (ctx) =>
     Effect.gen(function* () {
       const { maxSamples, compareBase, gates } = ctx.params.eval
-      const jobFile = path.join(ctx.scratchDir, "job.json")
-      fs.writeFileSync(jobFile, JSON.stringify({ modelDir: ctx.inputs.model, adapterDir: ctx.inputs.adapter, valBin: ctx.inputs.val, maxSamples, compareBase }))
-      const out = yield* Effect.callback<{ ok: true; text: string } | { ok: false; message: string }>((resume) => {
-        const child = spawn(process.execPath, [WORKER, jobFile], { stdio: ["ignore", "pipe", "pipe"] })
-        let stdout = ""
-        let stderr = ""
-        child.stdout.on("data", (d) => (stdout += d))
-        child.stderr.on("data", (d) => (stderr += d))
-        child.on("close", (code, signal) =>
-          resume(Effect.succeed(code === 0 ? { ok: true, text: stdout } : { ok: false, message: `the evaluator ${signal ? `was killed by ${signal}` : `exited with code ${code}`}: ${stderr.trim().split("\n").slice(-3).join(" | ")}` }))
-        )
-        return Effect.sync(() => child.kill("SIGKILL"))
+      let metrics: Record<string, number> | undefined
+      yield* runWorker<ResultEvent>({
+        file: WORKER,
+        label: "evaluator",
+        job: { modelDir: ctx.inputs.model, adapterDir: ctx.inputs.adapter, valBin: ctx.inputs.val, maxSamples, compareBase } satisfies Job,
+        jobFile: path.join(ctx.scratchDir, "job.json"),
+        onEvent: (e) => Effect.sync(() => void (metrics = e.metrics))
       })
-      if (!out.ok) return yield* new StageError({ message: out.message })
-      const metrics = JSON.parse(out.text.trim().split("\n").at(-1)!) as Record<string, number>
+      if (metrics === undefined) return yield* new StageError({ message: "the evaluator ended without a result" })
       fs.writeFileSync(ctx.outputs.metrics, JSON.stringify(metrics, null, 2) + "\n")
       yield* ctx.log(Object.entries(metrics).map(([k, v]) => `${k} ${Number.isInteger(v) ? v : v.toFixed(4)}`).join(", "))
       const missed = missedGates(metrics, gates)

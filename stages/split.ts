@@ -6,14 +6,15 @@
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as fs from "node:fs"
-import { Stage } from "../engine/index.ts"
+import { Stage, StageError } from "../engine/index.ts"
 import { readJsonl, writeJsonl } from "./lib/jsonl.ts"
 import { hash32, Rng } from "./lib/rng.ts"
 import { withDefault } from "./lib/schema.ts"
 import { toolcalls, type Conversation } from "./toolcalls.ts"
 
 export const SplitParams = Schema.Struct({
-  valFraction: withDefault(Schema.Finite.check(Schema.isBetween({ minimum: 0, maximum: 0.9 })), 0.1),
+  // above 0: eval and the trainer's validation need a validation set
+  valFraction: withDefault(Schema.Finite.check(Schema.isGreaterThan(0), Schema.isLessThanOrEqualTo(0.9)), 0.1),
   seed: withDefault(Schema.Int, 42)
 })
 
@@ -68,6 +69,10 @@ export const split = Stage.make({
         }
         perIntent[intent] = stats
       }
+      if (val.length === 0 || train.length === 0)
+        return yield* new StageError({
+          message: `split.valFraction ${valFraction} of ${all.length} conversations leaves ${train.length} to train on and ${val.length} to validate with; both need at least one`
+        })
       writeJsonl(ctx.outputs.train, train)
       writeJsonl(ctx.outputs.val, val)
       fs.writeFileSync(ctx.outputs.stats, JSON.stringify({ train: train.length, val: val.length, perIntent }, null, 2) + "\n")

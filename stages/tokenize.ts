@@ -24,8 +24,18 @@ import type { Conversation } from "./toolcalls.ts"
 import { Encoder, type AddedToken, type Encoded } from "./tokenize/encode.ts"
 import * as Format from "./tokenize/format.ts"
 
+/**
+ * No conversation this pipeline renders fits in fewer tokens: the chat
+ * template's frame alone is 15, and the shortest Bitext row rendered bare (no
+ * system prompt, no tools) is 42 (tests/data-stages.test.ts checks every sample
+ * row). Where the real bound lies depends on the data and the system prompt:
+ * a maxSeqLen that leaves no conversation fails this stage, naming the
+ * shortest length, before anything trains.
+ */
+export const MIN_SEQ_LEN = 32
+
 export const TokenizeParams = Schema.Struct({
-  maxSeqLen: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 16, maximum: 262144 })), 384),
+  maxSeqLen: withDefault(Schema.Int.check(Schema.isBetween({ minimum: MIN_SEQ_LEN, maximum: 262144 })), 384),
   overflow: withDefault(Schema.Literals(["drop", "truncate"]), "drop"),
   packing: withDefault(Schema.Boolean, false)
 })
@@ -97,10 +107,16 @@ export const tokenize = Stage.make({
         for (const e of encoded) {
           if (e.ids.length <= maxSeqLen) kept.push(e)
           else if (overflow === "drop") dropped++
-          else {
+          else if (e.mask.subarray(0, maxSeqLen).some((m) => m !== 0)) {
             truncated++
             kept.push({ ids: e.ids.subarray(0, maxSeqLen), mask: e.mask.subarray(0, maxSeqLen) })
-          }
+          } else dropped++ // cut before the first assistant token: nothing left to learn from
+        }
+        if (kept.length === 0) {
+          const shortest = encoded.reduce((a, e) => Math.min(a, e.ids.length), Infinity)
+          return yield* new StageError({
+            message: `tokenize.maxSeqLen ${maxSeqLen} leaves none of the ${encoded.length} ${part} conversations (the shortest has ${shortest} tokens${overflow === "truncate" ? ", and truncation cuts off every answer" : ""}); raise maxSeqLen`
+          })
         }
         const lengths = kept.map((e) => e.ids.length)
         const total = lengths.reduce((a, b) => a + b, 0)

@@ -1,6 +1,6 @@
 /**
  * train: QLoRA fine-tuning through the native addon (native/trainer.ts for the
- * loop, native/train-worker.ts as the child process that runs it).
+ * loop, train/worker.ts as the child process that runs it).
  *
  * Checkpoints live in the stage's scratch directory, which the engine keeps
  * across failures and kills and wipes when the key changes: an interrupted run
@@ -14,37 +14,43 @@ import * as Schema from "effect/Schema"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Stage, StageError } from "../engine/index.ts"
-import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { buildId } from "../native/index.ts"
+import { PROJECTIONS } from "../native/qwen3.ts"
 import type { TrainEvent } from "../native/trainer.ts"
-import { withDefault } from "./lib/schema.ts"
+import { Count, NonNegativeInt, Positive, withDefault } from "./lib/schema.ts"
+import { runWorker } from "./lib/worker.ts"
 import { download } from "./download.ts"
 import { tokenize } from "./tokenize.ts"
 
 export const LoraParams = Schema.Struct({
   r: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1024 })), 16),
-  alpha: withDefault(Schema.Finite, 16),
-  dropout: withDefault(Schema.Finite.check(Schema.isBetween({ minimum: 0, maximum: 1 })), 0.05),
-  targets: withDefault(Schema.Array(Schema.String), ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+  alpha: withDefault(Positive, 16),
+  dropout: withDefault(Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1)), 0.05),
+  targets: withDefault(Schema.Array(Schema.Literals(PROJECTIONS)).check(Schema.isMinLength(1), Schema.isUnique()), [...PROJECTIONS])
 })
 
+/**
+ * Every value is checked where it is read, so a run that cannot make sense
+ * (batchSize 0 "trains" at loss 0; a negative lr climbs the loss) fails when
+ * the params are decoded, before anything runs, with exit 2.
+ */
 export const TrainParams = Schema.Struct({
   device: withDefault(Schema.Literals(["cpu", "cuda"]), "cpu"),
   precision: withDefault(Schema.Literals(["fp32", "fp16"]), "fp32"),
-  lr: withDefault(Schema.Finite, 1e-3),
-  epochs: withDefault(Schema.Finite, 1),
-  maxSteps: Schema.optionalKey(Schema.Int),
-  batchSize: withDefault(Schema.Int, 2),
-  gradAccum: withDefault(Schema.Int, 1),
-  warmupSteps: withDefault(Schema.Int, 4),
+  lr: withDefault(Positive.check(Schema.isLessThanOrEqualTo(1)), 1e-3),
+  epochs: withDefault(Positive.check(Schema.isLessThanOrEqualTo(1000)), 1),
+  maxSteps: Schema.optionalKey(Count),
+  batchSize: withDefault(Count.check(Schema.isLessThanOrEqualTo(4096)), 2),
+  gradAccum: withDefault(Count.check(Schema.isLessThanOrEqualTo(4096)), 1),
+  warmupSteps: withDefault(NonNegativeInt, 4),
   scheduler: withDefault(Schema.Literals(["cosine", "linear", "constant"]), "cosine"),
-  weightDecay: withDefault(Schema.Finite, 0),
-  maxGradNorm: withDefault(Schema.Finite, 1),
+  weightDecay: withDefault(Schema.Finite.check(Schema.isBetween({ minimum: 0, maximum: 1 })), 0),
+  maxGradNorm: withDefault(Positive, 1),
   seed: withDefault(Schema.Int, 42),
-  evalEvery: withDefault(Schema.Int, 10),
-  checkpointEvery: withDefault(Schema.Int, 10),
-  keepCheckpoints: withDefault(Schema.Int, 2),
+  evalEvery: withDefault(Count, 10),
+  checkpointEvery: withDefault(Count, 10),
+  keepCheckpoints: withDefault(Count, 2),
   /** recompute each layer in the backward pass instead of keeping its activations (less memory, ~1/3 more compute) */
   activationCheckpointing: withDefault(Schema.Boolean, false),
   /** validation sequences per evaluation */
@@ -58,8 +64,6 @@ export const train = Stage.make({
   name: "train",
   description: "QLoRA fine-tuning (native CPU trainer)",
   module: import.meta.url,
-  // the trainer runs in a child process from these files: they are this stage's code too
-  codeFiles: ["../native/train-worker.ts", "../native/trainer.ts", "../native/qwen3.ts", "../native/index.ts"].map((f) => fileURLToPath(new URL(f, import.meta.url))),
   // the addon's build id: a digest of its sources and build options
   versions: () => ({ addon: buildId() }),
   params: { train: TrainParams, lora: LoraParams },
@@ -88,11 +92,13 @@ export const train = Stage.make({
       seconds: 5 + ((4 * trainedTokens + 2 * evalTokens) * baseParams) / flopsPerSecond
     }
   },
+  // known before anything runs: say it then, not after the data stages
+  preflight: ({ params }) => backendProblem(params.train),
   run: (ctx) =>
     Effect.gen(function* () {
       const { lora, train: t } = ctx.params
-      if (t.device !== "cpu") return yield* new StageError({ message: `train.device ${t.device}: the CUDA backend is the next issue; use cpu` })
-      if (t.precision !== "fp32") return yield* new StageError({ message: `train.precision ${t.precision}: the CPU backend computes in fp32 (fp16 comes with the CUDA backend)` })
+      const refused = backendProblem(t)
+      if (refused !== undefined) return yield* new StageError({ message: refused })
       const scratch = ctx.scratchDir
       const job = {
         modelDir: ctx.inputs.model,
@@ -104,32 +110,20 @@ export const train = Stage.make({
         t: { ...t, maxSteps: t.maxSteps },
         lora: { r: lora.r, alpha: lora.alpha, dropout: lora.dropout, targets: lora.targets }
       }
-      const jobFile = path.join(scratch, "job.json")
-      fs.writeFileSync(jobFile, JSON.stringify(job))
-      const events: Array<string> = []
-      const failed = yield* Effect.callback<string | undefined>((resume) => {
-        // a child process: a crash in native code fails this stage, not the engine
-        const child = spawn(process.execPath, [WORKER, jobFile], { stdio: ["ignore", "pipe", "pipe"] })
-        let stderr = ""
-        let pending = ""
-        child.stderr.on("data", (d) => (stderr += d))
-        child.stdout.on("data", (d) => {
-          pending += d
-          const lines = pending.split("\n")
-          pending = lines.pop() ?? ""
-          for (const line of lines) if (line.trim() !== "") events.push(line), Effect.runSync(onEvent(ctx, JSON.parse(line) as TrainEvent))
-        })
-        child.on("close", (code, signal) =>
-          resume(Effect.succeed(code === 0 ? undefined : `the trainer ${signal ? `was killed by ${signal}` : `exited with code ${code}`}: ${stderr.trim().split("\n").slice(-3).join(" | ")}`))
-        )
-        return Effect.sync(() => child.kill("SIGKILL"))
-      })
-      if (failed !== undefined) return yield* new StageError({ message: failed })
+      yield* runWorker<TrainEvent>({ file: WORKER, label: "trainer", job, jobFile: path.join(scratch, "job.json"), onEvent: (e) => onEvent(ctx, e) })
       fs.copyFileSync(job.metricsFile, ctx.outputs.metrics)
     })
 })
 
-const WORKER = fileURLToPath(new URL("../native/train-worker.ts", import.meta.url))
+/** What this build cannot train with: the CUDA backend is the next issue. */
+const backendProblem = (t: { readonly device: string; readonly precision: string }): string | undefined => {
+  if (t.device !== "cpu") return `train.device ${t.device}: the CUDA backend is not built yet; use cpu`
+  if (t.precision !== "fp32") return `train.precision ${t.precision}: the CPU backend computes in fp32 (fp16 comes with the CUDA backend)`
+  return undefined
+}
+
+// the worker is this stage's code too: the code fingerprint follows `new URL(…, import.meta.url)` like an import
+const WORKER = fileURLToPath(new URL("./train/worker.ts", import.meta.url))
 
 const onEvent = (ctx: { log: (l: string) => Effect.Effect<void>; progress: { total: (n: number, u: string) => Effect.Effect<void>; update: (d: number, n?: string) => Effect.Effect<void> } }, e: TrainEvent) => {
   switch (e.type) {
@@ -146,5 +140,7 @@ const onEvent = (ctx: { log: (l: string) => Effect.Effect<void>; progress: { tot
       return Effect.void
     case "done":
       return ctx.log(`done at step ${e.step}; kept the adapter with the best validation loss ${e.bestVal?.toFixed(4) ?? "n/a"}`)
+    case "warning":
+      return ctx.log(`warning: ${e.message}`)
   }
 }

@@ -1,13 +1,25 @@
 /**
  * upload: publish the adapter, the merged model, the GGUF files and the eval
- * metrics. Today: `dir://PATH` (a directory, relative to the workspace);
- * `hf://` and `s3://` targets are a later issue.
+ * metrics. Today: `dir://PATH` (a directory, relative to the workspace or
+ * absolute); `hf://` and `s3://` targets are a later issue.
+ *
+ * Publishing never deletes what it did not write (stages/lib/publish.ts): the
+ * target must be new, empty, or hold exactly what an earlier publish recorded
+ * in its manifest, and it may not be the workspace, hold it, or hold any of
+ * its own files (the engine's `owns`); both are checked when the plan is made,
+ * so a bad target fails in the first second, not after training.
+ *
+ * The published copy lives outside the store, so restoring this stage from
+ * the cache would not republish it: the stage declares an external check, and
+ * the engine reruns it whenever the target does not hold what this key
+ * published, byte for byte.
  */
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { Stage, StageError } from "../engine/index.ts"
+import { Digest, Stage, StageError } from "../engine/index.ts"
+import { publish, publishedProblem, targetProblem } from "./lib/publish.ts"
 import { withDefault } from "./lib/schema.ts"
 import { evaluate } from "./evaluate.ts"
 import { gguf } from "./gguf.ts"
@@ -18,6 +30,23 @@ export const UploadParams = Schema.Struct({
   target: withDefault(Schema.String, "dir://out/published")
 })
 
+/** The directory a `dir://` target names, or why the target cannot be used. */
+const directoryOf = (target: string, workspace: string): string | { problem: string } => {
+  if (!target.startsWith("dir://")) return { problem: `upload.target ${target}: only dir:// targets for now (hf:// and s3:// are a later issue)` }
+  const p = target.slice("dir://".length)
+  if (p === "" || p.includes("\0")) return { problem: `upload.target ${target}: expected dir://<directory>` }
+  return path.resolve(workspace, p)
+}
+
+const problemOf = (target: string, workspace: string, owns: (abs: string) => string | undefined): string | undefined => {
+  const dest = directoryOf(target, workspace)
+  if (typeof dest !== "string") return dest.problem
+  const owned = owns(dest)
+  if (owned !== undefined) return `upload.target ${target} would overwrite ${owned}; publish into a directory of its own, such as dir://out/published`
+  const bad = targetProblem(dest, target)
+  return bad === undefined ? undefined : `upload.target: ${bad}`
+}
+
 export const upload = Stage.make({
   name: "upload",
   description: "publish the artefacts",
@@ -26,29 +55,24 @@ export const upload = Stage.make({
   inputs: { adapter: train.out.adapter, merged: merge.out.model, gguf: gguf.out.files, metrics: evaluate.out.metrics },
   outputs: { manifest: Stage.file("manifest.json") },
   estimate: () => ({ bytes: { manifest: 10_000 }, seconds: 5 }),
+  preflight: ({ params, workspace, owns }) => problemOf(params.upload.target, workspace, owns),
+  external: {
+    check: ({ params, workspace, key, digestFile }) => {
+      const dest = directoryOf(params.upload.target, workspace)
+      return typeof dest === "string" ? publishedProblem(dest, params.upload.target, key, digestFile) : dest.problem
+    }
+  },
   run: (ctx) =>
     Effect.gen(function* () {
       const target = ctx.params.upload.target
-      if (!target.startsWith("dir://")) return yield* new StageError({ message: `upload.target ${target}: only dir:// targets for now (hf:// and s3:// are a later issue)` })
-      const dest = path.resolve(ctx.workspace, target.slice("dir://".length))
-      const files: Array<{ path: string; size: number }> = []
-      const staged = `${dest}.tmp-${process.pid}`
-      fs.rmSync(staged, { recursive: true, force: true })
-      for (const [name, src] of Object.entries(ctx.inputs)) {
-        const to = path.join(staged, name)
-        fs.cpSync(src, fs.statSync(src).isDirectory() ? to : path.join(to, path.basename(src)), { recursive: true })
-      }
-      const walk = (d: string): void => {
-        for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-          const p = path.join(d, e.name)
-          if (e.isDirectory()) walk(p)
-          else files.push({ path: path.relative(staged, p), size: fs.statSync(p).size })
-        }
-      }
-      walk(staged)
-      fs.rmSync(dest, { recursive: true, force: true })
-      fs.renameSync(staged, dest)
-      fs.writeFileSync(ctx.outputs.manifest, JSON.stringify({ target, files }, null, 2) + "\n")
-      yield* ctx.log(`published ${files.length} files to ${target}`)
+      const problem = problemOf(target, ctx.workspace, ctx.owns)
+      if (problem !== undefined) return yield* new StageError({ message: problem })
+      const dest = directoryOf(target, ctx.workspace) as string
+      const manifest = yield* Effect.try({
+        try: () => publish(ctx.inputs, dest, target, ctx.key, (abs) => Digest.ofFile(abs).digest),
+        catch: (e) => new StageError({ message: (e as Error).message })
+      })
+      fs.writeFileSync(ctx.outputs.manifest, JSON.stringify({ target, ...manifest }, null, 2) + "\n")
+      yield* ctx.log(`published ${manifest.files.length} files to ${target}`)
     })
 })

@@ -9,7 +9,7 @@ import { parse } from "../stages/lib/csv.ts"
 import { bundledTokenizerDir, CHAT_TEMPLATE } from "../stages/lib/qwen3.ts"
 import { conversationFor, mappingFor, validateMapping, type Row, type ToolcallsParams } from "../stages/toolcalls.ts"
 import { CATALOGUE, toolSchema } from "../stages/toolcalls/catalogue.ts"
-import { loadEncoder, pack } from "../stages/tokenize.ts"
+import { loadEncoder, MIN_SEQ_LEN, pack } from "../stages/tokenize.ts"
 import * as Format from "../stages/tokenize/format.ts"
 import { REPO } from "./helpers.ts"
 
@@ -83,6 +83,16 @@ describe("toolcalls", () => {
 })
 
 describe("tokenize", () => {
+  it("refuses no maxSeqLen a conversation could fit in: every sample row rendered bare is longer than MIN_SEQ_LEN", async () => {
+    const { encoder } = await loadEncoder(bundledTokenizerDir())
+    // the shortest conversation toolcalls can make of a row: no system prompt, no tools
+    const bare = sampleRows().map((r) =>
+      template.render({ messages: [{ role: "system", content: "" }, { role: "user", content: r.instruction }, { role: "assistant", content: r.response }], add_generation_prompt: false })
+    )
+    const shortest = Math.min(...(await encoder.encodeAll(bare)).map((e) => e.ids.length))
+    expect(shortest).toBeGreaterThan(MIN_SEQ_LEN)
+  })
+
   it("gives exactly the ids of the reference tokenizer on every sample row, and trains only on assistant turns", async () => {
     const dir = bundledTokenizerDir()
     const js = new JsTokenizer(JSON.parse(fs.readFileSync(path.join(dir, "tokenizer.json"), "utf8")), JSON.parse(fs.readFileSync(path.join(dir, "tokenizer_config.json"), "utf8")))

@@ -20,10 +20,13 @@ import {
   parseHubDataset,
   parseHubModel,
   runDownload,
-  type SourceRecord
+  type SourceRecord,
+  writeTiny
 } from "../stages/download.ts"
+import { modelProblem } from "../stages/lib/modelcheck.ts"
 import { fetchToFile } from "../stages/lib/http.ts"
 import { TestHub } from "./httpServer.ts"
+import { microModel, writeFiles } from "./microModel.ts"
 
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex")
 const COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -94,6 +97,8 @@ const big = randomBytes(3 * 1024 * 1024 + 123)
 
 const stageCtx = (dataset: { source: string; sha256?: string }, model: { source: string }) => ({
   name: "download",
+  key: "test",
+  owns: () => undefined,
   params: { dataset, model: { layers: 2, seed: 0, ...model } },
   inputs: {},
   outputs: {
@@ -182,7 +187,7 @@ describe("dataset downloads", () => {
     // the executor hands the next attempt a fresh staging directory and the same scratch
     fs.rmSync(ctx.out, { recursive: true })
     fs.mkdirSync(sc.outputs.model, { recursive: true })
-    hub.repo({ kind: "model", id: "acme/late", commit: COMMIT2, files: { "config.json": "{}", "tokenizer.json": "{}", "tokenizer_config.json": "{}", "model.safetensors": big } })
+    hub.repo({ kind: "model", id: "acme/late", commit: COMMIT2, files: microModel() })
     await run(runDownload(sc, env))
     assert.strictEqual(hub.hitsFor("train.csv").length, 1, "the dataset was not downloaded again")
     assert.isTrue(fs.readFileSync(sc.outputs.dataset).equals(csv))
@@ -328,6 +333,7 @@ describe("dataset downloads", () => {
 })
 
 describe("tokens", () => {
+  const privateModel = microModel()
   const privateRepos = () => {
     hub.repo({ kind: "dataset", id: "acme/secret", commit: COMMIT, files: { "train.csv": csv }, private: true })
     hub.repo({
@@ -335,7 +341,7 @@ describe("tokens", () => {
       id: "acme/secret-model",
       commit: COMMIT2,
       private: true,
-      files: { "config.json": "{}", "tokenizer.json": "{}", "tokenizer_config.json": "{}", "model.safetensors": big }
+      files: privateModel
     })
   }
 
@@ -355,7 +361,7 @@ describe("tokens", () => {
     const sc = stageCtx({ source: "hf://datasets/acme/secret/train.csv" }, { source: "hf://acme/secret-model" })
     await run(runDownload(sc, { ...env, token: hub.token }))
     assert.isTrue(fs.readFileSync(sc.outputs.dataset).equals(csv))
-    assert.isTrue(fs.readFileSync(path.join(sc.outputs.model, "model.safetensors")).equals(big))
+    assert.isTrue(fs.readFileSync(path.join(sc.outputs.model, "model.safetensors")).equals(privateModel["model.safetensors"]!))
     for (const h of hub.hits) assert.strictEqual(h.authorization, h.server === "hub" ? `Bearer ${hub.token}` : undefined, `${h.server} ${h.path}`)
     assert.isTrue(hub.hits.some((h) => h.server === "cdn"), "the weights came through the cdn redirect")
     const everything = [ctx.logs.join("\n"), fs.readFileSync(sc.outputs.source, "utf8"), ...tree(ctx.workspace).filter((f) => f.endsWith(".json")).map((f) => fs.readFileSync(path.join(ctx.workspace, f), "utf8"))]
@@ -393,25 +399,8 @@ describe("offline", () => {
 })
 
 describe("model downloads", () => {
-  const shard1 = randomBytes(700_000)
-  const shard2 = randomBytes(500_001)
-  const index = JSON.stringify({
-    metadata: { total_size: shard1.length + shard2.length },
-    weight_map: {
-      "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
-      "model.layers.0.mlp.up_proj.weight": "model-00001-of-00002.safetensors",
-      "model.norm.weight": "model-00002-of-00002.safetensors"
-    }
-  })
-  const sharded = {
-    "config.json": '{"model_type":"qwen3"}',
-    "tokenizer.json": '{"model":{}}',
-    "tokenizer_config.json": '{"eos_token":"<|im_end|>"}',
-    "generation_config.json": '{"do_sample":true}',
-    "model.safetensors.index.json": index,
-    "model-00001-of-00002.safetensors": shard1,
-    "model-00002-of-00002.safetensors": shard2
-  }
+  const sharded: Record<string, Buffer | string> = { ...microModel({ layers: 2, shards: 2 }), "generation_config.json": '{"do_sample":true}' }
+  const shard2 = sharded["model-00002-of-00002.safetensors"]!
 
   it("a sharded model: every shard of index.json, all at the commit config.json resolved to", async () => {
     hub.repo({ kind: "model", id: "Qwen/Qwen3-4B", commit: COMMIT, files: sharded })
@@ -438,7 +427,7 @@ describe("model downloads", () => {
   })
 
   it("a single-file model without generation_config.json; a second run reuses completed files", async () => {
-    const files = { "config.json": "{}", "tokenizer.json": "{}", "tokenizer_config.json": "{}", "model.safetensors": big }
+    const files = microModel()
     hub.repo({ kind: "model", id: "acme/small", commit: COMMIT, revisions: ["v2"], files })
     const dest = path.join(ctx.out, "model")
     // the weights fail for good the first time: config and tokenizer files stay completed in scratch
@@ -448,7 +437,7 @@ describe("model downloads", () => {
     const before = hub.hits.length
     const rec = await run(downloadModel({ source: "hf://acme/small@v2", layers: 2, seed: 0 }, dest, ctx, env))
     assert.deepStrictEqual(tree(dest), Object.keys(files).sort())
-    assert.isTrue(fs.readFileSync(path.join(dest, "model.safetensors")).equals(big))
+    assert.isTrue(fs.readFileSync(path.join(dest, "model.safetensors")).equals(files["model.safetensors"]!))
     assert.strictEqual(rec.revision, "v2")
     assert.strictEqual(rec.commit, COMMIT)
     const again = hub.hits.slice(before).map((h) => h.path)
@@ -464,14 +453,57 @@ describe("model downloads", () => {
   })
 
   it("copies a local model directory and records its files", async () => {
-    const src = path.join(ctx.workspace, "base")
-    fs.mkdirSync(path.join(src, "sub"), { recursive: true })
-    fs.writeFileSync(path.join(src, "config.json"), "{}")
-    fs.writeFileSync(path.join(src, "sub", "x.bin"), "abc")
+    const src = writeFiles(path.join(ctx.workspace, "base"), { ...microModel(), "sub/x.bin": "abc" })
     const rec = await run(downloadModel({ source: "base", layers: 2, seed: 0 }, path.join(ctx.out, "model"), ctx, env))
-    assert.deepStrictEqual(rec, { source: "base", revision: null, commit: null, files: [{ name: "config.json", bytes: 2 }, { name: "sub/x.bin", bytes: 3 }] })
+    assert.deepStrictEqual(
+      rec.files,
+      fs.readdirSync(src, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => ({ name: path.relative(src, path.join(e.parentPath, e.name)), bytes: fs.statSync(path.join(e.parentPath, e.name)).size })).sort((a, b) => (a.name < b.name ? -1 : 1))
+    )
     const msg = await failure(downloadModel({ source: "nope", layers: 2, seed: 0 }, path.join(ctx.out, "model2"), ctx, env))
     assert.include(msg, "model.source nope: not a directory")
+  })
+
+  it("passes the tiny model the demo writes, and the micro model the tests serve", () => {
+    const dir = path.join(ctx.workspace, "tiny")
+    writeTiny(dir, 2, 0)
+    assert.strictEqual(modelProblem(dir), undefined)
+    assert.strictEqual(modelProblem(writeFiles(path.join(ctx.workspace, "micro"), microModel({ layers: 3, shards: 3 }))), undefined)
+  })
+
+  it("checks a local model directory when it is read: config, headers, offsets, shapes, one line naming the file", async () => {
+    const bad = async (name: string, edit: (files: Record<string, Buffer>) => void) => {
+      const files = microModel({ layers: 2 })
+      edit(files)
+      writeFiles(path.join(ctx.workspace, name), files)
+      return failure(downloadModel({ source: name, layers: 2, seed: 0 }, path.join(ctx.out, name), ctx, env))
+    }
+    const header = (b: Buffer) => JSON.parse(b.subarray(8, 8 + Number(b.readBigUInt64LE(0))).toString()) as Record<string, { data_offsets: [number, number]; shape: Array<number> }>
+    const withHeader = (b: Buffer, h: object) => {
+      let json = JSON.stringify(h)
+      json += " ".repeat((8 - (json.length % 8)) % 8)
+      const len = Buffer.alloc(8)
+      len.writeBigUInt64LE(BigInt(json.length))
+      return Buffer.concat([len, Buffer.from(json), b.subarray(8 + Number(b.readBigUInt64LE(0)))])
+    }
+    // offsets that run past the end of the file (the trainer used to fail on this hours later)
+    let msg = await bad("past-end", (f) => {
+      const h = header(f["model.safetensors"]!)
+      h["model.norm.weight"]!.data_offsets = [h["model.norm.weight"]!.data_offsets[0], h["model.norm.weight"]!.data_offsets[1] + 4096]
+      f["model.safetensors"] = withHeader(f["model.safetensors"]!, h)
+    })
+    assert.match(msg, /^model\.source: past-end\/model\.safetensors: model\.norm\.weight: data runs past the end of the file/)
+    msg = await bad("truncated", (f) => void (f["model.safetensors"] = f["model.safetensors"]!.subarray(0, 1000)))
+    assert.include(msg, "truncated/model.safetensors: ")
+    msg = await bad("shape", (f) => void (f["config.json"] = Buffer.from(f["config.json"]!.toString().replace('"hidden_size": 64', '"hidden_size": 128'))))
+    assert.match(msg, /^model\.source: shape\/model\.safetensors: model\.embed_tokens\.weight: shape \[8192, 64\] does not match the config's \[8192, 128\]/)
+    msg = await bad("layers", (f) => void (f["config.json"] = Buffer.from(f["config.json"]!.toString().replace('"num_hidden_layers": 2', '"num_hidden_layers": 3'))))
+    assert.include(msg, "layers: tensor model.layers.2.input_layernorm.weight is missing")
+    msg = await bad("config", (f) => void (f["config.json"] = Buffer.from("{ not json")))
+    assert.strictEqual(msg, "model.source: config/config.json: not valid JSON")
+    msg = await bad("noheads", (f) => void (f["config.json"] = Buffer.from(f["config.json"]!.toString().replace('"num_key_value_heads": 2', '"num_key_value_heads": 0'))))
+    assert.include(msg, "noheads/config.json: num_key_value_heads: expected a positive whole number, got 0")
+    msg = await bad("template", (f) => void (f["tokenizer_config.json"] = Buffer.from("{}")))
+    assert.include(msg, "template/tokenizer_config.json: no chat_template")
   })
 })
 

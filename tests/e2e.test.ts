@@ -185,7 +185,7 @@ describe("disk budget", () => {
     expect(r.stdout).toMatch(/disk: writes up to 100\.\d kB .*: ok/)
     expect(r.code).toBe(3)
     expect(runs(ws)).toEqual(["a"])
-    expect(r.stderr).toMatch(/^error: disk check before grow failed at stage grow: needs 2\.0 MB more/)
+    expect(r.stderr).toMatch(/^error: disk check before grow failed at stage grow: needs 2\.0 MB; with the /)
     expect(read(ws, "pipeline.lock")).toContain("out/a/a.txt") // what ran is kept
   })
 

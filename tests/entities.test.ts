@@ -8,7 +8,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { parse } from "../stages/lib/csv.ts"
+import { firstInvalidUtf8, parse, Parser, readFile } from "../stages/lib/csv.ts"
 import { COUNTRIES, FEATURES, UI_LABELS } from "../stages/entities/data.ts"
 import { GENERATORS, generate, inferGenerator, labelOf, lookup } from "../stages/entities/generators.ts"
 import { type Outcome, type Params, processCsv } from "../stages/entities/process.ts"
@@ -401,6 +401,40 @@ describe("the CSV reader", () => {
       { line: 4, fields: ["next", 'a "b" c'] }
     ])
   })
+
+  it("reads a file in chunks of any size to the same records, whatever falls on a chunk's edge", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "csv-"))
+    const tricky = 'h1,h2\r\n"a ""quoted""\r\nfield",\u00e9\u20ac\ud83d\ude00\r\n"",""""\n\ufffdx,y\n'
+    for (const [name, text] of [["sample", SAMPLE], ["tricky", tricky]] as const) {
+      const file = path.join(dir, `${name}.csv`)
+      fs.writeFileSync(file, text)
+      const whole = parse(text)
+      for (const chunk of [1, 2, 3, 4, 5, 7, 13, 64, 4096]) expect(readFile(file, chunk), `${name} in chunks of ${chunk}`).toEqual(whole)
+    }
+  })
+
+  it("refuses NUL bytes, bytes that are not UTF-8 and runaway records, with the line", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "csv-"))
+    const file = path.join(dir, "bad.csv")
+    const fails = (body: string | Buffer, chunk = 4) => {
+      fs.writeFileSync(file, body)
+      try {
+        readFile(file, chunk)
+      } catch (e) {
+        return (e as Error).message
+      }
+      return "no error"
+    }
+    expect(fails("a,b\n1,2\n3,\u0000\n")).toBe("line 3: holds a NUL byte (is this a text file?)")
+    expect(fails(Buffer.concat([Buffer.from("a,b\n\n1,\u00e9"), Buffer.from([0xe9, 0x41]), Buffer.from("\n")]))).toBe("line 3: not valid UTF-8 (byte 0xe9)")
+    expect(fails(Buffer.concat([Buffer.from("a,b\n1,"), Buffer.from([0xf0, 0x9f, 0x98])]))).toBe("line 2: not valid UTF-8 (byte 0xf0)") // cut at the end
+    expect(firstInvalidUtf8(Buffer.from([0xc0, 0x80]))).toBe(0) // overlong
+    expect(firstInvalidUtf8(Buffer.from([0x41, 0xed, 0xa0, 0x80]))).toBe(1) // a surrogate
+    expect(firstInvalidUtf8(Buffer.from([0xf4, 0x90, 0x80, 0x80]))).toBe(0) // above U+10FFFF
+    expect(firstInvalidUtf8(Buffer.from("plain, \u00e9, \u20ac, \ud83d\ude00"))).toBe(-1)
+    const p = new Parser(100)
+    expect(() => p.feed(`a\n"${"x".repeat(200)}`, false)).toThrow("line 2: a record longer than")
+  })
 })
 
 describe("the stage", () => {
@@ -414,6 +448,8 @@ describe("the stage", () => {
       await Effect.runPromise(
         entitiesStage.run({
           name: "entities",
+          key: "test",
+          owns: () => undefined,
           params: { entities: P },
           inputs: { dataset },
           outputs,
@@ -433,6 +469,8 @@ describe("the stage", () => {
         Effect.flip(
           entitiesStage.run({
             name: "entities",
+            key: "test",
+            owns: () => undefined,
             params: { entities: { ...P, unknownKinds: "fail" } },
             inputs: { dataset: (fs.writeFileSync(dataset, UNKNOWN_FOR_STAGE), dataset) },
             outputs,

@@ -101,3 +101,37 @@ export const relL2 = (a: Float32Array, b: Float32Array) => {
   }
   return Math.sqrt(num / Math.max(den, 1e-30))
 }
+
+/**
+ * A workspace running this repository's pipeline (`pipeline.ts`) with the
+ * demo's params, the bundled sample read from the repository, and `edit`
+ * applied to the params text (to make training short, say).
+ */
+export const makeDemoWorkspace = (edit: (yaml: string) => string = (y) => y, prefix = "demo-"): string => {
+  const ws = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  fs.writeFileSync(path.join(ws, "pipeline.ts"), `import def from ${JSON.stringify(path.join(REPO, "pipeline.ts"))}\nexport default { ...def, root: import.meta.dirname }\n`)
+  const yaml = fs.readFileSync(path.join(REPO, "pipeline.yaml"), "utf8").replace("source: data/bitext-sample.csv", `source: ${path.join(REPO, "data", "bitext-sample.csv")}`)
+  fs.writeFileSync(path.join(ws, "pipeline.yaml"), edit(yaml))
+  return ws
+}
+
+/** The demo's params cut down to seconds: two training steps, two eval samples. */
+export const quickDemo = (yaml: string): string =>
+  yaml
+    .replace("maxSteps: 40", "maxSteps: 2")
+    .replace("evalEvery: 10", "evalEvery: 2\n  evalSamples: 1")
+    .replace("eval: { maxSamples: 16, compareBase: true, gates: {} }", "eval: { maxSamples: 2, compareBase: false, gates: {} }")
+
+/**
+ * A tmpfs of `mb` megabytes (needs root, as CI runs); undefined where mounting
+ * is not allowed, so tests of a full disk can say they were skipped.
+ */
+export const mountTmpfs = (mb: number): { dir: string; unmount: () => void } | undefined => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tmpfs-"))
+  const r = spawnSync("mount", ["-t", "tmpfs", "-o", `size=${mb}m`, "tmpfs", dir], { encoding: "utf8" })
+  if (r.status !== 0) {
+    fs.rmSync(dir, { recursive: true, force: true })
+    return undefined
+  }
+  return { dir, unmount: () => void (spawnSync("umount", ["-l", dir]), fs.rmSync(dir, { recursive: true, force: true })) }
+}

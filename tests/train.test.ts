@@ -93,6 +93,24 @@ describe("training", () => {
     })
   }, 120_000)
 
+  it("a damaged checkpoint is said once, removed, and the one before it resumes, to the same adapter", () => {
+    const f = fixture(4, 12)
+    const straight = Trainer.train({ ...f, t: tcfg({ maxSteps: 6 }), lora, scratch: path.join(f.dir, "a"), onEvent: () => {} })
+    const scratch = path.join(f.dir, "b")
+    Trainer.train({ ...f, t: tcfg({ maxSteps: 6 }), lora, scratch, stopAfter: 4, onEvent: () => {} })
+    expect(fs.readdirSync(scratch).sort()).toEqual(["ckpt-2", "ckpt-4"])
+    const bin = path.join(scratch, "ckpt-4", "optimizer.bin")
+    fs.writeFileSync(bin, fs.readFileSync(bin).subarray(0, 100)) // a torn file
+    const events: Array<Trainer.TrainEvent> = []
+    const resumed = Trainer.train({ ...f, t: tcfg({ maxSteps: 6 }), lora, scratch, onEvent: (e) => events.push(e) })
+    expect(events[0]).toMatchObject({ type: "warning", message: expect.stringMatching(/^checkpoint at step 4 is damaged \(optimizer\.bin: 100 bytes, expected \d+\); it was removed$/) })
+    expect(events[1]).toMatchObject({ type: "start", resumedFrom: 2 })
+    resumed.lora.proj.forEach((p, i) => {
+      expect(Buffer.from(p!.A.buffer).equals(Buffer.from(straight.lora.proj[i]!.A.buffer))).toBe(true)
+      expect(Buffer.from(p!.B.buffer).equals(Buffer.from(straight.lora.proj[i]!.B.buffer))).toBe(true)
+    })
+  }, 120_000)
+
   it("learns: the loss on a small set falls by far more than 10%, and the PEFT adapter round-trips", () => {
     // a short repeating pattern: learnable in a few steps by a tiny random model
     const f = fixture(2, 16, [1101, 2202, 3303, 4404])

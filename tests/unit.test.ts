@@ -5,6 +5,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { canonicalJson } from "../cache/Canonical.ts"
 import * as Digest from "../cache/Digest.ts"
+import { canonical, isWithin, outputPathProblem, relativePathProblem, symlinkOnPath } from "../cache/Paths.ts"
 import { StatCache } from "../cache/StatCache.ts"
 import { Store } from "../cache/Store.ts"
 import { importsOf } from "../engine/CodeFingerprint.ts"
@@ -165,5 +166,81 @@ describe("the store and the stat cache", () => {
     assert.isFalse(store.verifyObject(Digest.ofBytes("beta")))
     assert.isFalse(store.canRestore(rec))
     assert.isTrue(fs.existsSync(path.join(dir, "cache", "corrupt")))
+  })
+})
+
+describe("paths from state files", () => {
+  it("accepts only plain relative paths inside out/<stage>/", () => {
+    assert.strictEqual(outputPathProblem("c", "out/c/c.txt"), undefined)
+    assert.strictEqual(outputPathProblem("c", "out/c/dir/x.bin"), undefined)
+    assert.strictEqual(outputPathProblem("c", "out/c/../../x"), "is not inside out/c/ (has a .. segment)")
+    assert.strictEqual(outputPathProblem("c", "out/c/./x"), "is not inside out/c/ (has a . segment)")
+    assert.strictEqual(outputPathProblem("c", "out/c/a//x"), "is not inside out/c/ (has an empty segment)")
+    assert.strictEqual(outputPathProblem("c", "/etc/passwd"), "is not inside out/c/")
+    assert.strictEqual(outputPathProblem("c", "out/cc/x"), "is not inside out/c/")
+    assert.strictEqual(outputPathProblem("c", "out/c/a\\..\\b"), "is not inside out/c/ (holds a backslash)")
+    assert.strictEqual(outputPathProblem("c", 7), "not a string")
+    assert.strictEqual(relativePathProblem("a\0b"), "holds a NUL byte")
+  })
+  it("finds a symbolic link on the way down, and compares paths after resolving links", () => {
+    const dir = tmp()
+    fs.mkdirSync(path.join(dir, "real", "sub"), { recursive: true })
+    fs.symlinkSync(path.join(dir, "real"), path.join(dir, "link"))
+    assert.strictEqual(symlinkOnPath(dir, path.join(dir, "link", "sub", "x")), path.join(dir, "link"))
+    assert.strictEqual(symlinkOnPath(dir, path.join(dir, "real", "sub", "x")), undefined)
+    assert.strictEqual(canonical(path.join(dir, "link", "sub", "new", "file")), path.join(fs.realpathSync(dir), "real", "sub", "new", "file"))
+    assert.isTrue(isWithin(path.join(dir, "a", "b"), dir))
+    assert.isFalse(isWithin(path.join(dir, "..", "x"), dir))
+  })
+})
+
+describe("the disk check's words", () => {
+  const l = (usedBytes: number, freeBytes: number, budgetBytes?: number) => ({ usedBytes, freeBytes, budgetBytes })
+  it("says what is needed, what is free and how much is missing", () => {
+    assert.strictEqual(Disk.describeLimits({ requiredBytes: 102.8e6 }, l(0, 58.3e6)), "needs 102.8 MB on disk, 58.3 MB free: 44.5 MB short")
+    assert.strictEqual(
+      Disk.describeLimits({ requiredBytes: 7e3 }, l(100, 1e12, 5e3)),
+      "needs 7.0 kB; with the 100 B the cache holds that is 7.1 kB against a budget of 5.0 kB: 2.1 kB over"
+    )
+    assert.strictEqual(Disk.describeLimits({ requiredBytes: 1e3 }, l(9e3, 1e12, 5e3)), "needs 1.0 kB; the cache already holds 9.0 kB, over a budget of 5.0 kB: 5.0 kB over")
+  })
+  it("lets a plan that writes nothing through, even over the budget", () => {
+    assert.isTrue(Disk.fitsIn({ requiredBytes: 0 }, l(9e3, 0, 5e3)))
+    assert.deepStrictEqual(Disk.shortfall({ requiredBytes: 10 }, l(0, 4)), { limit: "disk", bytes: 6 })
+  })
+})
+
+describe("derived state", () => {
+  it("a stat cache or parse memo that is not an object is ignored once, with a warning, and rebuilt", () => {
+    const dir = tmp()
+    const said: Array<string> = []
+    for (const junk of ["null", "[1]", "{{", '{"/a": [1, 2], "/b": null}']) {
+      fs.writeFileSync(path.join(dir, "stats.json"), junk)
+      const stats = new StatCache(path.join(dir, "stats.json"), (m) => said.push(m))
+      fs.writeFileSync(path.join(dir, "f"), "x")
+      assert.strictEqual(stats.hashFile(path.join(dir, "f")).digest, Digest.ofBytes("x"))
+      stats.save()
+      assert.isTrue(JSON.parse(fs.readFileSync(path.join(dir, "stats.json"), "utf8"))[path.join(dir, "f")] !== undefined)
+    }
+    assert.deepStrictEqual(said, [
+      ".pipeline/stat-cache.json does not hold a JSON object; ignoring it, it will be rebuilt",
+      ".pipeline/stat-cache.json does not hold a JSON object; ignoring it, it will be rebuilt",
+      ".pipeline/stat-cache.json is not valid JSON; ignoring it, it will be rebuilt",
+      ".pipeline/stat-cache.json: ignored 2 damaged entries; those files will be hashed again"
+    ])
+  })
+  it("forgets every path recorded with a digest that turned out damaged", () => {
+    const dir = tmp()
+    const stats = new StatCache(undefined)
+    const a = path.join(dir, "a")
+    fs.writeFileSync(a, "x")
+    const d = stats.hashFile(a).digest
+    // a link in out/ to a store object records the object's digest for its own stat; when the
+    // object is damaged in place, that stat no longer says anything
+    fs.writeFileSync(a, "y")
+    stats.record(a, d)
+    assert.strictEqual(stats.peek(a, fs.statSync(a)), d)
+    stats.forgetDigest(d)
+    assert.strictEqual(stats.hashFile(a).digest, Digest.ofBytes("y"))
   })
 })

@@ -3,7 +3,7 @@
  * or a failure message (with the report as far as it got). The stage module
  * (../entities.ts) only reads and writes files around it.
  */
-import { CsvError, parse } from "../lib/csv.ts"
+import { CsvError, type CsvRecord, parse } from "../lib/csv.ts"
 import { type OutputRow, Replacer, type UnknownPolicy, leaks } from "./replace.ts"
 import { COLUMNS, isQuarantined, type Quarantined, validateRecord } from "./validate.ts"
 import type { InputRow } from "./replace.ts"
@@ -39,17 +39,23 @@ export type Outcome =
 const sortedRecord = (m: ReadonlyMap<string, number>): Record<string, number> =>
   Object.fromEntries([...m].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)))
 
-export const processCsv = (text: string, params: Params): Outcome => {
+export const processCsv = (text: string, params: Params, label = "dataset.csv"): Outcome => {
   let records
   try {
     records = parse(text)
   } catch (e) {
-    if (e instanceof CsvError) return { _tag: "fail", message: `dataset.csv: ${e.message}`, report: undefined }
+    if (e instanceof CsvError) return { _tag: "fail", message: `${label}: ${e.message}`, report: undefined }
     throw e
   }
+  return processRecords(records, params, label)
+}
+
+/** The same from records already read (the stage streams its file through stages/lib/csv.ts). */
+export const processRecords = (records: ReadonlyArray<CsvRecord>, params: Params, label = "dataset.csv"): Outcome => {
   const [header, ...body] = records
   if (!header || header.fields.join(",") !== COLUMNS.join(","))
-    return { _tag: "fail", message: `dataset.csv line 1: expected columns ${COLUMNS.join(",")}, got ${header?.fields.join(",") ?? "nothing"}`, report: undefined }
+    return { _tag: "fail", message: `${label} line 1: expected columns ${COLUMNS.join(",")}, got ${header?.fields.join(",") ?? "nothing"}`, report: undefined }
+  if (body.length === 0) return { _tag: "fail", message: `${label}: only a header, no rows`, report: undefined }
 
   const valid: Array<InputRow> = []
   const bad: Array<Quarantined> = []

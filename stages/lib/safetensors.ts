@@ -43,18 +43,68 @@ export const write = (file: string, tensors: ReadonlyArray<Tensor>, metadata: Re
   }
 }
 
+/** Bytes per element of every dtype the format defines. */
+const DTYPE_BYTES: Record<string, number> = {
+  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, I16: 2, U16: 2, F16: 2, BF16: 2, I32: 4, U32: 4, F32: 4, F64: 8, I64: 8, U64: 8
+}
+
+/** A file that is not valid safetensors; the message names the file (and the tensor). */
+export class SafetensorsError extends Error {}
+
+/** Headers are small (a 36-layer model's is ~40 kB); this bound refuses garbage lengths before allocating. */
+const MAX_HEADER = 100_000_000
+
+/**
+ * Reads and checks the header: its length fits the file, it is a JSON object,
+ * and every tensor has a known dtype, a shape of whole numbers, and data
+ * offsets inside the data section whose span is exactly shape × dtype bytes,
+ * so reading a tensor can never run past the end of the file.
+ */
 export const readHeader = (file: string): { header: Record<string, TensorInfo>; dataStart: number } => {
-  const fd = fs.openSync(file, "r")
+  const fail = (why: string): never => {
+    throw new SafetensorsError(`${file}: ${why}`)
+  }
+  let fd: number
   try {
+    fd = fs.openSync(file, "r")
+  } catch (e) {
+    return fail((e as NodeJS.ErrnoException).code === "ENOENT" ? "missing" : `cannot be read (${(e as NodeJS.ErrnoException).code})`)
+  }
+  try {
+    const size = fs.fstatSync(fd).size
     const len = Buffer.alloc(8)
-    if (fs.readSync(fd, len, 0, 8, 0) !== 8) throw new Error(`${file}: too short for a safetensors header`)
+    if (size < 8 || fs.readSync(fd, len, 0, 8, 0) !== 8) return fail(`too short for a safetensors file (${size} bytes)`)
     const n = Number(len.readBigUInt64LE())
-    if (n <= 0 || n > 100_000_000) throw new Error(`${file}: bad safetensors header length ${n}`)
+    if (n < 2 || n > MAX_HEADER || 8 + n > size) return fail(`bad safetensors header length ${n} (the file is ${size} bytes)`)
     const buf = Buffer.alloc(n)
     fs.readSync(fd, buf, 0, n, 8)
-    const parsed = JSON.parse(buf.toString("utf8")) as Record<string, TensorInfo>
-    delete parsed["__metadata__"]
-    return { header: parsed, dataStart: 8 + n }
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(buf.toString("utf8"))
+    } catch {
+      return fail("the safetensors header is not JSON")
+    }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return fail("the safetensors header is not a JSON object")
+    const dataSize = size - 8 - n
+    const header: Record<string, TensorInfo> = {}
+    for (const [name, t] of Object.entries(parsed as Record<string, unknown>)) {
+      if (name === "__metadata__") continue
+      const info = t as Partial<TensorInfo> | null
+      if (typeof info !== "object" || info === null) return fail(`${name}: not a tensor entry`)
+      const bytes = typeof info.dtype === "string" ? DTYPE_BYTES[info.dtype] : undefined
+      if (bytes === undefined) return fail(`${name}: unknown dtype ${JSON.stringify(info.dtype)}`)
+      const shape = info.shape
+      if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0)) return fail(`${name}: shape must be a list of whole numbers`)
+      const off = info.data_offsets
+      if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isSafeInteger(o) && o >= 0) || off[0]! > off[1]!)
+        return fail(`${name}: data_offsets must be two whole numbers [begin, end]`)
+      const [a, b] = off as [number, number]
+      if (b > dataSize) return fail(`${name}: data runs past the end of the file (offsets ${a}..${b}, ${dataSize} bytes of data)`)
+      const count = (shape as Array<number>).reduce((x, y) => x * y, 1)
+      if (b - a !== count * bytes) return fail(`${name}: ${b - a} bytes of data for shape [${shape.join(", ")}] of ${info.dtype} (${count * bytes} expected)`)
+      header[name] = { dtype: info.dtype as Dtype, shape: shape as Array<number>, data_offsets: [a, b] }
+    }
+    return { header, dataStart: 8 + n }
   } finally {
     fs.closeSync(fd)
   }

@@ -186,6 +186,8 @@ def forward_loss(cfg, W, lora, scale, ids, mask):
 if __name__ == "__main__":
     torch.manual_seed(0)
     if sys.argv[1] == "bench":
+        if len(sys.argv) > 5:
+            torch.set_num_threads(int(sys.argv[5]))
         bench(*sys.argv[2:5])
     else:
         torch.set_num_threads(1)

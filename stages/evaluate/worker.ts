@@ -1,0 +1,37 @@
+/**
+ * The evaluation process (run by the eval stage as a child, like the trainer):
+ * validation loss of the adapter, and of the base model alone when asked, over
+ * the first `maxSamples` validation sequences. Prints one `result` event.
+ */
+import { loadAdapter, loadQwen3 } from "../../native/qwen3.ts"
+import { quantizeBase, validationLoss, type TrainConfig } from "../../native/trainer.ts"
+import * as Format from "../tokenize/format.ts"
+import { workerMain } from "../lib/worker.ts"
+
+export interface Job {
+  readonly modelDir: string
+  readonly adapterDir: string
+  readonly valBin: string
+  readonly maxSamples: number
+  readonly compareBase: boolean
+}
+
+export interface ResultEvent {
+  readonly type: "result"
+  readonly metrics: Record<string, number>
+}
+
+await workerMain<Job, ResultEvent>((job, emit) => {
+  const { config, weights } = loadQwen3(job.modelDir)
+  const base = quantizeBase(weights)
+  const val = Format.read(job.valBin)
+  const input = { config, weights: base, val, t: { evalSamples: job.maxSamples } as TrainConfig }
+  const lora = loadAdapter(job.adapterDir, config)
+  const samples = Math.min(job.maxSamples, val.sequenceOffsets.length - 1)
+  const metrics: Record<string, number> = { samples, valLoss: validationLoss(input, lora) }
+  if (job.compareBase) {
+    for (const p of lora.proj) p?.B.fill(0) // B = 0: the adapter adds nothing
+    metrics["baseValLoss"] = validationLoss(input, lora)
+  }
+  emit({ type: "result", metrics })
+})

@@ -1,0 +1,124 @@
+/**
+ * Worker processes: a stage runs its heavy part (training, evaluation) in a
+ * child Node process, so a crash in native code fails the stage, not the
+ * engine. Both sides of that boundary live here.
+ *
+ * The protocol: the parent writes the job as JSON to a file and passes its
+ * path; the worker prints one JSON event per line on stdout. A worker that
+ * fails prints `{"type":"error","message":…}` as its last event and exits 1
+ * (`workerMain` does this for any error it throws), so the stage reports the
+ * worker's own one-line reason rather than the tail of a Node stack trace.
+ * A worker that dies without a word (a segfault, the OOM killer) is reported
+ * by its signal or exit code with the last meaningful line it wrote to stderr.
+ */
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import { spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as readline from "node:readline"
+import { StageError } from "../../engine/index.ts"
+
+/** The event a failing worker ends with. */
+export interface ErrorEvent {
+  readonly type: "error"
+  readonly message: string
+}
+
+const oneLine = (s: string) => s.replace(/\s+/g, " ").trim()
+
+/** The last line of a worker's stderr that says something (not a stack frame, not Node's version banner). */
+const lastWords = (stderr: string): string | undefined =>
+  stderr
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !/^at\s/.test(l) && !/^Node\.js v\d/.test(l) && !/^\^+$/.test(l))
+    .at(-1)
+
+export interface WorkerOptions<E> {
+  /** the worker's module (an absolute path) */
+  readonly file: string
+  /** what to call it in messages: "trainer", "evaluator" */
+  readonly label: string
+  readonly job: unknown
+  /** where to write the job (in the stage's scratch directory) */
+  readonly jobFile: string
+  readonly onEvent: (event: E) => Effect.Effect<void>
+}
+
+/**
+ * Runs a worker to its end, feeding its events to `onEvent` in order. Fails
+ * with the worker's reported error, or with how it died. Interrupting the
+ * effect (Ctrl-C, a failing sibling stage) kills the worker.
+ */
+export const runWorker = <E extends { readonly type: string }>(o: WorkerOptions<E>): Effect.Effect<void, StageError> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      fs.writeFileSync(o.jobFile, JSON.stringify(o.job))
+      const child = yield* Effect.acquireRelease(
+        Effect.sync(() => spawn(process.execPath, [o.file, o.jobFile], { stdio: ["ignore", "pipe", "pipe"] })),
+        (c) => Effect.sync(() => void (c.exitCode === null && c.signalCode === null && c.kill("SIGKILL")))
+      )
+      let stderr = ""
+      child.stderr.on("data", (d) => {
+        stderr = (stderr + d).slice(-65536)
+      })
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        child.on("close", (code, signal) => resolve({ code, signal }))
+      )
+      const spawned = new Promise<Error | undefined>((resolve) => {
+        child.once("spawn", () => resolve(undefined))
+        child.once("error", (e) => resolve(e))
+      })
+      const spawnError = yield* Effect.promise(() => spawned)
+      if (spawnError) return yield* new StageError({ message: `the ${o.label} could not start: ${spawnError.message}` })
+      let reported: string | undefined
+      let badLine: string | undefined
+      yield* Stream.fromAsyncIterable(readline.createInterface({ input: child.stdout, crlfDelay: Infinity }), (e) => new StageError({ message: `the ${o.label}'s output: ${String(e)}` })).pipe(
+        Stream.runForEach((line) => {
+          if (line.trim() === "") return Effect.void
+          let event: { type?: unknown; message?: unknown }
+          try {
+            event = JSON.parse(line) as { type?: unknown; message?: unknown }
+          } catch {
+            badLine ??= line
+            return Effect.void
+          }
+          if (event.type === "error") {
+            reported = typeof event.message === "string" ? event.message : "failed"
+            return Effect.void
+          }
+          return o.onEvent(event as E)
+        })
+      )
+      const { code, signal } = yield* Effect.promise(() => exited)
+      if (code === 0 && reported === undefined) {
+        if (badLine !== undefined) return yield* new StageError({ message: `the ${o.label} printed a line that is not an event: ${oneLine(badLine).slice(0, 200)}` })
+        return
+      }
+      if (reported !== undefined) return yield* new StageError({ message: oneLine(reported) })
+      const how = signal ? `was killed by ${signal}${signal === "SIGKILL" ? " (out of memory, or killed from outside)" : ""}` : `exited with code ${code}`
+      const words = lastWords(stderr)
+      return yield* new StageError({ message: `the ${o.label} ${how}${words ? `: ${oneLine(words).slice(0, 300)}` : ""}` })
+    })
+  )
+
+/**
+ * The worker's side: reads the job named on the command line and runs `main`
+ * with it and an `emit` for events. Any error becomes the final error event
+ * (its message, one line) and exit code 1. Errors that are not expected
+ * failures (a TypeError: a bug) keep their type in the message.
+ */
+export const workerMain = async <J, E extends { readonly type: string }>(main: (job: J, emit: (e: E) => void) => void | Promise<void>): Promise<void> => {
+  const emit = (e: E | ErrorEvent) => void process.stdout.write(JSON.stringify(e) + "\n")
+  try {
+    const file = process.argv[2]
+    if (file === undefined) throw new Error("usage: worker JOB.json")
+    const job = JSON.parse(fs.readFileSync(file, "utf8")) as J
+    await main(job, emit)
+  } catch (e) {
+    const err = e instanceof Error ? e : new Error(String(e))
+    const bug = err instanceof TypeError || err instanceof RangeError || err instanceof ReferenceError || err instanceof SyntaxError
+    emit({ type: "error", message: oneLine(bug ? `${err.name}: ${err.message} (${oneLine(err.stack?.split("\n")[1] ?? "")})` : err.message) })
+    process.exitCode = 1
+  }
+}

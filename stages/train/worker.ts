@@ -1,0 +1,60 @@
+/**
+ * The training process. The train stage runs this file as a child process
+ * (stages/lib/worker.ts) so that a crash in native code cannot take the engine
+ * down. It prints one JSON event per line (see TrainEvent), writes
+ * metrics.jsonl, and writes the PEFT adapter when training has finished; a
+ * failure ends with an error event carrying its one-line reason.
+ */
+import * as fs from "node:fs"
+import { loadQwen3 } from "../../native/qwen3.ts"
+import { quantizeBase, train, writeAdapter, type LoraConfig, type TrainConfig, type TrainEvent } from "../../native/trainer.ts"
+import * as Format from "../tokenize/format.ts"
+import { workerMain } from "../lib/worker.ts"
+
+export interface Job {
+  readonly modelDir: string
+  readonly trainBin: string
+  readonly valBin: string
+  readonly adapterDir: string
+  readonly metricsFile: string
+  readonly scratch: string
+  readonly t: TrainConfig
+  readonly lora: LoraConfig
+  readonly stopAfter?: number
+}
+
+await workerMain<Job, TrainEvent>((job, emit) => {
+  const { config, weights } = loadQwen3(job.modelDir)
+  const base = quantizeBase(weights)
+  // metrics live in the scratch directory so that a resumed run continues them
+  let metrics = fs.openSync(job.metricsFile, "a")
+  const onEvent = (e: TrainEvent) => {
+    if (e.type === "start") {
+      // keep what the checkpoint covers, drop the steps a killed run did after it
+      const upTo = e.resumedFrom ?? 0
+      const kept = fs.readFileSync(job.metricsFile, "utf8").split("\n").filter((l) => l !== "" && (JSON.parse(l) as { step: number }).step <= upTo)
+      fs.closeSync(metrics)
+      fs.writeFileSync(job.metricsFile, kept.map((l) => l + "\n").join(""))
+      metrics = fs.openSync(job.metricsFile, "a")
+    }
+    if (e.type === "step") fs.writeSync(metrics, JSON.stringify({ step: e.step, loss: e.loss, lr: e.lr, gradNorm: e.gradNorm, tokensPerSecond: e.tokensPerSecond, skipped: e.skipped }) + "\n")
+    if (e.type === "eval") fs.writeSync(metrics, JSON.stringify({ step: e.step, valLoss: e.valLoss }) + "\n")
+    emit(e)
+  }
+  try {
+    const result = train({
+      config,
+      weights: base,
+      train: Format.read(job.trainBin),
+      val: Format.read(job.valBin),
+      t: job.t,
+      lora: job.lora,
+      scratch: job.scratch,
+      ...(job.stopAfter !== undefined ? { stopAfter: job.stopAfter } : {}),
+      onEvent
+    })
+    if (result.finished) writeAdapter(job.adapterDir, config, job.lora, result.lora, null)
+  } finally {
+    fs.closeSync(metrics)
+  }
+})
