@@ -72,7 +72,7 @@ export const canonical = (abs: string): string => {
   let at = path.resolve(abs)
   for (;;) {
     try {
-      return path.join(fs.realpathSync(at), ...rest.reverse())
+      return path.join(fs.realpathSync.native(at), ...rest.reverse())
     } catch {
       const up = path.dirname(at)
       if (up === at) return path.resolve(abs)

@@ -6,14 +6,12 @@
  */
 import * as fs from "node:fs"
 import * as Digest from "./Digest.ts"
-import { readJsonRecord, type Warn, writeFileAtomic } from "./Atomic.ts"
+import type { Warn } from "./Atomic.ts"
+import { PathTable, sameStat } from "./PathTable.ts"
 
-// ctime is left out on purpose: linking a cache object into out/ changes the
-// ctime of every link, and that must not force a re-read of gigabytes.
-type Entry = readonly [ino: number, size: number, mtimeMs: number, digest: Digest.Digest]
-
-const isEntry = (u: unknown): u is Entry =>
-  Array.isArray(u) && u.length === 4 && typeof u[0] === "number" && typeof u[1] === "number" && typeof u[2] === "number" && Digest.isDigest(u[3])
+// ctime is left out on purpose (see PathTable's stamp): linking a cache object
+// into out/ changes the ctime of every link, and that must not force a re-read
+// of gigabytes.
 
 export interface HashResult {
   readonly digest: Digest.Digest
@@ -23,60 +21,36 @@ export interface HashResult {
 }
 
 export class StatCache {
-  private readonly entries: Record<string, Entry>
-  private dirty = false
+  private readonly table: PathTable<Digest.Digest>
   bytesRead = 0
 
-  private readonly file: string | undefined
-
   /** `warn` hears once when the file on disk cannot be used (it is then rebuilt). */
-  private readonly warn: Warn
-
   constructor(file: string | undefined, warn: Warn = () => {}) {
-    this.file = file
-    this.warn = warn
-    this.entries = {}
-    if (file === undefined) return
-    const raw = readJsonRecord(file, ".pipeline/stat-cache.json", warn)
-    let bad = 0
-    for (const [p, e] of Object.entries(raw)) {
-      if (isEntry(e)) this.entries[p] = e
-      else bad++
-    }
-    if (bad > 0) {
-      warn(`.pipeline/stat-cache.json: ignored ${bad} damaged entr${bad === 1 ? "y" : "ies"}; those files will be hashed again`)
-      this.dirty = true
-    }
+    this.table = new PathTable<Digest.Digest>(file, Digest.isDigest, "hashed again", warn)
   }
 
   /** Digest of a regular file, from the cache when its stat is unchanged. */
   hashFile(path: string, st: fs.Stats = fs.statSync(path)): HashResult {
-    const hit = this.entries[path]
-    if (hit && hit[0] === st.ino && hit[1] === st.size && hit[2] === st.mtimeMs) {
-      return { digest: hit[3], size: st.size, bytesRead: 0 }
-    }
+    const hit = this.table.entries[path]
+    if (sameStat(hit, st)) return { digest: hit[3], size: st.size, bytesRead: 0 }
     const { digest, bytes } = Digest.ofFile(path)
     this.bytesRead += bytes
     // A file still being written could change between stat and read: only
     // remember the digest when the stat after reading matches the one before.
     const after = fs.statSync(path)
-    if (after.ino === st.ino && after.size === st.size && after.mtimeMs === st.mtimeMs) {
-      this.entries[path] = [st.ino, st.size, st.mtimeMs, digest]
-      this.dirty = true
-    }
+    if (after.ino === st.ino && after.size === st.size && after.mtimeMs === st.mtimeMs) this.table.set(path, [st.ino, st.size, st.mtimeMs, digest])
     return { digest, size: bytes, bytesRead: bytes }
   }
 
   /** Digest if the stat cache knows this exact file, without reading it. */
   peek(path: string, st: fs.Stats): Digest.Digest | undefined {
-    const hit = this.entries[path]
-    return hit && hit[0] === st.ino && hit[1] === st.size && hit[2] === st.mtimeMs ? hit[3] : undefined
+    const hit = this.table.entries[path]
+    return sameStat(hit, st) ? hit[3] : undefined
   }
 
   /** Records a digest the caller has just established (e.g. a file linked from a verified object). */
   record(path: string, digest: Digest.Digest, st: fs.Stats = fs.statSync(path)): void {
-    this.entries[path] = [st.ino, st.size, st.mtimeMs, digest]
-    this.dirty = true
+    this.table.set(path, [st.ino, st.size, st.mtimeMs, digest])
   }
 
   /**
@@ -85,31 +59,14 @@ export class StatCache {
    * (inode, size, mtime), so they must be hashed again, not trusted.
    */
   forgetDigest(digest: Digest.Digest): void {
-    for (const [p, e] of Object.entries(this.entries))
-      if (e[3] === digest) {
-        delete this.entries[p]
-        this.dirty = true
-      }
+    for (const [p, e] of Object.entries(this.table.entries)) if (e[3] === digest) this.table.delete(p)
   }
 
   forget(path: string): void {
-    if (path in this.entries) {
-      delete this.entries[path]
-      this.dirty = true
-    }
+    this.table.delete(path)
   }
 
   save(): void {
-    if (!this.dirty || this.file === undefined) return
-    // Drop entries of files that no longer exist so the cache cannot grow forever.
-    for (const p of Object.keys(this.entries)) if (!fs.existsSync(p)) delete this.entries[p]
-    // a cache that cannot be written (a full disk) costs time next run, nothing else
-    try {
-      writeFileAtomic(this.file, JSON.stringify(this.entries))
-    } catch (e) {
-      this.warn(`.pipeline/stat-cache.json could not be saved (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); it will be rebuilt`)
-      return
-    }
-    this.dirty = false
+    this.table.save()
   }
 }

@@ -125,10 +125,17 @@ export class Workspace {
     this.memo.save()
   }
 
-  /** A stage's code fingerprint (see CodeFingerprint.ts). */
+  private readonly codeMemo = new Map<string, Record<string, import("../cache/Digest.ts").Digest>>()
+
+  /** A stage's code fingerprint (see CodeFingerprint.ts), computed once per process. */
   codeOf(stage: AnyStage): Record<string, import("../cache/Digest.ts").Digest> {
-    const others = new Set(this.dag.stages.filter((s) => s.module !== stage.module).map((s) => s.module))
-    return this.code.fingerprint(stage.module, stage.codeFiles, others)
+    let code = this.codeMemo.get(stage.name)
+    if (code === undefined) {
+      const others = new Set(this.dag.stages.filter((s) => s.module !== stage.module).map((s) => s.module))
+      code = this.code.fingerprint(stage.module, stage.codeFiles, others)
+      this.codeMemo.set(stage.name, code)
+    }
+    return code
   }
 
   /**
@@ -153,6 +160,8 @@ export class Workspace {
     }
     const fixed = under(this.stateDir, ".pipeline/, the cache and state of the pipeline") ?? under(path.join(this.root, ".git"), ".git/, the git repository")
     if (fixed) return fixed
+    // a directory that does not exist yet holds nothing
+    if (!fs.existsSync(t)) return undefined
     const own = new Set([path.resolve(this.root, this.configName), this.lockFile, path.join(this.root, "pipeline.ts")])
     for (const s of this.dag.stages) {
       for (const f of Object.keys(this.codeOf(s))) own.add(path.resolve(this.root, f))

@@ -5,44 +5,17 @@
  * the file, line or field: never a stack trace, never exit 70. Derived state
  * that cannot be read is ignored and rebuilt (exit 0). Prints the table.
  */
-import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
-import { microModel, writeFiles } from "../tests/microModel.ts"
-
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
-const BIN = path.join(REPO, "bin", "pipeline.js")
-const FIXTURE = path.join(REPO, "tests", "fixtures", "ws")
-
-const copyFixture = (): string => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bad-fixture-"))
-  const engine = path.join(REPO, "engine", "index.ts")
-  const copy = (from: string, to: string) => {
-    for (const e of fs.readdirSync(from, { withFileTypes: true })) {
-      const src = path.join(from, e.name)
-      const dst = path.join(to, e.name)
-      if (e.isDirectory()) fs.mkdirSync(dst, { recursive: true }), copy(src, dst)
-      else fs.writeFileSync(dst, fs.readFileSync(src, "utf8").replaceAll("__ENGINE__", engine))
-    }
-  }
-  copy(FIXTURE, dir)
-  return dir
-}
+import { cli, makeDemoWorkspace, makeWorkspace, REPO } from "../tests/helpers.ts"
+import { microModel, safetensorsHeader, withSafetensorsHeader, writeFiles } from "../tests/microModel.ts"
 
 const demo = (): string => {
-  const ws = fs.mkdtempSync(path.join(os.tmpdir(), "bad-demo-"))
-  fs.writeFileSync(path.join(ws, "pipeline.ts"), `import def from ${JSON.stringify(path.join(REPO, "pipeline.ts"))}\nexport default { ...def, root: import.meta.dirname }\n`)
   // the dataset lives in the workspace, without a pinned sha256, so cases can swap it
+  const ws = makeDemoWorkspace((y) => y.replace(/source: \S+bitext-sample\.csv\n\s+sha256: \S+\n/, "source: data.csv\n"), "bad-demo-")
   fs.copyFileSync(path.join(REPO, "data", "bitext-sample.csv"), path.join(ws, "data.csv"))
-  fs.writeFileSync(path.join(ws, "pipeline.yaml"), fs.readFileSync(path.join(REPO, "pipeline.yaml"), "utf8").replace(/source: data\/bitext-sample\.csv\n\s+sha256: \S+\n/, "source: data.csv\n"))
   return ws
-}
-
-const cli = (ws: string, args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: ws, encoding: "utf8", env: { ...process.env, CI: "true", ...env }, maxBuffer: 1 << 26 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
 }
 
 type Kind = "fixture" | "fixture-ran" | "demo"
@@ -82,14 +55,6 @@ const model = (edit: (files: Record<string, Buffer>) => void) => (ws: string) =>
   const files = microModel({ layers: 2 })
   edit(files)
   writeFiles(path.join(ws, "m"), files)
-}
-const header = (b: Buffer) => JSON.parse(b.subarray(8, 8 + Number(b.readBigUInt64LE(0))).toString()) as Record<string, { dtype: string; data_offsets: [number, number] }>
-const withHeader = (b: Buffer, h: object) => {
-  let json = JSON.stringify(h)
-  json += " ".repeat((8 - (json.length % 8)) % 8)
-  const len = Buffer.alloc(8)
-  len.writeBigUInt64LE(BigInt(json.length))
-  return Buffer.concat([len, Buffer.from(json), b.subarray(8 + Number(b.readBigUInt64LE(0)))])
 }
 const runModel = (what: string, edit: (files: Record<string, Buffer>) => void, expect = 1): Case => ({
   what: `model: ${what}`,
@@ -230,24 +195,24 @@ export const CASES: ReadonlyArray<Case> = [
   runModel("no tokenizer.json", (f) => void delete f["tokenizer.json"]),
   runModel("no chat template", (f) => void (f["tokenizer_config.json"] = Buffer.from("{}"))),
   runModel("offsets past the end", (f) => {
-    const h = header(f["model.safetensors"]!)
+    const h = safetensorsHeader(f["model.safetensors"]!)
     h["model.norm.weight"]!.data_offsets[1] += 4096
-    f["model.safetensors"] = withHeader(f["model.safetensors"]!, h)
+    f["model.safetensors"] = withSafetensorsHeader(f["model.safetensors"]!, h)
   }),
   runModel("truncated weights", (f) => void (f["model.safetensors"] = f["model.safetensors"]!.subarray(0, 5000))),
   runModel("header length garbage", (f) => void f["model.safetensors"]!.writeBigUInt64LE(2n ** 60n, 0)),
   runModel("header not JSON", (f) => void f["model.safetensors"]!.write("}", 8)),
   runModel("a missing tensor", (f) => {
-    const h = header(f["model.safetensors"]!)
+    const h = safetensorsHeader(f["model.safetensors"]!)
     delete h["model.layers.1.mlp.up_proj.weight"]
-    f["model.safetensors"] = withHeader(f["model.safetensors"]!, h)
+    f["model.safetensors"] = withSafetensorsHeader(f["model.safetensors"]!, h)
   }),
   runModel("an int8 tensor", (f) => {
-    const h = header(f["model.safetensors"]!)
+    const h = safetensorsHeader(f["model.safetensors"]!)
     const t = h["model.norm.weight"]!
     t.dtype = "I8"
     t.data_offsets[1] = t.data_offsets[0] + 64
-    f["model.safetensors"] = withHeader(f["model.safetensors"]!, h)
+    f["model.safetensors"] = withSafetensorsHeader(f["model.safetensors"]!, h)
   }),
   runModel("an index naming ../x", (f) => void (f["model.safetensors.index.json"] = Buffer.from('{"weight_map": {"a": "../x.safetensors"}}'))),
   // ---- secrets and the environment
@@ -261,7 +226,7 @@ export const inputFuzz = async (): Promise<number> => {
   const fixtureRan = () => {
     // a fixture workspace where c and big have run, copied per case
     if (ran === undefined) {
-      ran = copyFixture()
+      ran = makeWorkspace()
       for (const t of ["c", "big"]) if (cli(ran, ["run", t]).code !== 0) throw new Error(`fixture run ${t} failed`)
       cli(ran, ["run", "c", "--set", "c.repeat=3"])
       cli(ran, ["run", "c"])
@@ -272,7 +237,7 @@ export const inputFuzz = async (): Promise<number> => {
     return d
   }
   for (const [i, c] of CASES.entries()) {
-    const ws = c.kind === "demo" ? demo() : c.kind === "fixture" ? copyFixture() : fixtureRan()
+    const ws = c.kind === "demo" ? demo() : c.kind === "fixture" ? makeWorkspace() : fixtureRan()
     try {
       c.setup?.(ws)
       const r = cli(ws, c.args, c.env)

@@ -18,35 +18,25 @@
  * out/ must equal, byte for byte, what a clean run in a fresh workspace wrote.
  * Prints a table; exits 1 on any violation.
  */
-import { spawn, spawnSync } from "node:child_process"
+import { spawn } from "node:child_process"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
+import { BIN, cli, makeDemoWorkspace } from "../tests/helpers.ts"
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
-const BIN = path.join(REPO, "bin", "pipeline.js")
 const STAGES = ["download", "entities", "toolcalls", "split", "tokenize", "train", "eval", "merge", "gguf", "upload"]
 
-const workspace = (name: string): string => {
-  const ws = fs.mkdtempSync(path.join(os.tmpdir(), `fuzz-${name}-`))
-  fs.writeFileSync(path.join(ws, "pipeline.ts"), `import def from ${JSON.stringify(path.join(REPO, "pipeline.ts"))}\nexport default { ...def, root: import.meta.dirname }\n`)
-  const yaml = fs
-    .readFileSync(path.join(REPO, "pipeline.yaml"), "utf8")
-    .replace("source: data/bitext-sample.csv", `source: ${path.join(REPO, "data", "bitext-sample.csv")}`)
-    .replace("maxSteps: 40", "maxSteps: 8")
-    .replace("evalEvery: 10", "evalEvery: 4\n  evalSamples: 2")
-    .replace("checkpointEvery: 10", "checkpointEvery: 2")
-    .replace("eval: { maxSamples: 16, compareBase: true, gates: {} }", "eval: { maxSamples: 4, compareBase: true, gates: {} }")
-  fs.writeFileSync(path.join(ws, "pipeline.yaml"), yaml)
-  return ws
-}
-
-const cli = (ws: string, args: ReadonlyArray<string>) => {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: ws, encoding: "utf8", env: { ...process.env, CI: "true" } })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
-}
+/** The demo cut to seconds: 8 training steps with a checkpoint every 2. */
+const workspace = (name: string): string =>
+  makeDemoWorkspace(
+    (y) =>
+      y
+        .replace("maxSteps: 40", "maxSteps: 8")
+        .replace("evalEvery: 10", "evalEvery: 4\n  evalSamples: 2")
+        .replace("checkpointEvery: 10", "checkpointEvery: 2")
+        .replace("eval: { maxSamples: 16, compareBase: true, gates: {} }", "eval: { maxSamples: 4, compareBase: true, gates: {} }"),
+    `fuzz-${name}-`
+  )
 
 /**
  * Every file under out/ with its sha256 (published copies included). The

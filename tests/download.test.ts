@@ -26,7 +26,7 @@ import {
 import { modelProblem } from "../stages/lib/modelcheck.ts"
 import { fetchToFile } from "../stages/lib/http.ts"
 import { TestHub } from "./httpServer.ts"
-import { microModel, writeFiles } from "./microModel.ts"
+import { microModel, safetensorsHeader, withSafetensorsHeader, writeFiles } from "./microModel.ts"
 
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex")
 const COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -477,19 +477,11 @@ describe("model downloads", () => {
       writeFiles(path.join(ctx.workspace, name), files)
       return failure(downloadModel({ source: name, layers: 2, seed: 0 }, path.join(ctx.out, name), ctx, env))
     }
-    const header = (b: Buffer) => JSON.parse(b.subarray(8, 8 + Number(b.readBigUInt64LE(0))).toString()) as Record<string, { data_offsets: [number, number]; shape: Array<number> }>
-    const withHeader = (b: Buffer, h: object) => {
-      let json = JSON.stringify(h)
-      json += " ".repeat((8 - (json.length % 8)) % 8)
-      const len = Buffer.alloc(8)
-      len.writeBigUInt64LE(BigInt(json.length))
-      return Buffer.concat([len, Buffer.from(json), b.subarray(8 + Number(b.readBigUInt64LE(0)))])
-    }
     // offsets that run past the end of the file (the trainer used to fail on this hours later)
     let msg = await bad("past-end", (f) => {
-      const h = header(f["model.safetensors"]!)
+      const h = safetensorsHeader(f["model.safetensors"]!)
       h["model.norm.weight"]!.data_offsets = [h["model.norm.weight"]!.data_offsets[0], h["model.norm.weight"]!.data_offsets[1] + 4096]
-      f["model.safetensors"] = withHeader(f["model.safetensors"]!, h)
+      f["model.safetensors"] = withSafetensorsHeader(f["model.safetensors"]!, h)
     })
     assert.match(msg, /^model\.source: past-end\/model\.safetensors: model\.norm\.weight: data runs past the end of the file/)
     msg = await bad("truncated", (f) => void (f["model.safetensors"] = f["model.safetensors"]!.subarray(0, 1000)))

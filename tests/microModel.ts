@@ -113,3 +113,16 @@ export const writeFiles = (dir: string, files: Readonly<Record<string, Buffer | 
   }
   return dir
 }
+
+/** The JSON header of safetensors bytes. */
+export const safetensorsHeader = (b: Buffer) =>
+  JSON.parse(b.subarray(8, 8 + Number(b.readBigUInt64LE(0))).toString()) as Record<string, { dtype: string; shape: Array<number>; data_offsets: [number, number] }>
+
+/** The same bytes with another header (for damaging a checkpoint on purpose). */
+export const withSafetensorsHeader = (b: Buffer, header: object): Buffer => {
+  let json = JSON.stringify(header)
+  json += " ".repeat((8 - (json.length % 8)) % 8)
+  const len = Buffer.alloc(8)
+  len.writeBigUInt64LE(BigInt(json.length))
+  return Buffer.concat([len, Buffer.from(json), b.subarray(8 + Number(b.readBigUInt64LE(0)))])
+}

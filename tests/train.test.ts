@@ -7,7 +7,10 @@ import { loadAdapter, loadQwen3, type Qwen3Config } from "../native/qwen3.ts"
 import * as Trainer from "../native/trainer.ts"
 import { writeTiny } from "../stages/download.ts"
 import { Rng } from "../stages/lib/rng.ts"
-import type * as Format from "../stages/tokenize/format.ts"
+import * as Format from "../stages/tokenize/format.ts"
+import { runWorker } from "../stages/lib/worker.ts"
+import * as Effect from "effect/Effect"
+import { REPO } from "./helpers.ts"
 import { missedGates } from "../stages/evaluate.ts"
 
 const ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -109,6 +112,24 @@ describe("training", () => {
       expect(Buffer.from(p!.A.buffer).equals(Buffer.from(straight.lora.proj[i]!.A.buffer))).toBe(true)
       expect(Buffer.from(p!.B.buffer).equals(Buffer.from(straight.lora.proj[i]!.B.buffer))).toBe(true)
     })
+  }, 120_000)
+
+  it("the worker's metrics after a kill before the first checkpoint hold each line once", async () => {
+    const f = fixture(4, 12)
+    const scratch = path.join(f.dir, "scratch")
+    fs.mkdirSync(scratch)
+    Format.write(path.join(f.dir, "train.bin"), f.train)
+    Format.write(path.join(f.dir, "val.bin"), f.val)
+    // what a run killed after its step-0 evaluation and before any checkpoint leaves behind
+    const metricsFile = path.join(scratch, "metrics.jsonl")
+    fs.writeFileSync(metricsFile, '{"step":0,"valLoss":12.5}\n{"step":1,"loss":12,"lr":0.01,"gradNorm":1,"tokensPerSecond":1,"skipped":false}\n')
+    const job = {
+      modelDir: path.join(f.dir, "model"), trainBin: path.join(f.dir, "train.bin"), valBin: path.join(f.dir, "val.bin"),
+      adapterDir: path.join(f.dir, "adapter"), metricsFile, scratch, t: tcfg({ maxSteps: 2, evalEvery: 2 }), lora
+    }
+    await Effect.runPromise(runWorker({ file: path.join(REPO, "stages/train/worker.ts"), label: "trainer", job, jobFile: path.join(scratch, "job.json"), onEvent: () => Effect.void }))
+    const lines = fs.readFileSync(metricsFile, "utf8").trim().split("\n").map((l) => JSON.parse(l) as { step: number; valLoss?: number })
+    expect(lines.map((l) => `${l.step}${l.valLoss !== undefined ? "v" : ""}`)).toEqual(["0v", "1", "2", "2v"])
   }, 120_000)
 
   it("learns: the loss on a small set falls by far more than 10%, and the PEFT adapter round-trips", () => {

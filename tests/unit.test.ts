@@ -215,12 +215,13 @@ describe("derived state", () => {
     const dir = tmp()
     const said: Array<string> = []
     for (const junk of ["null", "[1]", "{{", '{"/a": [1, 2], "/b": null}']) {
-      fs.writeFileSync(path.join(dir, "stats.json"), junk)
-      const stats = new StatCache(path.join(dir, "stats.json"), (m) => said.push(m))
+      const file = path.join(dir, "stat-cache.json")
+      fs.writeFileSync(file, junk)
+      const stats = new StatCache(file, (m) => said.push(m))
       fs.writeFileSync(path.join(dir, "f"), "x")
       assert.strictEqual(stats.hashFile(path.join(dir, "f")).digest, Digest.ofBytes("x"))
       stats.save()
-      assert.isTrue(JSON.parse(fs.readFileSync(path.join(dir, "stats.json"), "utf8"))[path.join(dir, "f")] !== undefined)
+      assert.isTrue(JSON.parse(fs.readFileSync(file, "utf8"))[path.join(dir, "f")] !== undefined)
     }
     assert.deepStrictEqual(said, [
       ".pipeline/stat-cache.json does not hold a JSON object; ignoring it, it will be rebuilt",

@@ -30,8 +30,9 @@ await workerMain<Job, TrainEvent>((job, emit) => {
   let metrics = fs.openSync(job.metricsFile, "a")
   const onEvent = (e: TrainEvent) => {
     if (e.type === "start") {
-      // keep what the checkpoint covers, drop the steps a killed run did after it
-      const upTo = e.resumedFrom ?? 0
+      // keep what the checkpoint covers, drop what a killed run wrote after it (all of it
+      // when there is no checkpoint: the step-0 evaluation is done again)
+      const upTo = e.resumedFrom ?? -1
       const kept = fs.readFileSync(job.metricsFile, "utf8").split("\n").filter((l) => l !== "" && (JSON.parse(l) as { step: number }).step <= upTo)
       fs.closeSync(metrics)
       fs.writeFileSync(job.metricsFile, kept.map((l) => l + "\n").join(""))
