@@ -5,6 +5,7 @@
  */
 import { Blake3Hasher } from "@napi-rs/blake-hash"
 import * as fs from "node:fs"
+import { canonicalJson } from "./Canonical.ts"
 
 export type Digest = string & { readonly __brand: "Digest" }
 
@@ -21,6 +22,9 @@ export const ofBytes = (data: string | Uint8Array): Digest => {
   h.update(typeof data === "string" ? Buffer.from(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength))
   return (PREFIX + h.digest("hex")) as Digest
 }
+
+/** The digest of a value's canonical JSON (Canonical.ts): equal values, equal digests, on any machine. */
+export const ofJson = (value: unknown): Digest => ofBytes(canonicalJson(value))
 
 /**
  * Chunk size for streaming a file. Reading into a buffer that stays in L2 and

@@ -19,11 +19,9 @@ import { Argument, CliOutput, Command, Flag } from "effect/cli"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as fs from "node:fs"
 import * as Dag from "./Dag.ts"
-import * as Disk from "./DiskBudget.ts"
 import {
   ConfigError,
   CorruptCacheError,
-  DiskBudgetError,
   exitCode,
   GraphError,
   render,
@@ -34,6 +32,7 @@ import {
 import * as Executor from "./Executor.ts"
 import * as Maintenance from "./Maintenance.ts"
 import * as Planner from "./Planner.ts"
+import * as PlanView from "./PlanView.ts"
 import { Output } from "./Progress.ts"
 import type { AnyStage } from "./Stage.ts"
 import { formatBytes, formatSeconds, parseBytes } from "./Units.ts"
@@ -55,41 +54,6 @@ export interface Definition {
 
 const loadWorkspace = (def: Definition, config: Option.Option<string>, sets: ReadonlyArray<string>) =>
   attempt(() => new Workspace(def.root, def.stages, { root: def.root, config: Option.getOrUndefined(config), sets }))
-
-const pad = (s: string, n: number) => (s.length >= n ? s : s + " ".repeat(n - s.length))
-
-export const renderPlan = (plan: Planner.Plan): Array<string> => {
-  const width = Math.max(...plan.stages.map((s) => s.name.length), 5)
-  const lines = [`plan${plan.target ? ` for ${plan.target}` : ""}: ${plan.stages.length} stages, ${plan.totals.stagesToRun} to run or restore`]
-  for (const s of plan.stages) {
-    const cost = s.action === "run" ? `  [~${formatBytes(s.estimate.diskBytes)}, ~${formatSeconds(s.estimate.seconds)}]` : ""
-    const action = s.action === "restore" ? `restore (${s.source})` : s.action
-    lines.push(`  ${pad(s.name, width)}  ${pad(action, 15)}${s.reasons.join("; ")}${cost}`)
-  }
-  if (plan.totals.stagesToRun > 0) {
-    const d = plan.disk
-    const budget = d.budgetBytes !== null ? `, budget ${formatBytes(d.budgetBytes)} (${formatBytes(d.usedBytes)} used)` : ""
-    lines.push(
-      `disk: writes up to ${formatBytes(d.requiredBytes)}${d.peakAtStage ? ` (peak at ${d.peakAtStage})` : ""}, ${Number.isFinite(d.freeBytes) ? formatBytes(d.freeBytes) : "?"} free${budget}: ${d.ok ? "ok" : "DOES NOT FIT"}`
-    )
-    for (const f of d.fits) lines.push(`  to fit: ${f}`)
-    lines.push(`time: ~${formatSeconds(plan.totals.seconds)}`)
-  }
-  for (const w of plan.warnings) lines.push(`warning: ${w}`)
-  return lines
-}
-
-const budgetError = (plan: Planner.Plan): DiskBudgetError => {
-  const d = plan.disk
-  const limits = { usedBytes: d.usedBytes, freeBytes: d.freeBytes, budgetBytes: d.budgetBytes ?? undefined }
-  return new DiskBudgetError({
-    message: `the plan does not fit${Disk.shortfall(d, limits)?.limit === "budget" ? " the disk budget" : " on disk"}: stage ${d.peakAtStage} ${Disk.describeLimits(d, limits)}${d.fits.length ? `. Ways to fit: ${d.fits.join("; ")}` : ""}`,
-    stage: d.peakAtStage ?? "",
-    neededBytes: d.requiredBytes,
-    availableBytes: Math.min(d.freeBytes, (d.budgetBytes ?? Infinity) - d.usedBytes),
-    fits: [...d.fits]
-  })
-}
 
 const configFlag = Flag.String("config").pipe(Flag.withDescription("params file (default pipeline.yaml)"), Flag.optional)
 const setFlag = Flag.String("set").pipe(Flag.withDescription("override a param for this run: --set train.lr=1e-4"), Flag.atLeast(0))
@@ -123,8 +87,8 @@ const runCommand = (def: Definition) =>
         const options = { target, force: o.force, forceDownstream: o.forceDownstream }
         if (o.dryRun) {
           const plan = yield* attempt(() => Planner.plan(ws, options))
-          if (o.json) console.log(JSON.stringify(Planner.toJson(plan), null, 2))
-          else console.log(renderPlan(plan).join("\n"))
+          if (o.json) console.log(JSON.stringify(PlanView.toJson(plan), null, 2))
+          else console.log(PlanView.render(plan).join("\n"))
           return
         }
         yield* Effect.scoped(
@@ -136,17 +100,17 @@ const runCommand = (def: Definition) =>
               for (const s of plan.stages) out.line(`  ${s.name}: cached`)
               out.line(`nothing to do: ${plan.stages.length} stages up to date`)
               ws.saveCaches()
-              if (o.json) console.log(JSON.stringify(Planner.toJson(plan, new Map(plan.stages.map((s) => [s.name, { action: "cached", bytes: 0, seconds: 0 }]))), null, 2))
+              if (o.json) console.log(JSON.stringify(PlanView.toJson(plan, new Map(plan.stages.map((s) => [s.name, { action: "cached", bytes: 0, seconds: 0 }]))), null, 2))
               return
             }
-            for (const l of renderPlan(plan)) out.line(l)
-            if (!plan.disk.ok) return yield* budgetError(plan)
+            for (const l of PlanView.render(plan)) out.line(l)
+            if (!plan.disk.ok) return yield* PlanView.budgetError(plan)
             const started = Date.now()
             const results = yield* Executor.execute(ws, plan)
             const counts = new Map<string, number>()
             for (const r of results.values()) counts.set(r.action, (counts.get(r.action) ?? 0) + 1)
             out.line(`done in ${formatSeconds((Date.now() - started) / 1000)}: ${[...counts].map(([a, n]) => `${n} ${a}`).join(", ")}`)
-            if (o.json) console.log(JSON.stringify(Planner.toJson(plan, results), null, 2))
+            if (o.json) console.log(JSON.stringify(PlanView.toJson(plan, results), null, 2))
             const failure = Executor.firstFailure(results)
             if (failure) return yield* failure
           })
@@ -191,11 +155,11 @@ const statusCommand = (def: Definition) =>
         const stale = plan.stages.filter((s) => s.action !== "cached")
         const metrics = declaredMetrics(ws, plan.stages.map((s) => s.name))
         if (o.json) {
-          console.log(JSON.stringify({ ...Planner.toJson(plan), metrics }, null, 2))
+          console.log(JSON.stringify({ ...PlanView.toJson(plan), metrics }, null, 2))
         } else {
           const width = Math.max(...plan.stages.map((s) => s.name.length))
           for (const s of plan.stages)
-            console.log(`  ${pad(s.name, width)}  ${s.action === "cached" ? "up to date" : `stale (${s.action === "restore" ? "restorable from cache: " : ""}${s.reasons.join("; ")})`}`)
+            console.log(`  ${PlanView.pad(s.name, width)}  ${s.action === "cached" ? "up to date" : `stale (${s.action === "restore" ? "restorable from cache: " : ""}${s.reasons.join("; ")})`}`)
           console.log(stale.length === 0 ? "everything is up to date" : `${stale.length} of ${plan.stages.length} stages stale`)
           for (const [file, value] of Object.entries(metrics)) console.log(`metrics ${file}: ${JSON.stringify(value)}`)
         }

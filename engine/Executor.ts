@@ -24,6 +24,9 @@ import * as Disk from "./DiskBudget.ts"
 import { DiskBudgetError, StageFailed, stageErrorFrom } from "./Errors.ts"
 import type { FileRec, LockEntry, OutputRec } from "./Lockfile.ts"
 import { redact, secretValues } from "./Params.ts"
+import { type Decision, decide } from "./Decide.ts"
+import * as DiskPlan from "./DiskPlan.ts"
+import { type Known, knownFromLock } from "./Fingerprint.ts"
 import * as Planner from "./Planner.ts"
 import { Output, type Console } from "./Progress.ts"
 import type { AnyStage } from "./Stage.ts"
@@ -81,7 +84,7 @@ interface Shared {
   readonly ws: Workspace
   readonly plan: Planner.Plan
   readonly out: Console
-  readonly known: Planner.Known
+  readonly known: Known
   readonly done: Set<string>
   readonly results: Map<string, StageResult>
   readonly gates: Map<string, Deferred.Deferred<boolean>>
@@ -103,7 +106,7 @@ const recheckDisk = (sh: Shared, from: string): void => {
     for (const [o, b] of Object.entries(bytes)) sizes.set(`${s.name}.${o}`, b)
     return { ...s, outputBytes: bytes }
   })
-  const report = Planner.diskReport(sh.ws, replanned, sizes)
+  const report = DiskPlan.diskReport(sh.ws, replanned, sizes)
   if (!report.ok) {
     const l = { usedBytes: report.usedBytes, freeBytes: report.freeBytes, budgetBytes: report.budgetBytes ?? undefined }
     throw new DiskBudgetError({
@@ -170,7 +173,7 @@ const sizeOf = (p: string): number => {
  */
 export const diskFull = (ws: Workspace, planned: Planner.PlannedStage, written: number, message: string): string | undefined => {
   const code = /\b(ENOSPC|EDQUOT)\b/.exec(message)?.[1] ?? (/no space left on device/i.test(message) ? "ENOSPC" : /quota exceeded/i.test(message) ? "EDQUOT" : undefined)
-  const free = Planner.freeBytes(ws.root)
+  const free = DiskPlan.freeBytes(ws.root)
   const eio = code === undefined && /\bEIO\b|input\/output error/i.test(message) && free < 1024 * 1024
   if (code === undefined && !eio) return undefined
   const needs = planned.estimate.diskBytes + planned.estimate.scratchBytes
@@ -186,10 +189,10 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
   Effect.gen(function* () {
     const { ws, out } = sh
     const stage = ws.dag.byName.get(planned.name)!
-    let d: Planner.Decision = planned
-    if (planned.pending.length > 0 && !planned.forced) d = Planner.decide(ws, stage, sh.known, false)
+    let d: Decision = planned
+    if (planned.pending.length > 0 && !planned.forced) d = decide(ws, stage, sh.known, false)
     else if (planned.pending.length > 0 && planned.forced) {
-      const fresh = Planner.decide(ws, stage, sh.known, true)
+      const fresh = decide(ws, stage, sh.known, true)
       d = { ...fresh, reasons: planned.reasons.filter((r) => !r.startsWith("upstream runs")) }
     }
     if (d.action === "cached") {
@@ -316,7 +319,7 @@ export const execute = (ws: Workspace, plan: Planner.Plan) =>
       ws,
       plan,
       out,
-      known: Planner.knownFromLock(ws),
+      known: knownFromLock(ws),
       done: new Set(),
       results: new Map(),
       gates: new Map(),

@@ -2,13 +2,15 @@
  * The native QLoRA core seen from TypeScript: loads `native/build/Release/ftcore.node` (built by
  * `npm run build:native`) and wraps its kernels in typed functions.
  *
- * - The addon is loaded on first use, so importing this module (e.g. for `buildId`) never needs
- *   a build; a missing build is an Error saying which command makes it.
+ * - The addon is loaded on first use, so importing this module (e.g. for `buildInputs`) never
+ *   needs a build; a missing build is an Error saying which command makes it.
+ * - A leaf: it imports nothing of the project. What the pipeline keys on (a digest of the
+ *   build inputs) is computed outside, in stages/lib/addon.ts.
  * - Typed arrays cross into C++ without copies. The plain functions allocate their outputs; the
  *   `...Into` variants write into buffers the caller reuses.
  * - `kernels` and `reference` have the same type: the fast C++ kernels and the plain scalar C++
  *   references they are tested against (tests/native.test.ts) and benchmarked against
- *   (native/bench.ts). The top-level functions are the kernels.
+ *   (bench/kernels.ts). The top-level functions are the kernels.
  * - Formats are those of bitsandbytes, described in native/src/*.h: NF4 in blocks of 64 with
  *   element 2j in the high nibble, double quantization in blocks of 256 with the signed dynamic
  *   map, 8-bit AdamW with blockwise (256) dynamic-map moments, float32 moments under 4096 elements.
@@ -18,8 +20,6 @@ import type { LoraTensors, Qwen3Config, Qwen3Weights } from "./qwen3.ts"
 import { createRequire } from "node:module"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { canonicalJson } from "../cache/Canonical.ts"
-import * as Digest from "../cache/Digest.ts"
 
 /** The directory of this file: native/. */
 export const nativeDir = path.dirname(fileURLToPath(import.meta.url))
@@ -251,21 +251,12 @@ export const buildInputs = (dir: string = nativeDir): ReadonlyArray<string> => {
   return ["CMakeLists.txt", "package.json", ...src].sort()
 }
 
-const packageVersion = (name: string): string =>
+/** The version of a package the build uses (cmake-js, node-addon-api, node-api-headers). */
+export const packageVersion = (name: string): string =>
   (createRequire(import.meta.url)(`${name}/package.json`) as { version: string }).version
 
-/**
- * A digest of everything that decides the addon's code: the bytes of `buildInputs(dir)` and the
- * versions of the build packages. It leaves out the compiler and the machine, so it is the same on
- * every machine with the same sources; the pipeline can put it in the key of stages that run
- * native code.
- */
-export const buildId = (dir: string = nativeDir): Digest.Digest => {
-  const files: Record<string, Digest.Digest> = {}
-  for (const file of buildInputs(dir)) files[file] = Digest.ofBytes(fs.readFileSync(path.join(dir, file)))
-  const tools = Object.fromEntries(["cmake-js", "node-addon-api", "node-api-headers"].map((p) => [p, packageVersion(p)]))
-  return Digest.ofBytes(canonicalJson({ files, tools }))
-}
+/** The packages whose versions decide the binary besides its sources. */
+export const BUILD_PACKAGES = ["cmake-js", "node-addon-api", "node-api-headers"] as const
 
 /**
  * Forward (and backward) of the Qwen3 decoder with LoRA over `batch` sequences of `seqLen`

@@ -17,12 +17,11 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Stage, StageError } from "../engine/index.ts"
-import { buildId } from "../native/index.ts"
+import { addonBuildId } from "./lib/addon.ts"
 import { withDefault } from "./lib/schema.ts"
 import { runWorker } from "./lib/worker.ts"
 import type { Job, ResultEvent } from "./evaluate/worker.ts"
 import { download } from "./download.ts"
-import { split } from "./split.ts"
 import { tokenize } from "./tokenize.ts"
 import { train } from "./train.ts"
 
@@ -60,9 +59,9 @@ export const evaluate = Stage.make({
   name: "eval",
   description: "validation metrics and gates",
   module: import.meta.url,
-  versions: () => ({ addon: buildId() }),
+  versions: () => ({ addon: addonBuildId() }),
   params: { eval: EvalParams },
-  inputs: { adapter: train.out.adapter, conversations: split.out.val, val: tokenize.out.val, model: download.out.model },
+  inputs: { adapter: train.out.adapter, val: tokenize.out.val, model: download.out.model },
   outputs: { metrics: Stage.file("metrics.json", { metrics: true }) },
   resources: { memoryMB: 2000 },
   estimate: ({ params, inputSizes }) => ({

@@ -48,11 +48,7 @@ export const split = Stage.make({
       const perIntent: Record<string, { train: number; val: number }> = {}
       for (const intent of [...byIntent.keys()].sort()) {
         const groups = [...byIntent.get(intent)!.entries()].sort(([a], [b]) => (a < b ? -1 : 1))
-        const rng = new Rng(seed ^ hash32(intent))
-        for (let i = groups.length - 1; i > 0; i--) {
-          const j = rng.nextU32() % (i + 1)
-          ;[groups[i], groups[j]] = [groups[j]!, groups[i]!]
-        }
+        new Rng(seed ^ hash32(intent)).shuffle(groups)
         const size = groups.reduce((a, [, g]) => a + g.length, 0)
         const wantVal = Math.round(size * valFraction)
         let nVal = 0

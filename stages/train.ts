@@ -1,5 +1,5 @@
 /**
- * train: QLoRA fine-tuning through the native addon (native/trainer.ts for the
+ * train: QLoRA fine-tuning through the native addon (train/trainer.ts for the
  * loop, train/worker.ts as the child process that runs it).
  *
  * Checkpoints live in the stage's scratch directory, which the engine keeps
@@ -15,9 +15,9 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Stage, StageError } from "../engine/index.ts"
 import { fileURLToPath } from "node:url"
-import { buildId } from "../native/index.ts"
+import { addonBuildId } from "./lib/addon.ts"
 import { PROJECTIONS } from "../native/qwen3.ts"
-import type { TrainEvent } from "../native/trainer.ts"
+import type { TrainEvent } from "./train/trainer.ts"
 import { Count, NonNegativeInt, Positive, withDefault } from "./lib/schema.ts"
 import { runWorker } from "./lib/worker.ts"
 import { download } from "./download.ts"
@@ -65,7 +65,7 @@ export const train = Stage.make({
   description: "QLoRA fine-tuning (native CPU trainer)",
   module: import.meta.url,
   // the addon's build id: a digest of its sources and build options
-  versions: () => ({ addon: buildId() }),
+  versions: () => ({ addon: addonBuildId() }),
   params: { train: TrainParams, lora: LoraParams },
   inputs: { train: tokenize.out.train, val: tokenize.out.val, model: download.out.model },
   outputs: { adapter: Stage.dir("adapter"), metrics: Stage.file("metrics.jsonl", { metrics: true }) },

@@ -20,9 +20,9 @@ import {
   parseHubDataset,
   parseHubModel,
   runDownload,
-  type SourceRecord,
-  writeTiny
+  type SourceRecord
 } from "../stages/download.ts"
+import { writeTiny } from "../stages/download/tiny.ts"
 import { modelProblem } from "../stages/lib/modelcheck.ts"
 import { fetchToFile } from "../stages/lib/http.ts"
 import { TestHub } from "./httpServer.ts"

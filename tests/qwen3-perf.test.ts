@@ -17,8 +17,9 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { addonPath, type Qwen3ForwardBackward } from "../native/index.ts"
-import { loadQwen3, type Qwen3Config, type Qwen3Weights } from "../native/qwen3.ts"
-import { writeTiny } from "../stages/download.ts"
+import type { Qwen3Config, Qwen3Weights } from "../native/qwen3.ts"
+import { loadQwen3 } from "../stages/lib/checkpoint.ts"
+import { writeTiny } from "../stages/download/tiny.ts"
 import { Rng } from "../stages/lib/rng.ts"
 
 type Fb = Qwen3ForwardBackward

@@ -3,9 +3,10 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
-import { loadAdapter, loadQwen3, type Qwen3Config } from "../native/qwen3.ts"
-import * as Trainer from "../native/trainer.ts"
-import { writeTiny } from "../stages/download.ts"
+import type { Qwen3Config } from "../native/qwen3.ts"
+import { loadAdapter, loadQwen3, writeAdapter } from "../stages/lib/checkpoint.ts"
+import * as Trainer from "../stages/train/trainer.ts"
+import { writeTiny } from "../stages/download/tiny.ts"
 import { Rng } from "../stages/lib/rng.ts"
 import * as Format from "../stages/tokenize/format.ts"
 import { runWorker } from "../stages/lib/worker.ts"
@@ -152,7 +153,7 @@ describe("training", () => {
     expect(losses.at(-1)!).toBeLessThan(losses[0]! * 0.9)
     expect(vals.at(-1)!).toBeLessThan(vals[0]! * 0.9)
     const out = path.join(f.dir, "adapter")
-    Trainer.writeAdapter(out, f.config, lora, r.lora, null)
+    writeAdapter(out, f.config, lora, r.lora, null)
     const back = loadAdapter(out, f.config)
     expect(back.rank).toBe(4)
     expect(back.scale).toBe(2)

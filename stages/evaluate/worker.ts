@@ -3,8 +3,8 @@
  * validation loss of the adapter, and of the base model alone when asked, over
  * the first `maxSamples` validation sequences. Prints one `result` event.
  */
-import { loadAdapter, loadQwen3 } from "../../native/qwen3.ts"
-import { quantizeBase, validationLoss, type TrainConfig } from "../../native/trainer.ts"
+import { loadAdapter, loadQwen3 } from "../lib/checkpoint.ts"
+import { quantizeBase, validationLoss, type TrainConfig } from "../train/trainer.ts"
 import * as Format from "../tokenize/format.ts"
 import { workerMain } from "../lib/worker.ts"
 

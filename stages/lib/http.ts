@@ -18,9 +18,9 @@ import * as Effect from "effect/Effect"
 import { createHash, type Hash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { StageError } from "../../engine/Errors.ts"
-import type { Progress } from "../../engine/Progress.ts"
-import { formatBytes, formatSeconds } from "../../engine/Units.ts"
+import { type Progress, StageError, Units } from "../../engine/index.ts"
+
+const { formatBytes, formatSeconds } = Units
 
 export interface HttpOptions {
   /** sent as `Authorization: Bearer …`, and only to `authOrigin` */

@@ -15,42 +15,11 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { checkpointTensors } from "./checkpoint.ts"
 import { readHeader, SafetensorsError, type TensorInfo } from "./safetensors.ts"
 
 const SAFE_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/
 const FLOAT = new Set(["BF16", "F16", "F32"])
-
-/** The shape every tensor of a Qwen3 checkpoint must have, from its config. */
-export const expectedTensors = (cfg: {
-  hidden: number
-  intermediate: number
-  heads: number
-  kvHeads: number
-  headDim: number
-  layers: number
-  vocab: number
-}): Map<string, ReadonlyArray<number>> => {
-  const { hidden: C, intermediate: I, heads: H, kvHeads: KV, headDim: D, layers, vocab } = cfg
-  const t = new Map<string, ReadonlyArray<number>>([
-    ["model.embed_tokens.weight", [vocab, C]],
-    ["model.norm.weight", [C]]
-  ])
-  for (let i = 0; i < layers; i++) {
-    const p = `model.layers.${i}`
-    t.set(`${p}.input_layernorm.weight`, [C])
-    t.set(`${p}.post_attention_layernorm.weight`, [C])
-    t.set(`${p}.self_attn.q_proj.weight`, [H * D, C])
-    t.set(`${p}.self_attn.k_proj.weight`, [KV * D, C])
-    t.set(`${p}.self_attn.v_proj.weight`, [KV * D, C])
-    t.set(`${p}.self_attn.o_proj.weight`, [C, H * D])
-    t.set(`${p}.self_attn.q_norm.weight`, [D])
-    t.set(`${p}.self_attn.k_norm.weight`, [D])
-    t.set(`${p}.mlp.gate_proj.weight`, [I, C])
-    t.set(`${p}.mlp.up_proj.weight`, [I, C])
-    t.set(`${p}.mlp.down_proj.weight`, [C, I])
-  }
-  return t
-}
 
 class ModelError extends Error {}
 
@@ -129,7 +98,7 @@ export const modelProblem = (dir: string, label: string = dir): string | undefin
   try {
     const cfg = checkConfig(dir, label)
     checkTokenizer(dir, label)
-    const want = expectedTensors(cfg)
+    const want = checkpointTensors(cfg)
     const seen = new Map<string, { file: string; info: TensorInfo }>()
     for (const f of weightFiles(dir, label)) {
       let header: Record<string, TensorInfo>

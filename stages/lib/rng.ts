@@ -21,6 +21,15 @@ export class Rng {
     return this.nextU32() / 4294967296
   }
 
+  /** Shuffles `xs` in place (Fisher-Yates, from the end) and returns it. */
+  shuffle<A>(xs: Array<A>): Array<A> {
+    for (let i = xs.length - 1; i > 0; i--) {
+      const j = this.nextU32() % (i + 1)
+      ;[xs[i], xs[j]] = [xs[j]!, xs[i]!]
+    }
+    return xs
+  }
+
   /** standard normal (Box-Muller) */
   normal(): number {
     if (this.spare !== undefined) {

@@ -2,6 +2,9 @@
  * safetensors: u64 little-endian header length, a JSON header mapping tensor
  * names to { dtype, shape, data_offsets }, then the raw little-endian data.
  * (Format: https://github.com/huggingface/safetensors, "Format" section.)
+ *
+ * The one reader and writer of the project: checkpoints (stages/lib/checkpoint.ts),
+ * merge, the model check and the tiny model all go through it.
  */
 import * as fs from "node:fs"
 
@@ -73,7 +76,7 @@ export const readHeader = (file: string): { header: Record<string, TensorInfo>; 
   try {
     const size = fs.fstatSync(fd).size
     const len = Buffer.alloc(8)
-    if (size < 8 || fs.readSync(fd, len, 0, 8, 0) !== 8) return fail(`too short for a safetensors file (${size} bytes)`)
+    if (size < 8 || fs.readSync(fd, len, 0, 8, 0) !== 8) return fail(`bad safetensors header length: the file is only ${size} bytes`)
     const n = Number(len.readBigUInt64LE())
     if (n < 2 || n > MAX_HEADER || 8 + n > size) return fail(`bad safetensors header length ${n} (the file is ${size} bytes)`)
     const buf = Buffer.alloc(n)
@@ -165,4 +168,61 @@ export const toF16 = (x: Float32Array): Uint16Array => {
     }
   }
   return out
+}
+
+/** IEEE fp16 bits → fp32 (subnormals, inf and NaN included). */
+export const fromF16 = (h: Uint16Array): Float32Array => {
+  const out = new Float32Array(h.length)
+  for (let i = 0; i < h.length; i++) {
+    const x = h[i]!
+    const sign = x & 0x8000 ? -1 : 1
+    const e = (x >> 10) & 0x1f
+    const m = x & 0x3ff
+    out[i] = e === 0 ? sign * m * 2 ** -24 : e === 31 ? (m ? NaN : sign * Infinity) : sign * (1 + m / 1024) * 2 ** (e - 15)
+  }
+  return out
+}
+
+/** Where a tensor lives: its file, its header entry and where that file's data starts. */
+export interface Located {
+  readonly file: string
+  readonly info: TensorInfo
+  readonly dataStart: number
+}
+
+/** Tensor name → where it lives, over several files (the shards of a checkpoint); a name in two files is an error. */
+export const indexFiles = (files: ReadonlyArray<string>): Map<string, Located> => {
+  const out = new Map<string, Located>()
+  for (const file of files) {
+    const { header, dataStart } = readHeader(file)
+    for (const [name, info] of Object.entries(header)) {
+      const prev = out.get(name)
+      if (prev) throw new SafetensorsError(`${file}: ${name} is also in ${prev.file}`)
+      out.set(name, { file, info, dataStart })
+    }
+  }
+  return out
+}
+
+/** Reads one tensor as fp32 (from F32, BF16 or F16). */
+export const readTensor = (t: Located): Float32Array => {
+  const [a, b] = t.info.data_offsets
+  const buf = Buffer.allocUnsafe(b - a)
+  const fd = fs.openSync(t.file, "r")
+  try {
+    fs.readSync(fd, buf, 0, b - a, t.dataStart + a)
+  } finally {
+    fs.closeSync(fd)
+  }
+  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + (b - a))
+  switch (t.info.dtype) {
+    case "F32":
+      return new Float32Array(ab)
+    case "BF16":
+      return fromBf16(new Uint16Array(ab))
+    case "F16":
+      return fromF16(new Uint16Array(ab))
+    default:
+      throw new SafetensorsError(`${t.file}: dtype ${String(t.info.dtype)} is not supported (bf16, fp16 or fp32)`)
+  }
 }

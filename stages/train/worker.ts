@@ -6,8 +6,8 @@
  * failure ends with an error event carrying its one-line reason.
  */
 import * as fs from "node:fs"
-import { loadQwen3 } from "../../native/qwen3.ts"
-import { quantizeBase, train, writeAdapter, type LoraConfig, type TrainConfig, type TrainEvent } from "../../native/trainer.ts"
+import { loadQwen3, writeAdapter } from "../lib/checkpoint.ts"
+import { quantizeBase, train, type LoraConfig, type TrainConfig, type TrainEvent } from "./trainer.ts"
 import * as Format from "../tokenize/format.ts"
 import { workerMain } from "../lib/worker.ts"
 

@@ -3,7 +3,7 @@
  * (hidden 256, intermediate 768, 4 heads x 64, 2 KV heads, 2 layers, vocab 151,936, tied head)
  * with a random rank-16 LoRA on all seven projections.
  *
- *   node native/bench_qwen3.ts [T=512] [runs=3] [threads] [isa: scalar|avx2|avx512|ref]
+ *   node bench/qwen3-step.ts [T=512] [runs=3] [threads] [isa: scalar|avx2|avx512|ref]
  *                                                   (build first: npm run build:native)
  *
  * `ref` runs the plain scalar single-threaded reference loops (qwen3ForwardBackwardRef).
@@ -18,9 +18,9 @@ import * as fs from "node:fs"
 import { createRequire } from "node:module"
 import * as os from "node:os"
 import * as path from "node:path"
-import { addonPath, qwen3ForwardBackward } from "./index.ts"
-import { loadQwen3 } from "./qwen3.ts"
-import { writeTiny } from "../stages/download.ts"
+import { addonPath, qwen3ForwardBackward } from "../native/index.ts"
+import { loadQwen3 } from "../stages/lib/checkpoint.ts"
+import { writeTiny } from "../stages/download/tiny.ts"
 import { Rng } from "../stages/lib/rng.ts"
 
 const T = Number(process.argv[2] ?? 512)

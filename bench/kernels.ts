@@ -2,7 +2,7 @@
  * Kernel benchmark of the native core: elements per second of each C++ kernel beside its plain
  * scalar reference, on one thread.
  *
- *   node native/bench.ts [log2 n]        (n = 2^22 elements by default; build first:
+ *   node bench/kernels.ts [log2 n]        (n = 2^22 elements by default; build first:
  *                                         npm run build:native)
  *
  * Rows: NF4 quantize and dequantize, double quantization of absmax values, the 8-bit AdamW step
@@ -15,7 +15,8 @@ import { Rng } from "../stages/lib/rng.ts"
 import * as os from "node:os"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
-import * as Native from "./index.ts"
+import * as Native from "../native/index.ts"
+import { addonBuildId } from "../stages/lib/addon.ts"
 
 const gaussian = (n: number, seed: number): Float32Array => {
   const r = new Rng(seed)
@@ -101,6 +102,6 @@ export const kernelTable = (n = 1 << 22): string => {
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
   const log2 = Number(process.argv[2] ?? 22)
   const cpu = os.cpus()[0]?.model ?? "unknown CPU"
-  console.log(`Node ${process.version}, ${os.platform()} ${os.arch()}, ${cpu}, ${os.cpus().length} cores, ftcore ${Native.buildId().slice(0, 19)}\n`)
+  console.log(`Node ${process.version}, ${os.platform()} ${os.arch()}, ${cpu}, ${os.cpus().length} cores, ftcore ${addonBuildId().slice(0, 19)}\n`)
   console.log(kernelTable(2 ** log2))
 }

@@ -27,11 +27,10 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import * as Native from "./index.ts"
-import { loraName, PROJECTIONS, type LoraTensors, type Projection, type Qwen3Config, type Qwen3Weights } from "./qwen3.ts"
-import { Rng } from "../stages/lib/rng.ts"
-import * as Safetensors from "../stages/lib/safetensors.ts"
-import type * as Format from "../stages/tokenize/format.ts"
+import * as Native from "../../native/index.ts"
+import { PROJECTIONS, projectionShape, type LoraTensors, type Qwen3Config, type Qwen3Weights } from "../../native/qwen3.ts"
+import { Rng } from "../lib/rng.ts"
+import type * as Format from "../tokenize/format.ts"
 
 export interface TrainConfig {
   readonly lr: number
@@ -76,18 +75,12 @@ export const quantizeBase = (w: Qwen3Weights): Qwen3Weights => ({
 
 /** PEFT's count: `trainable params: … || all params: … || trainable%: …`. */
 export const parameterCount = (c: Qwen3Config, lora: LoraConfig) => {
-  const HD = c.heads * c.headDim
-  const KD = c.kvHeads * c.headDim
-  const io: Record<Projection, [number, number]> = {
-    q_proj: [c.hidden, HD], k_proj: [c.hidden, KD], v_proj: [c.hidden, KD], o_proj: [HD, c.hidden],
-    gate_proj: [c.hidden, c.intermediate], up_proj: [c.hidden, c.intermediate], down_proj: [c.intermediate, c.hidden]
-  }
   let base = c.vocab * c.hidden + c.hidden // embedding (tied head) + final norm
   let trainable = 0
   for (const j of PROJECTIONS) {
-    const [i, o] = io[j]
-    base += c.layers * i * o
-    if (lora.targets.includes(j)) trainable += c.layers * lora.r * (i + o)
+    const s = projectionShape(c, j)
+    base += c.layers * s.in * s.out
+    if (lora.targets.includes(j)) trainable += c.layers * lora.r * (s.in + s.out)
   }
   base += c.layers * (2 * c.hidden + 2 * c.headDim) // norms
   const all = base + trainable
@@ -97,12 +90,7 @@ export const parameterCount = (c: Qwen3Config, lora: LoraConfig) => {
 
 // ---------------------------------------------------------------- the adapter
 
-const ioOf = (c: Qwen3Config, j: Projection): [number, number] => {
-  const HD = c.heads * c.headDim
-  const KD = c.kvHeads * c.headDim
-  return ({ q_proj: [c.hidden, HD], k_proj: [c.hidden, KD], v_proj: [c.hidden, KD], o_proj: [HD, c.hidden], gate_proj: [c.hidden, c.intermediate], up_proj: [c.hidden, c.intermediate], down_proj: [c.intermediate, c.hidden] } as const)[j] as [number, number]
-}
-
+/** LoRA as PEFT initialises it: A Kaiming-uniform (bound 1/sqrt(in)), B zero, scale alpha / r. */
 export const initLora = (c: Qwen3Config, lora: LoraConfig, seed: number): LoraTensors => {
   const rng = new Rng(seed ^ 0x10a)
   const proj: Array<LoraTensors["proj"][number]> = []
@@ -112,34 +100,13 @@ export const initLora = (c: Qwen3Config, lora: LoraConfig, seed: number): LoraTe
         proj.push(null)
         continue
       }
-      const [inF, outF] = ioOf(c, j)
-      const bound = 1 / Math.sqrt(inF)
-      const A = new Float32Array(lora.r * inF)
+      const s = projectionShape(c, j)
+      const bound = 1 / Math.sqrt(s.in)
+      const A = new Float32Array(lora.r * s.in)
       for (let i = 0; i < A.length; i++) A[i] = (rng.next() * 2 - 1) * bound
-      proj.push({ A, B: new Float32Array(outF * lora.r), dA: new Float32Array(A.length), dB: new Float32Array(outF * lora.r) })
+      proj.push({ A, B: new Float32Array(s.out * lora.r), dA: new Float32Array(A.length), dB: new Float32Array(s.out * lora.r) })
     }
   return { rank: lora.r, scale: lora.alpha / lora.r, proj }
-}
-
-/** Writes a PEFT adapter directory: adapter_config.json + adapter_model.safetensors with PEFT's names. */
-export const writeAdapter = (dir: string, c: Qwen3Config, lora: LoraConfig, t: LoraTensors, base: string | null): void => {
-  fs.mkdirSync(dir, { recursive: true })
-  const tensors: Array<Safetensors.Tensor> = []
-  let k = 0
-  for (let l = 0; l < c.layers; l++)
-    for (const j of PROJECTIONS) {
-      const p = t.proj[k++]
-      if (!p) continue
-      const [inF, outF] = ioOf(c, j)
-      tensors.push({ name: loraName(l, j, "A"), dtype: "F32", shape: [lora.r, inF], data: new Uint8Array(p.A.buffer, p.A.byteOffset, p.A.byteLength) })
-      tensors.push({ name: loraName(l, j, "B"), dtype: "F32", shape: [outF, lora.r], data: new Uint8Array(p.B.buffer, p.B.byteOffset, p.B.byteLength) })
-    }
-  Safetensors.write(path.join(dir, "adapter_model.safetensors"), tensors, { format: "pt" })
-  const config = {
-    peft_type: "LORA", task_type: "CAUSAL_LM", base_model_name_or_path: base, r: lora.r, lora_alpha: lora.alpha, lora_dropout: lora.dropout,
-    target_modules: [...lora.targets], bias: "none", fan_in_fan_out: false, inference_mode: true, init_lora_weights: true
-  }
-  fs.writeFileSync(path.join(dir, "adapter_config.json"), JSON.stringify(config, null, 2) + "\n")
 }
 
 // ---------------------------------------------------------------- data
@@ -168,15 +135,8 @@ export const makeBatch = (data: Format.Tokenized, seqIdx: ReadonlyArray<number>)
 }
 
 /** The order of sequences in an epoch: a seeded shuffle, a function of (seed, epoch) only. */
-export const epochOrder = (n: number, seed: number, epoch: number): Array<number> => {
-  const order = Array.from({ length: n }, (_, i) => i)
-  const rng = new Rng((seed * 7919 + epoch * 104729) >>> 0)
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.nextU32() % (i + 1)
-    ;[order[i], order[j]] = [order[j]!, order[i]!]
-  }
-  return order
-}
+export const epochOrder = (n: number, seed: number, epoch: number): Array<number> =>
+  new Rng((seed * 7919 + epoch * 104729) >>> 0).shuffle(Array.from({ length: n }, (_, i) => i))
 
 /** The micro-batch of a global micro-step: epochs concatenated, each in its own order. */
 export const microBatchIndices = (n: number, batchSize: number, seed: number, micro: number): Array<number> => {

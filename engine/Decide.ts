@@ -1,0 +1,87 @@
+/**
+ * What happens to one stage whose upstream outputs are known: it is cached,
+ * restored from the run-cache, or run, and why. The planner decides every
+ * stage it can before anything runs; the executor decides a stage again once
+ * its upstream has actually run (that is where early cut-off happens).
+ */
+import type * as Digest from "../cache/Digest.ts"
+import { type Fingerprint, fingerprint, type Known, codeChanged, outputState, paramChanges, reasonsFor, stageKey } from "./Fingerprint.ts"
+import type { LockEntry, OutputRec } from "./Lockfile.ts"
+import type { AnyStage } from "./Stage.ts"
+import type { Workspace } from "./Workspace.ts"
+
+export type Action = "run" | "cached" | "restore"
+
+export interface Decision {
+  readonly action: Action
+  readonly source: "local" | null
+  readonly reasons: ReadonlyArray<string>
+  /** undefined while an upstream stage still has to run */
+  readonly key: Digest.Digest | undefined
+  readonly fingerprint: Fingerprint | undefined
+  /** the entry to restore (action restore) */
+  readonly restore: LockEntry | undefined
+  /** upstream stages whose outputs are not known yet */
+  readonly pending: ReadonlyArray<string>
+  /** set by -f / --force-downstream: run even if the key turns out unchanged */
+  readonly forced: boolean
+}
+
+const restorable = (ws: Workspace, outputs: ReadonlyArray<OutputRec>): boolean => outputs.every((o) => ws.store.canRestore(o))
+
+/**
+ * Decides one stage whose upstream outputs are all known. Temporary outputs
+ * that are gone are fine here; the plan asks for them back only when a stage
+ * that reads them has to run.
+ */
+/** For a stage with an effect outside the store: why that effect is not in place for `key`, or undefined. */
+const externalProblem = (ws: Workspace, stage: AnyStage, key: Digest.Digest): string | undefined =>
+  stage.external?.check({ params: ws.params.get(stage.name), workspace: ws.root, key, digestFile: (abs) => ws.stats.hashFile(abs).digest })
+
+export const decide = (ws: Workspace, stage: AnyStage, upstream: Known, forced: boolean): Decision => {
+  const fp = fingerprint(ws, stage, upstream)
+  const key = stageKey(fp)
+  const prev = ws.lock[stage.name]
+  const base = { key, fingerprint: fp, pending: [], forced }
+  if (forced) return { ...base, action: "run", source: null, reasons: ["forced"], restore: undefined }
+  // a cache hit or a restore does not redo what the stage does outside the store: check that too
+  const run = (reasons: Array<string>): Decision => ({ ...base, action: "run", source: null, reasons, restore: undefined })
+  const unlessExternal = (d: Decision): Decision => {
+    const external = externalProblem(ws, stage, key)
+    return external === undefined ? d : run([...d.reasons, external])
+  }
+  if (prev && prev.key === key) {
+    const problems: Array<string> = []
+    const broken: Array<OutputRec> = []
+    for (const o of prev.outputs) {
+      const state = outputState(ws, o)
+      if (state === "missing" && ws.isTemporaryPath(stage.name, o.path)) continue
+      if (state !== "ok") {
+        problems.push(`output ${state}: ${o.path}`)
+        broken.push(o)
+      }
+    }
+    if (problems.length === 0) return unlessExternal({ ...base, action: "cached", source: null, reasons: [], restore: undefined })
+    if (restorable(ws, broken)) return unlessExternal({ ...base, action: "restore", source: "local", reasons: problems, restore: prev })
+    return run(problems.map((p) => `${p} (not in cache)`))
+  }
+  const reasons = reasonsFor(fp, prev)
+  const hit = ws.runs.get(stage.name, key)
+  if (hit && restorable(ws, hit.entry.outputs)) return unlessExternal({ ...base, action: "restore", source: "local", reasons, restore: hit.entry })
+  return run(reasons)
+}
+
+/** Reasons that can be told before the upstream has run (params, code, versions). */
+export const pendingDecision = (ws: Workspace, stage: AnyStage, pending: Array<string>, forced: boolean): Decision => {
+  const prev = ws.lock[stage.name]
+  const params = ws.params.get(stage.name)
+  const reasons: Array<string> = []
+  if (forced) reasons.push("forced")
+  if (prev) {
+    for (const c of paramChanges(prev.params, params)) reasons.push(`params changed: ${c}`)
+    const code = codeChanged(prev.code, ws.codeOf(stage))
+    if (code) reasons.push(code)
+  } else reasons.push("no previous run")
+  reasons.push(`upstream runs: ${pending.join(", ")}`)
+  return { action: "run", source: null, reasons, key: undefined, fingerprint: undefined, restore: undefined, pending, forced }
+}
