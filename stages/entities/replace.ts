@@ -21,7 +21,10 @@
  *   labels, account types, review platforms) gets another value of the list.
  *   The first occurrence in each field is always `entities[kind]`.
  */
-import { type Generator, inferGenerator, lookup, normalizeKind, RowContext, streamOf } from "./generators.ts"
+import { RowContext, streamOf } from "./context.ts"
+import { lookup } from "./generators.ts"
+import { inferGenerator } from "./infer.ts"
+import { type Generator, normalizeKind } from "./values.ts"
 
 /** A well-formed placeholder (group 1: the name), or a stray `{{` / `}}`. Global: reset lastIndex before use. */
 export const PLACEHOLDER = /\{\{([^{}]*)\}\}|\{\{|\}\}/g
