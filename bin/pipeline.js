@@ -14,6 +14,16 @@ import { fileURLToPath, pathToFileURL } from "node:url"
 
 module.enableCompileCache?.()
 
+// The project pins Node 24 (the `node` package in devDependencies), which `npx pipeline` and the
+// npm scripts run on. There is deliberately no `engines` field: npm checks it against the Node
+// that runs npm itself (often older), and printed ten lines of EBADENGINE on a newcomer's first
+// command. This check says the same thing once, where it matters.
+const [major, minor] = process.versions.node.split(".").map(Number)
+if (major < 22 || (major === 22 && minor < 18)) {
+  process.stderr.write(`error: the pipeline runs on Node 24 (this is Node ${process.versions.node}): run it as \`npx pipeline\`, which uses the Node that \`npm ci\` installed into node_modules\n`)
+  process.exit(2)
+}
+
 const findPipeline = (dir) => {
   for (;;) {
     const p = path.join(dir, "pipeline.ts")

@@ -89,6 +89,8 @@ const runCommand = (def: Definition) =>
           const plan = yield* attempt(() => Planner.plan(ws, options))
           if (o.json) console.log(JSON.stringify(PlanView.toJson(plan), null, 2))
           else console.log(PlanView.render(plan).join("\n"))
+          // the exit code the real run would have at its pre-flight check, so CI can gate on a dry run
+          if (plan.totals.stagesToRun > 0 && !plan.disk.ok) return yield* PlanView.budgetError(plan)
           return
         }
         yield* Effect.scoped(
@@ -161,7 +163,7 @@ const statusCommand = (def: Definition) =>
           for (const s of plan.stages)
             console.log(`  ${PlanView.pad(s.name, width)}  ${s.action === "cached" ? "up to date" : `stale (${s.action === "restore" ? "restorable from cache: " : ""}${s.reasons.join("; ")})`}`)
           console.log(stale.length === 0 ? "everything is up to date" : `${stale.length} of ${plan.stages.length} stages stale`)
-          for (const [file, value] of Object.entries(metrics)) console.log(`metrics ${file}: ${JSON.stringify(value)}`)
+          for (const l of PlanView.metricsTable(metrics)) console.log(l)
         }
         if (o.ci && stale.length > 0) return yield* new StaleLockError({ message: `${stale.length} stages are stale: ${stale.map((s) => s.name).join(", ")}` })
       })

@@ -63,6 +63,9 @@ export const decide = (ws: Workspace, stage: AnyStage, upstream: Known, forced: 
     }
     if (problems.length === 0) return unlessExternal({ ...base, action: "cached", source: null, reasons: [], restore: undefined })
     if (restorable(ws, broken)) return unlessExternal({ ...base, action: "restore", source: "local", reasons: problems, restore: prev })
+    // a fresh clone: the committed lock knows the stage, this workspace has none of it
+    if (broken.length === prev.outputs.length && problems.every((p) => p.startsWith("output missing")) && !broken.some((o) => ws.store.has(o.digest)))
+      return run(["never run here (the lock has it; out/ and the cache do not)"])
     return run(problems.map((p) => `${p} (not in cache)`))
   }
   const reasons = reasonsFor(fp, prev)

@@ -76,3 +76,38 @@ export const toJson = (
   warnings: p.warnings,
   totals: p.totals
 })
+
+/** A number as people read a metric: whole numbers as they are, others to 4 decimals. */
+const showNumber = (n: number): string => (Number.isInteger(n) ? String(n) : Math.abs(n) >= 1000 ? n.toFixed(1) : n.toFixed(4))
+
+/**
+ * The key metrics of a file: its scalar values, nested objects flattened with
+ * dotted names; lists, long strings (digests) and big maps (histograms) left
+ * to `status --json`.
+ */
+export const keyMetrics = (value: unknown, prefix = ""): Array<string> => {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return []
+  const out: Array<string> = []
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    const name = prefix ? `${prefix}.${k}` : k
+    if (typeof v === "number") out.push(`${name} ${showNumber(v)}`)
+    else if (typeof v === "boolean") out.push(`${name} ${v}`)
+    else if (typeof v === "string" && v.length <= 24) out.push(`${name} ${v}`)
+    else if (typeof v === "object" && v !== null && !Array.isArray(v) && Object.keys(v).length <= 8) out.push(...keyMetrics(v, name))
+  }
+  return out
+}
+
+/** `status`'s metrics: a line per metrics file, its key metrics (at most six), the full JSON under --json. */
+export const metricsTable = (metrics: Readonly<Record<string, unknown>>, most = 6): Array<string> => {
+  const files = Object.keys(metrics)
+  if (files.length === 0) return []
+  const width = Math.max(...files.map((f) => f.length))
+  return [
+    "metrics (all of them: status --json)",
+    ...files.map((f) => {
+      const m = keyMetrics(metrics[f])
+      return `  ${pad(f, width)}  ${m.slice(0, most).join(" · ")}${m.length > most ? ` · (+${m.length - most} more)` : ""}`
+    })
+  ]
+}

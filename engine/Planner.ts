@@ -72,6 +72,25 @@ export const estimateFor = (ws: Workspace, stage: AnyStage, sizes: ReadonlyMap<s
   }
 }
 
+/**
+ * The time the last recorded run took, when it tells this run's time: same
+ * params, and inputs of about the same size (within 2×), scaled by the input
+ * bytes. Otherwise undefined, and the stage's own estimate is used: a merge
+ * that took 0.8 s on the tiny model says nothing about an 8 GB one.
+ */
+export const recordedSeconds = (ws: Workspace, stage: AnyStage, sizes: ReadonlyMap<string, number>): number | undefined => {
+  const prev = ws.lock[stage.name]
+  if (!prev || canonicalJson(prev.params) !== canonicalJson(ws.params.get(stage.name))) return undefined
+  const before = prev.inputs.reduce((a, i) => a + i.size, 0)
+  const params = ws.params.get(stage.name)
+  let after = 0
+  for (const ref of Object.values(stage.inputs)) after += sizes.get(`${ref.stage}.${ref.output}`) ?? 0
+  for (const rel of stage.deps(params)) after += depSize(ws.abs(rel))
+  if (before === 0 || after === 0) return before === after ? prev.duration : undefined
+  const ratio = after / before
+  return ratio >= 0.5 && ratio <= 2 ? prev.duration * ratio : undefined
+}
+
 /** Plans the stages in `names` (run order). */
 const planStages = (ws: Workspace, names: ReadonlyArray<string>, options: PlanOptions): { stages: Array<PlannedStage>; sizes: Map<string, number> } => {
   const known = knownFromLock(ws)
@@ -135,9 +154,7 @@ const planStages = (ws: Workspace, names: ReadonlyArray<string>, options: PlanOp
       const rec = d.restore.outputs.find((r) => r.path === `out/${name}/${decl.path}`)
       if (rec) sizes.set(`${name}.${o}`, rec.size)
     }
-    // the last recorded run tells the time best, as long as it ran with these params
-    const prev = ws.lock[name]
-    const last = prev && canonicalJson(prev.params) === canonicalJson(ws.params.get(name)) ? prev.duration : undefined
+    const last = recordedSeconds(ws, stage, sizes)
     const diskBytes = Object.values(est.bytes).reduce((a, b) => a + b, 0)
     return {
       name,

@@ -189,6 +189,42 @@ describe("disk budget", () => {
     expect(read(ws, "pipeline.lock")).toContain("out/a/a.txt") // what ran is kept
   })
 
+  it("a dry run that does not fit exits 3, as the real run would at its pre-flight, with the plan on stdout", () => {
+    const ws = makeWorkspace()
+    fs.appendFileSync(path.join(ws, "pipeline.yaml"), "budget: { disk: 5kB }\n")
+    const r = cli(ws, ["run", "big", "--dry-run"])
+    expect(r.code).toBe(3)
+    expect(r.stdout).toMatch(/disk: writes up to .*: DOES NOT FIT/)
+    expect(r.stderr.trim().split("\n")).toHaveLength(1)
+    expect(r.stderr).toContain("stage big")
+    const json = cli(ws, ["run", "big", "--dry-run", "--json"])
+    expect(json.code).toBe(3)
+    expect(JSON.parse(json.stdout).disk.ok).toBe(false)
+    expect(runs(ws)).toEqual([])
+  })
+
+  it("reuses a recorded time only for inputs of about the same size, scaled by their bytes", () => {
+    const ws = makeWorkspace()
+    expect(cli(ws, ["run", "a"]).code).toBe(0)
+    const recorded = Number(/a:\n(?:.*\n)*?\s+duration: ([\d.e-]+)/.exec(read(ws, "pipeline.lock"))![1])
+    const seconds = () => JSON.parse(cli(ws, ["run", "a", "-f", "--dry-run", "--json"]).stdout).stages[0].estimate.seconds as number
+    expect(seconds()).toBeCloseTo(recorded, 9)
+    const size = fs.statSync(path.join(ws, "input.txt")).size
+    fs.writeFileSync(path.join(ws, "input.txt"), "x".repeat(Math.round(size * 1.5)))
+    expect(seconds()).toBeCloseTo(recorded * 1.5, 2)
+    fs.writeFileSync(path.join(ws, "input.txt"), "x".repeat(size * 1000))
+    expect(seconds()).toBe(0.1) // the stage's own estimate: its last run says nothing about 1000× the input
+  })
+
+  it("says 'never run here' once for a stage the committed lock knows but this workspace has never made", () => {
+    const ws = makeWorkspace()
+    expect(cli(ws, ["run", "big"]).code).toBe(0)
+    fs.rmSync(path.join(ws, "out"), { recursive: true })
+    fs.rmSync(path.join(ws, ".pipeline"), { recursive: true }) // a fresh clone: the lock, nothing else
+    const json = JSON.parse(cli(ws, ["run", "big", "--dry-run", "--json"]).stdout)
+    expect(json.stages[0].reasons).toEqual(["never run here (the lock has it; out/ and the cache do not)"])
+  })
+
   it("warns about downstream stages that will not fit when the target is upstream", () => {
     const ws = makeWorkspace()
     fs.appendFileSync(path.join(ws, "pipeline.yaml"), "budget: { disk: 6kB }\n")
@@ -320,7 +356,7 @@ describe("status, dag, gc", () => {
     expect(cli(ws, ["run", "c"]).code).toBe(0)
     const ok = cli(ws, ["status", "c", "--ci"])
     expect(ok.code).toBe(0)
-    expect(ok.stdout).toContain('metrics out/c/metrics.json: {"length":14}')
+    expect(ok.stdout).toMatch(/metrics \(all of them: status --json\)\n  out\/c\/metrics\.json  length 14\n/)
     expect(JSON.parse(cli(ws, ["status", "--json"]).stdout).metrics["out/c/metrics.json"]).toEqual({ length: 14 })
     fs.writeFileSync(path.join(ws, "input.txt"), "changed\n")
     const before = snapshot(ws)
