@@ -11,6 +11,7 @@
  */
 import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
+import { PROJECTIONS } from "../native/qwen3.ts"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -23,7 +24,7 @@ import * as Safetensors from "../stages/lib/safetensors.ts"
 
 const REF = fileURLToPath(new URL("../tests/golden/qwen3_ref.py", import.meta.url))
 const T = 512
-const ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+const ALL = [...PROJECTIONS]
 
 interface Shape {
   readonly name: string

@@ -20,7 +20,7 @@ import { Stage, StageError } from "../engine/index.ts"
 import { addonBuildId } from "./lib/addon.ts"
 import { withDefault } from "./lib/schema.ts"
 import { runWorker } from "./lib/worker.ts"
-import type { Job, ResultEvent } from "./evaluate/worker.ts"
+import { protocol } from "./evaluate/protocol.ts"
 import { download } from "./download.ts"
 import { tokenize } from "./tokenize.ts"
 import { train } from "./train.ts"
@@ -75,10 +75,11 @@ export const evaluate = Stage.make({
     Effect.gen(function* () {
       const { maxSamples, compareBase, gates } = ctx.params.eval
       let metrics: Record<string, number> | undefined
-      yield* runWorker<ResultEvent>({
+      yield* runWorker({
         file: WORKER,
         label: "evaluator",
-        job: { modelDir: ctx.inputs.model, adapterDir: ctx.inputs.adapter, valBin: ctx.inputs.val, maxSamples, compareBase } satisfies Job,
+        protocol,
+        job: { modelDir: ctx.inputs.model, adapterDir: ctx.inputs.adapter, valBin: ctx.inputs.val, maxSamples, compareBase },
         jobFile: path.join(ctx.scratchDir, "job.json"),
         onEvent: (e) => Effect.sync(() => void (metrics = e.metrics))
       })

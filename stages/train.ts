@@ -16,46 +16,12 @@ import * as path from "node:path"
 import { Stage, StageError } from "../engine/index.ts"
 import { fileURLToPath } from "node:url"
 import { addonBuildId } from "./lib/addon.ts"
-import { PROJECTIONS } from "../native/qwen3.ts"
-import type { TrainEvent } from "./train/trainer.ts"
-import { Count, NonNegativeInt, Positive, withDefault } from "./lib/schema.ts"
+import { type Job, LoraParams, protocol, TrainParams, type TrainEvent } from "./train/protocol.ts"
 import { runWorker } from "./lib/worker.ts"
 import { download } from "./download.ts"
 import { tokenize } from "./tokenize.ts"
 
-export const LoraParams = Schema.Struct({
-  r: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1024 })), 16),
-  alpha: withDefault(Positive, 16),
-  dropout: withDefault(Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1)), 0.05),
-  targets: withDefault(Schema.Array(Schema.Literals(PROJECTIONS)).check(Schema.isMinLength(1), Schema.isUnique()), [...PROJECTIONS])
-})
-
-/**
- * Every value is checked where it is read, so a run that cannot make sense
- * (batchSize 0 "trains" at loss 0; a negative lr climbs the loss) fails when
- * the params are decoded, before anything runs, with exit 2.
- */
-export const TrainParams = Schema.Struct({
-  device: withDefault(Schema.Literals(["cpu", "cuda"]), "cpu"),
-  precision: withDefault(Schema.Literals(["fp32", "fp16"]), "fp32"),
-  lr: withDefault(Positive.check(Schema.isLessThanOrEqualTo(1)), 1e-3),
-  epochs: withDefault(Positive.check(Schema.isLessThanOrEqualTo(1000)), 1),
-  maxSteps: Schema.optionalKey(Count),
-  batchSize: withDefault(Count.check(Schema.isLessThanOrEqualTo(4096)), 2),
-  gradAccum: withDefault(Count.check(Schema.isLessThanOrEqualTo(4096)), 1),
-  warmupSteps: withDefault(NonNegativeInt, 4),
-  scheduler: withDefault(Schema.Literals(["cosine", "linear", "constant"]), "cosine"),
-  weightDecay: withDefault(Schema.Finite.check(Schema.isBetween({ minimum: 0, maximum: 1 })), 0),
-  maxGradNorm: withDefault(Positive, 1),
-  seed: withDefault(Schema.Int, 42),
-  evalEvery: withDefault(Count, 10),
-  checkpointEvery: withDefault(Count, 10),
-  keepCheckpoints: withDefault(Count, 2),
-  /** recompute each layer in the backward pass instead of keeping its activations (less memory, ~1/3 more compute) */
-  activationCheckpointing: withDefault(Schema.Boolean, false),
-  /** validation sequences per evaluation */
-  evalSamples: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 100000 })), 8)
-})
+export { LoraParams, TrainParams } from "./train/protocol.ts"
 
 /** Bytes per trainable parameter held on disk per checkpoint: fp32 weights, the best copy, two 8-bit Adam moments. */
 const CHECKPOINT_BYTES_PER_PARAM = 4 + 4 + 2
@@ -100,17 +66,18 @@ export const train = Stage.make({
       const refused = backendProblem(t)
       if (refused !== undefined) return yield* new StageError({ message: refused })
       const scratch = ctx.scratchDir
-      const job = {
+      const { device: _device, precision: _precision, ...trainer } = t
+      const job: Job = {
         modelDir: ctx.inputs.model,
         trainBin: ctx.inputs.train,
         valBin: ctx.inputs.val,
         adapterDir: ctx.outputs.adapter,
         metricsFile: path.join(scratch, "metrics.jsonl"),
         scratch,
-        t: { ...t, maxSteps: t.maxSteps },
-        lora: { r: lora.r, alpha: lora.alpha, dropout: lora.dropout, targets: lora.targets }
+        t: trainer,
+        lora
       }
-      yield* runWorker<TrainEvent>({ file: WORKER, label: "trainer", job, jobFile: path.join(scratch, "job.json"), onEvent: (e) => onEvent(ctx, e) })
+      yield* runWorker({ file: WORKER, label: "trainer", protocol, job, jobFile: path.join(scratch, "job.json"), onEvent: (e) => onEvent(ctx, e) })
       fs.copyFileSync(job.metricsFile, ctx.outputs.metrics)
     })
 })

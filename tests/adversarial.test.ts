@@ -214,11 +214,16 @@ describe("2. paths read from the lock, the run-cache and tree objects stay insid
 describe("4. a worker's own error reaches the user as one line", () => {
   it("the trainer's reason, not the tail of a Node stack trace", async () => {
     const { runWorker } = await import("../stages/lib/worker.ts")
+    const { protocol, LoraParams, TrainConfig } = await import("../stages/train/protocol.ts")
     const Effect = await import("effect/Effect")
+    const Schema = await import("effect/Schema")
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "worker-"))
-    const job = { modelDir: path.join(dir, "no-model"), trainBin: "", valBin: "", adapterDir: "", metricsFile: "", scratch: dir, t: {}, lora: {} }
+    const job = {
+      modelDir: path.join(dir, "no-model"), trainBin: "", valBin: "", adapterDir: "", metricsFile: "", scratch: dir,
+      t: Schema.decodeUnknownSync(TrainConfig)({}), lora: Schema.decodeUnknownSync(LoraParams)({})
+    }
     const err = await Effect.runPromise(
-      Effect.flip(runWorker({ file: path.join(REPO, "stages/train/worker.ts"), label: "trainer", job, jobFile: path.join(dir, "job.json"), onEvent: () => Effect.void }))
+      Effect.flip(runWorker({ file: path.join(REPO, "stages/train/worker.ts"), label: "trainer", protocol, job, jobFile: path.join(dir, "job.json"), onEvent: () => Effect.void }))
     )
     expect(err.message).toMatch(new RegExp(`^${path.join(dir, "no-model", "config.json")}: ENOENT`))
     oneLine(err.message)
@@ -226,8 +231,13 @@ describe("4. a worker's own error reaches the user as one line", () => {
     // a worker that dies without a word is named by how it died
     const crash = path.join(dir, "crash.ts")
     fs.writeFileSync(crash, `process.stderr.write("native: bad access\\n"); process.kill(process.pid, "SIGSEGV")\n`)
-    const died = await Effect.runPromise(Effect.flip(runWorker({ file: crash, label: "trainer", job: {}, jobFile: path.join(dir, "j2.json"), onEvent: () => Effect.void })))
+    const died = await Effect.runPromise(Effect.flip(runWorker({ file: crash, label: "trainer", protocol, job, jobFile: path.join(dir, "j2.json"), onEvent: () => Effect.void })))
     expect(died.message).toBe("the trainer was killed by SIGSEGV: native: bad access")
+    // an event that does not decode with the protocol's schema is not passed on as one
+    const liar = path.join(dir, "liar.ts")
+    fs.writeFileSync(liar, `process.stdout.write(JSON.stringify({ type: "step", step: "seven" }) + "\\n")\n`)
+    const odd = await Effect.runPromise(Effect.flip(runWorker({ file: liar, label: "trainer", protocol, job, jobFile: path.join(dir, "j3.json"), onEvent: () => Effect.void })))
+    expect(odd.message).toBe('the trainer printed a line that is not one of its events: {"type":"step","step":"seven"}')
   })
 })
 

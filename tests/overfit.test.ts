@@ -8,6 +8,7 @@
 import { Template } from "@huggingface/jinja"
 import { Tokenizer } from "@huggingface/tokenizers"
 import * as fs from "node:fs"
+import { PROJECTIONS } from "../native/qwen3.ts"
 import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
@@ -50,8 +51,8 @@ describe("overfitting a few conversations", () => {
       weights: base,
       train: data,
       val: data,
-      t: { lr: 1e-2, epochs: 1, maxSteps: 80, batchSize: 3, gradAccum: 1, warmupSteps: 5, scheduler: "cosine", weightDecay: 0, maxGradNorm: 1, seed: 1, evalEvery: 1000, evalSamples: 1, checkpointEvery: 0, keepCheckpoints: 1 },
-      lora: { r: 16, alpha: 32, dropout: 0, targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] },
+      t: { lr: 1e-2, epochs: 1, maxSteps: 80, batchSize: 3, gradAccum: 1, warmupSteps: 5, scheduler: "cosine", weightDecay: 0, maxGradNorm: 1, seed: 1, evalEvery: 1000, evalSamples: 1, checkpointEvery: 0, keepCheckpoints: 1, activationCheckpointing: false },
+      lora: { r: 16, alpha: 32, dropout: 0, targets: [...PROJECTIONS] },
       scratch: path.join(dir, "scratch"),
       onEvent: (e) => void (e.type === "step" && losses.push(e.loss))
     })

@@ -1,5 +1,6 @@
 /** The training loop: PEFT's parameter count, schedule, loss scaling, learning, bit-exact resume, the PEFT adapter round trip. */
 import * as fs from "node:fs"
+import { PROJECTIONS } from "../native/qwen3.ts"
 import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
@@ -10,11 +11,12 @@ import { writeTiny } from "../stages/download/tiny.ts"
 import { Rng } from "../stages/lib/rng.ts"
 import * as Format from "../stages/tokenize/format.ts"
 import { runWorker } from "../stages/lib/worker.ts"
+import { protocol } from "../stages/train/protocol.ts"
 import * as Effect from "effect/Effect"
 import { REPO } from "./helpers.ts"
 import { missedGates } from "../stages/evaluate.ts"
 
-const ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+const ALL = [...PROJECTIONS]
 
 describe("the training loop's arithmetic", () => {
   it("counts parameters as PEFT does (Qwen3-4B, r=16 on all seven projections)", () => {
@@ -75,7 +77,7 @@ const fixture = (seqs: number, len: number, pattern?: ReadonlyArray<number>) => 
 
 const tcfg = (over: Partial<Trainer.TrainConfig>): Trainer.TrainConfig => ({
   lr: 1e-2, epochs: 1, maxSteps: 4, batchSize: 2, gradAccum: 1, warmupSteps: 0, scheduler: "constant", weightDecay: 0, maxGradNorm: 1,
-  seed: 1, evalEvery: 100, evalSamples: 2, checkpointEvery: 2, keepCheckpoints: 2, ...over
+  seed: 1, evalEvery: 100, evalSamples: 2, checkpointEvery: 2, keepCheckpoints: 2, activationCheckpointing: false, ...over
 })
 const lora = { r: 4, alpha: 8, dropout: 0, targets: ALL }
 
@@ -128,7 +130,7 @@ describe("training", () => {
       modelDir: path.join(f.dir, "model"), trainBin: path.join(f.dir, "train.bin"), valBin: path.join(f.dir, "val.bin"),
       adapterDir: path.join(f.dir, "adapter"), metricsFile, scratch, t: tcfg({ maxSteps: 2, evalEvery: 2 }), lora
     }
-    await Effect.runPromise(runWorker({ file: path.join(REPO, "stages/train/worker.ts"), label: "trainer", job, jobFile: path.join(scratch, "job.json"), onEvent: () => Effect.void }))
+    await Effect.runPromise(runWorker({ file: path.join(REPO, "stages/train/worker.ts"), label: "trainer", protocol, job, jobFile: path.join(scratch, "job.json"), onEvent: () => Effect.void }))
     const lines = fs.readFileSync(metricsFile, "utf8").trim().split("\n").map((l) => JSON.parse(l) as { step: number; valLoss?: number })
     expect(lines.map((l) => `${l.step}${l.valLoss !== undefined ? "v" : ""}`)).toEqual(["0v", "1", "2", "2v"])
   }, 120_000)

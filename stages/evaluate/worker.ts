@@ -7,21 +7,9 @@ import { loadAdapter, loadQwen3 } from "../lib/checkpoint.ts"
 import { quantizeBase, validationLoss, type TrainConfig } from "../train/trainer.ts"
 import * as Format from "../tokenize/format.ts"
 import { workerMain } from "../lib/worker.ts"
+import { protocol } from "./protocol.ts"
 
-export interface Job {
-  readonly modelDir: string
-  readonly adapterDir: string
-  readonly valBin: string
-  readonly maxSamples: number
-  readonly compareBase: boolean
-}
-
-export interface ResultEvent {
-  readonly type: "result"
-  readonly metrics: Record<string, number>
-}
-
-await workerMain<Job, ResultEvent>((job, emit) => {
+await workerMain(protocol, (job, emit) => {
   const { config, weights } = loadQwen3(job.modelDir)
   const base = quantizeBase(weights)
   const val = Format.read(job.valBin)

@@ -3,26 +3,27 @@
  * child Node process, so a crash in native code fails the stage, not the
  * engine. Both sides of that boundary live here.
  *
- * The protocol: the parent writes the job as JSON to a file and passes its
- * path; the worker prints one JSON event per line on stdout. A worker that
- * fails prints `{"type":"error","message":…}` as its last event and exits 1
- * (`workerMain` does this for any error it throws), so the stage reports the
- * worker's own one-line reason rather than the tail of a Node stack trace.
- * A worker that dies without a word (a segfault, the OOM killer) is reported
- * by its signal or exit code with the last meaningful line it wrote to stderr.
+ * The protocol: the parent encodes the job with its Schema and writes it as
+ * JSON to a file whose path it passes; the worker decodes it with the same
+ * Schema. The worker prints one event per line on stdout, encoded with the
+ * events' Schema, and the parent decodes each line: a line that does not
+ * decode fails the stage, naming it. A worker that fails prints
+ * `{"type":"error","message":…}` as its last event and exits 1 (`workerMain`
+ * does this for any error it throws), so the stage reports the worker's own
+ * one-line reason rather than the tail of a Node stack trace. A worker that
+ * dies without a word (a segfault, the OOM killer) is reported by its signal
+ * or exit code with the last meaningful line it wrote to stderr.
  */
 import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as readline from "node:readline"
 import { StageError } from "../../engine/index.ts"
 
-/** The event a failing worker ends with. */
-export interface ErrorEvent {
-  readonly type: "error"
-  readonly message: string
-}
+/** The event a failing worker ends with (part of every worker's protocol). */
+export const ErrorEvent = Schema.Struct({ type: Schema.Literal("error"), message: Schema.String })
 
 const oneLine = (s: string) => s.replace(/\s+/g, " ").trim()
 
@@ -34,15 +35,36 @@ const lastWords = (stderr: string): string | undefined =>
     .filter((l) => l !== "" && !/^at\s/.test(l) && !/^Node\.js v\d/.test(l) && !/^\^+$/.test(l))
     .at(-1)
 
-export interface WorkerOptions<E> {
+/** A schema that encodes and decodes with no services (what crosses the process boundary). */
+export type Wire<A> = Schema.Codec<A, unknown>
+
+/** The two schemas of a worker: its job and its events. */
+export interface Protocol<J, E> {
+  readonly job: Wire<J>
+  readonly events: Wire<E>
+}
+
+export interface WorkerOptions<J, E> {
   /** the worker's module (an absolute path) */
   readonly file: string
   /** what to call it in messages: "trainer", "evaluator" */
   readonly label: string
-  readonly job: unknown
+  readonly protocol: Protocol<J, E>
+  readonly job: J
   /** where to write the job (in the stage's scratch directory) */
   readonly jobFile: string
   readonly onEvent: (event: E) => Effect.Effect<void>
+}
+
+const decodeLine = <E>(events: Wire<E>, line: string): E | undefined => {
+  let raw: unknown
+  try {
+    raw = JSON.parse(line)
+  } catch {
+    return undefined
+  }
+  const r = Schema.decodeUnknownExit(events)(raw)
+  return r._tag === "Success" ? r.value : undefined
 }
 
 /**
@@ -50,10 +72,10 @@ export interface WorkerOptions<E> {
  * with the worker's reported error, or with how it died. Interrupting the
  * effect (Ctrl-C, a failing sibling stage) kills the worker.
  */
-export const runWorker = <E extends { readonly type: string }>(o: WorkerOptions<E>): Effect.Effect<void, StageError> =>
+export const runWorker = <J, E>(o: WorkerOptions<J, E>): Effect.Effect<void, StageError> =>
   Effect.scoped(
     Effect.gen(function* () {
-      fs.writeFileSync(o.jobFile, JSON.stringify(o.job))
+      fs.writeFileSync(o.jobFile, JSON.stringify(Schema.encodeSync(o.protocol.job)(o.job)))
       const child = yield* Effect.acquireRelease(
         Effect.sync(() => spawn(process.execPath, [o.file, o.jobFile], { stdio: ["ignore", "pipe", "pipe"] })),
         (c) => Effect.sync(() => void (c.exitCode === null && c.signalCode === null && c.kill("SIGKILL")))
@@ -76,23 +98,22 @@ export const runWorker = <E extends { readonly type: string }>(o: WorkerOptions<
       yield* Stream.fromAsyncIterable(readline.createInterface({ input: child.stdout, crlfDelay: Infinity }), (e) => new StageError({ message: `the ${o.label}'s output: ${String(e)}` })).pipe(
         Stream.runForEach((line) => {
           if (line.trim() === "") return Effect.void
-          let event: { type?: unknown; message?: unknown }
-          try {
-            event = JSON.parse(line) as { type?: unknown; message?: unknown }
-          } catch {
+          const failure = decodeLine(ErrorEvent, line)
+          if (failure !== undefined) {
+            reported = failure.message
+            return Effect.void
+          }
+          const event = decodeLine(o.protocol.events, line)
+          if (event === undefined) {
             badLine ??= line
             return Effect.void
           }
-          if (event.type === "error") {
-            reported = typeof event.message === "string" ? event.message : "failed"
-            return Effect.void
-          }
-          return o.onEvent(event as E)
+          return o.onEvent(event)
         })
       )
       const { code, signal } = yield* Effect.promise(() => exited)
       if (code === 0 && reported === undefined) {
-        if (badLine !== undefined) return yield* new StageError({ message: `the ${o.label} printed a line that is not an event: ${oneLine(badLine).slice(0, 200)}` })
+        if (badLine !== undefined) return yield* new StageError({ message: `the ${o.label} printed a line that is not one of its events: ${oneLine(badLine).slice(0, 200)}` })
         return
       }
       if (reported !== undefined) return yield* new StageError({ message: oneLine(reported) })
@@ -108,17 +129,19 @@ export const runWorker = <E extends { readonly type: string }>(o: WorkerOptions<
  * (its message, one line) and exit code 1. Errors that are not expected
  * failures (a TypeError: a bug) keep their type in the message.
  */
-export const workerMain = async <J, E extends { readonly type: string }>(main: (job: J, emit: (e: E) => void) => void | Promise<void>): Promise<void> => {
-  const emit = (e: E | ErrorEvent) => void process.stdout.write(JSON.stringify(e) + "\n")
+export const workerMain = async <J, E>(protocol: Protocol<J, E>, main: (job: J, emit: (e: E) => void) => void | Promise<void>): Promise<void> => {
+  const print = (line: unknown) => void process.stdout.write(JSON.stringify(line) + "\n")
+  const emit = (e: E) => print(Schema.encodeSync(protocol.events)(e))
   try {
     const file = process.argv[2]
     if (file === undefined) throw new Error("usage: worker JOB.json")
-    const job = JSON.parse(fs.readFileSync(file, "utf8")) as J
-    await main(job, emit)
+    const decoded = Schema.decodeUnknownExit(protocol.job)(JSON.parse(fs.readFileSync(file, "utf8")))
+    if (decoded._tag === "Failure") throw new Error(`the job file ${file} does not decode: ${oneLine(String(decoded.cause)).slice(0, 300)}`)
+    await main(decoded.value, emit)
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e))
     const bug = err instanceof TypeError || err instanceof RangeError || err instanceof ReferenceError || err instanceof SyntaxError
-    emit({ type: "error", message: oneLine(bug ? `${err.name}: ${err.message} (${oneLine(err.stack?.split("\n")[1] ?? "")})` : err.message) })
+    print(Schema.encodeSync(ErrorEvent)({ type: "error", message: oneLine(bug ? `${err.name}: ${err.message} (${oneLine(err.stack?.split("\n")[1] ?? "")})` : err.message) }))
     process.exitCode = 1
   }
 }

@@ -31,32 +31,9 @@ import * as Native from "../../native/index.ts"
 import { PROJECTIONS, projectionShape, type LoraTensors, type Qwen3Config, type Qwen3Weights } from "../../native/qwen3.ts"
 import { Rng } from "../lib/rng.ts"
 import type * as Format from "../tokenize/format.ts"
+import type { LoraConfig, TrainConfig, TrainEvent } from "./protocol.ts"
 
-export interface TrainConfig {
-  readonly lr: number
-  readonly epochs: number
-  readonly maxSteps?: number | undefined
-  readonly batchSize: number
-  readonly gradAccum: number
-  readonly warmupSteps: number
-  readonly scheduler: "cosine" | "linear" | "constant"
-  readonly weightDecay: number
-  readonly maxGradNorm: number
-  readonly seed: number
-  readonly evalEvery: number
-  readonly evalSamples: number
-  readonly checkpointEvery: number
-  readonly keepCheckpoints: number
-  /** recompute each layer in the backward pass instead of keeping its activations */
-  readonly activationCheckpointing?: boolean
-}
-
-export interface LoraConfig {
-  readonly r: number
-  readonly alpha: number
-  readonly dropout: number
-  readonly targets: ReadonlyArray<string>
-}
+export type { LoraConfig, TrainConfig, TrainEvent } from "./protocol.ts"
 
 // ---------------------------------------------------------------- the base
 
@@ -265,14 +242,6 @@ const saveCheckpoint = (scratch: string, keep: number, c: Checkpoint, lora: Lora
 }
 
 // ---------------------------------------------------------------- the loop
-
-export type TrainEvent =
-  | { readonly type: "start"; readonly totalSteps: number; readonly params: string; readonly resumedFrom: number | null; readonly trainSequences: number }
-  | { readonly type: "step"; readonly step: number; readonly loss: number; readonly lr: number; readonly gradNorm: number; readonly tokens: number; readonly tokensPerSecond: number; readonly skipped: boolean; readonly scale: number }
-  | { readonly type: "eval"; readonly step: number; readonly valLoss: number; readonly best: boolean }
-  | { readonly type: "checkpoint"; readonly step: number }
-  | { readonly type: "done"; readonly step: number; readonly bestVal: number | null }
-  | { readonly type: "warning"; readonly message: string }
 
 export interface TrainInput {
   readonly config: Qwen3Config

@@ -7,23 +7,12 @@
  */
 import * as fs from "node:fs"
 import { loadQwen3, writeAdapter } from "../lib/checkpoint.ts"
-import { quantizeBase, train, type LoraConfig, type TrainConfig, type TrainEvent } from "./trainer.ts"
+import { protocol, type TrainEvent } from "./protocol.ts"
+import { quantizeBase, train } from "./trainer.ts"
 import * as Format from "../tokenize/format.ts"
 import { workerMain } from "../lib/worker.ts"
 
-export interface Job {
-  readonly modelDir: string
-  readonly trainBin: string
-  readonly valBin: string
-  readonly adapterDir: string
-  readonly metricsFile: string
-  readonly scratch: string
-  readonly t: TrainConfig
-  readonly lora: LoraConfig
-  readonly stopAfter?: number
-}
-
-await workerMain<Job, TrainEvent>((job, emit) => {
+await workerMain(protocol, (job, emit) => {
   const { config, weights } = loadQwen3(job.modelDir)
   const base = quantizeBase(weights)
   // metrics live in the scratch directory so that a resumed run continues them
