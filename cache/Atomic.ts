@@ -4,14 +4,14 @@
  * the old file or the new one, never half of it; a leftover temp file is junk
  * that `gc` removes.
  */
-import * as fs from "node:fs"
+import { type Fs, nodeFs } from "./Fs.ts"
 import * as path from "node:path"
 import { randomBytes } from "node:crypto"
 
 export const tempName = (target: string): string =>
   path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`)
 
-export const writeFileAtomic = (target: string, data: string | Uint8Array, mode?: number): void => {
+export const writeFileAtomic = (target: string, data: string | Uint8Array, mode?: number, fs: Fs = nodeFs): void => {
   fs.mkdirSync(path.dirname(target), { recursive: true })
   const tmp = tempName(target)
   try {
@@ -35,7 +35,7 @@ const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "obj
  * through `warn` and treated as empty, so it is rebuilt instead of failing
  * every command until someone deletes it by hand.
  */
-export const readJsonRecord = (file: string, displayName: string, warn: Warn): Record<string, unknown> => {
+export const readJsonRecord = (file: string, displayName: string, warn: Warn, fs: Fs = nodeFs): Record<string, unknown> => {
   let text: string
   try {
     text = fs.readFileSync(file, "utf8")

@@ -4,7 +4,7 @@
  * being confused with paths or keys in signatures.
  */
 import { Blake3Hasher } from "@napi-rs/blake-hash"
-import * as fs from "node:fs"
+import { type Fs, nodeFs } from "./Fs.ts"
 import { canonicalJson } from "./Canonical.ts"
 
 export type Digest = string & { readonly __brand: "Digest" }
@@ -36,7 +36,7 @@ const CHUNK = 256 * 1024
 let shared: Buffer | undefined
 
 /** Streams a file through BLAKE3 on the calling thread; returns digest and bytes read. */
-export const ofFile = (path: string): { digest: Digest; bytes: number } => {
+export const ofFile = (path: string, fs: Fs = nodeFs): { digest: Digest; bytes: number } => {
   const buf = (shared ??= Buffer.allocUnsafe(CHUNK))
   const fd = fs.openSync(path, "r")
   try {

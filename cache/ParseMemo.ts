@@ -4,7 +4,8 @@
  * keyed by its file's (inode, size, mtime), like the stat cache, and is written
  * back only by commands that may write (`run`), never by dry-run or status.
  */
-import * as fs from "node:fs"
+import type { Stats } from "node:fs"
+import { type Fs, nodeFs } from "./Fs.ts"
 import type { Warn } from "./Atomic.ts"
 import { PathTable, sameStat } from "./PathTable.ts"
 
@@ -12,16 +13,19 @@ export class ParseMemo {
   private readonly table: PathTable<unknown>
 
   /** `warn` hears once when the file on disk cannot be used (it is then rebuilt). */
-  constructor(file: string | undefined, warn: Warn = () => {}) {
-    this.table = new PathTable<unknown>(file, () => true, "parsed again", warn)
+  private readonly fs: Fs
+
+  constructor(file: string | undefined, warn: Warn = () => {}, files: Fs = nodeFs) {
+    this.fs = files
+    this.table = new PathTable<unknown>(file, () => true, "parsed again", warn, files)
   }
 
   /** The parsed content of `path`, from the memo when the file is unchanged. */
   parse<A>(path: string, parse: (text: string) => A): A {
-    const st = fs.statSync(path)
+    const st = this.fs.statSync(path)
     const hit = this.table.entries[path]
     if (sameStat(hit, st)) return structuredClone(hit[3]) as A
-    const value = parse(fs.readFileSync(path, "utf8"))
+    const value = parse(this.fs.readFileSync(path, "utf8"))
     this.table.set(path, [st.ino, st.size, st.mtimeMs, value])
     return value
   }

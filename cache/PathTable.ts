@@ -7,7 +7,8 @@
  * changed, without entries of files that are gone, and a write that fails (a
  * full disk) is said and skipped: it costs time on the next run, nothing else.
  */
-import * as fs from "node:fs"
+import type { Stats } from "node:fs"
+import { type Fs, nodeFs } from "./Fs.ts"
 import * as path from "node:path"
 import { readJsonRecord, type Warn, writeFileAtomic } from "./Atomic.ts"
 
@@ -15,7 +16,7 @@ import { readJsonRecord, type Warn, writeFileAtomic } from "./Atomic.ts"
 export type Stamped<V> = readonly [ino: number, size: number, mtimeMs: number, value: V]
 
 /** Whether an entry's stamp is this stat's. */
-export const sameStat = <V>(e: Stamped<V> | undefined, st: fs.Stats): e is Stamped<V> =>
+export const sameStat = <V>(e: Stamped<V> | undefined, st: Stats): e is Stamped<V> =>
   e !== undefined && e[0] === st.ino && e[1] === st.size && e[2] === st.mtimeMs
 
 export class PathTable<V> {
@@ -25,16 +26,24 @@ export class PathTable<V> {
   private readonly warn: Warn
 
   /** `value` tells a valid remembered value; `redo` says what happens to a dropped entry ("hashed again"). */
-  constructor(file: string | undefined, value: (u: unknown) => boolean, redo: string, warn: Warn) {
+  private readonly fs: Fs
+
+  constructor(file: string | undefined, value: (u: unknown) => boolean, redo: string, warn: Warn, files: Fs = nodeFs) {
     this.file = file
     this.warn = warn
+    this.fs = files
     if (file === undefined) return
     let bad = 0
     // a file that does not decode at all is rewritten by the next command that saves
-    const raw = readJsonRecord(file, this.label(), (m) => {
-      this.dirty = true
-      warn(m)
-    })
+    const raw = readJsonRecord(
+      file,
+      this.label(),
+      (m) => {
+        this.dirty = true
+        warn(m)
+      },
+      files
+    )
     for (const [p, e] of Object.entries(raw)) {
       const ok = Array.isArray(e) && e.length === 4 && typeof e[0] === "number" && typeof e[1] === "number" && typeof e[2] === "number" && value(e[3])
       if (ok) this.entries[p] = e as unknown as Stamped<V>
@@ -65,9 +74,9 @@ export class PathTable<V> {
   save(): void {
     if (!this.dirty || this.file === undefined) return
     // drop entries of files that no longer exist so the file cannot grow forever
-    for (const p of Object.keys(this.entries)) if (!fs.existsSync(p)) delete this.entries[p]
+    for (const p of Object.keys(this.entries)) if (!this.fs.existsSync(p)) delete this.entries[p]
     try {
-      writeFileAtomic(this.file, JSON.stringify(this.entries))
+      writeFileAtomic(this.file, JSON.stringify(this.entries), undefined, this.fs)
     } catch (e) {
       this.warn(`${this.label()} could not be saved (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); it will be rebuilt`)
       return

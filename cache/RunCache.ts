@@ -11,7 +11,8 @@
  * `warn`, listed by `damaged()` for `gc` to remove, and the stage it would
  * have restored simply runs.
  */
-import * as fs from "node:fs"
+import type { Stats } from "node:fs"
+import { type Fs, nodeFs } from "./Fs.ts"
 import * as path from "node:path"
 import { type Warn, writeFileAtomic } from "./Atomic.ts"
 import { digestHex, type Digest } from "./Digest.ts"
@@ -31,10 +32,13 @@ export class RunCache<E extends { readonly key: Digest }> {
   private readonly warn: Warn
   private readonly bad = new Map<string, string>()
 
-  constructor(dir: string, decode: Decode<E>, warn: Warn = () => {}) {
+  private readonly fs: Fs
+
+  constructor(dir: string, decode: Decode<E>, warn: Warn = () => {}, files: Fs = nodeFs) {
     this.dir = dir
     this.decode = decode
     this.warn = warn
+    this.fs = files
   }
 
   private file(stage: string, key: Digest): string {
@@ -49,7 +53,7 @@ export class RunCache<E extends { readonly key: Digest }> {
   private load(file: string, stage: string): RunEntry<E> | undefined {
     let text: string
     try {
-      text = fs.readFileSync(file, "utf8")
+      text = this.fs.readFileSync(file, "utf8")
     } catch {
       return undefined
     }
@@ -82,16 +86,16 @@ export class RunCache<E extends { readonly key: Digest }> {
 
   put(stage: string, entry: E, now: Date = new Date()): void {
     const rec: RunEntry<E> = { stage, createdAt: now.toISOString(), entry }
-    writeFileAtomic(this.file(stage, entry.key), JSON.stringify(rec))
+    writeFileAtomic(this.file(stage, entry.key), JSON.stringify(rec), undefined, this.fs)
   }
 
   /** Every entry that decodes; the others are skipped and kept in `damaged()`. */
   *list(): Generator<{ file: string; entry: RunEntry<E> }> {
-    if (!fs.existsSync(this.dir)) return
-    for (const stage of fs.readdirSync(this.dir)) {
+    if (!this.fs.existsSync(this.dir)) return
+    for (const stage of this.fs.readdirSync(this.dir)) {
       const d = path.join(this.dir, stage)
-      if (!fs.statSync(d).isDirectory()) continue
-      for (const f of fs.readdirSync(d)) {
+      if (!this.fs.statSync(d).isDirectory()) continue
+      for (const f of this.fs.readdirSync(d)) {
         if (!f.endsWith(".json") || f.startsWith(".")) continue
         const file = path.join(d, f)
         const entry = this.load(file, stage)
@@ -106,6 +110,6 @@ export class RunCache<E extends { readonly key: Digest }> {
   }
 
   remove(file: string): void {
-    fs.rmSync(file, { force: true })
+    this.fs.rmSync(file, { force: true })
   }
 }

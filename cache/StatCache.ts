@@ -4,7 +4,8 @@
  * lives in one JSON file, loaded once per process and written back atomically
  * only when something changed (and never by a read-only command).
  */
-import * as fs from "node:fs"
+import type { Stats } from "node:fs"
+import { type Fs, nodeFs } from "./Fs.ts"
 import * as Digest from "./Digest.ts"
 import type { Warn } from "./Atomic.ts"
 import { PathTable, sameStat } from "./PathTable.ts"
@@ -25,31 +26,34 @@ export class StatCache {
   bytesRead = 0
 
   /** `warn` hears once when the file on disk cannot be used (it is then rebuilt). */
-  constructor(file: string | undefined, warn: Warn = () => {}) {
-    this.table = new PathTable<Digest.Digest>(file, Digest.isDigest, "hashed again", warn)
+  private readonly fs: Fs
+
+  constructor(file: string | undefined, warn: Warn = () => {}, files: Fs = nodeFs) {
+    this.fs = files
+    this.table = new PathTable<Digest.Digest>(file, Digest.isDigest, "hashed again", warn, files)
   }
 
   /** Digest of a regular file, from the cache when its stat is unchanged. */
-  hashFile(path: string, st: fs.Stats = fs.statSync(path)): HashResult {
+  hashFile(path: string, st: Stats = this.fs.statSync(path)): HashResult {
     const hit = this.table.entries[path]
     if (sameStat(hit, st)) return { digest: hit[3], size: st.size, bytesRead: 0 }
-    const { digest, bytes } = Digest.ofFile(path)
+    const { digest, bytes } = Digest.ofFile(path, this.fs)
     this.bytesRead += bytes
     // A file still being written could change between stat and read: only
     // remember the digest when the stat after reading matches the one before.
-    const after = fs.statSync(path)
+    const after = this.fs.statSync(path)
     if (after.ino === st.ino && after.size === st.size && after.mtimeMs === st.mtimeMs) this.table.set(path, [st.ino, st.size, st.mtimeMs, digest])
     return { digest, size: bytes, bytesRead: bytes }
   }
 
   /** Digest if the stat cache knows this exact file, without reading it. */
-  peek(path: string, st: fs.Stats): Digest.Digest | undefined {
+  peek(path: string, st: Stats): Digest.Digest | undefined {
     const hit = this.table.entries[path]
     return sameStat(hit, st) ? hit[3] : undefined
   }
 
   /** Records a digest the caller has just established (e.g. a file linked from a verified object). */
-  record(path: string, digest: Digest.Digest, st: fs.Stats = fs.statSync(path)): void {
+  record(path: string, digest: Digest.Digest, st: Stats = this.fs.statSync(path)): void {
     this.table.set(path, [st.ino, st.size, st.mtimeMs, digest])
   }
 

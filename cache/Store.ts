@@ -10,12 +10,13 @@
  * Objects enter by rename from the staging area (same filesystem), so an object
  * is either complete or absent: `kill -9` cannot leave half of one.
  */
-import * as fs from "node:fs"
+import type * as nodeFsModule from "node:fs"
 import * as path from "node:path"
 import * as Digest from "./Digest.ts"
 import { canonicalJson } from "./Canonical.ts"
 import { tempName, type Warn, writeFileAtomic } from "./Atomic.ts"
 import { relativePathProblem } from "./Paths.ts"
+import { type Fs, nodeFs } from "./Fs.ts"
 import type { StatCache } from "./StatCache.ts"
 
 export type OutputKind = "file" | "dir"
@@ -71,11 +72,13 @@ export class Store {
   readonly root: string
   private readonly stats: StatCache
   private readonly warn: Warn
+  private readonly fs: Fs
 
-  constructor(root: string, stats: StatCache, warn: Warn = () => {}) {
+  constructor(root: string, stats: StatCache, warn: Warn = () => {}, files: Fs = nodeFs) {
     this.root = root
     this.stats = stats
     this.warn = warn
+    this.fs = files
     this.objectsDir = path.join(root, "objects")
     this.corruptDir = path.join(root, "corrupt")
   }
@@ -86,19 +89,19 @@ export class Store {
   }
 
   has(digest: Digest.Digest): boolean {
-    return fs.existsSync(this.objectPath(digest))
+    return this.fs.existsSync(this.objectPath(digest))
   }
 
   /** Moves a finished file into the store (or drops it when the store already has it). */
   ingestFile(file: string): { digest: Digest.Digest; size: number } {
-    const { digest, bytes } = Digest.ofFile(file)
+    const { digest, bytes } = Digest.ofFile(file, this.fs)
     const dest = this.objectPath(digest)
-    if (fs.existsSync(dest) && this.intact(digest)) {
-      fs.rmSync(file, { force: true })
+    if (this.fs.existsSync(dest) && this.intact(digest)) {
+      this.fs.rmSync(file, { force: true })
     } else {
-      fs.mkdirSync(path.dirname(dest), { recursive: true })
-      fs.chmodSync(file, (fs.statSync(file).mode & 0o111) !== 0 ? 0o555 : 0o444)
-      fs.renameSync(file, dest)
+      this.fs.mkdirSync(path.dirname(dest), { recursive: true })
+      this.fs.chmodSync(file, (this.fs.statSync(file).mode & 0o111) !== 0 ? 0o555 : 0o444)
+      this.fs.renameSync(file, dest)
     }
     this.stats.record(dest, digest)
     return { digest, size: bytes }
@@ -108,8 +111,8 @@ export class Store {
   private putBlob(data: string): Digest.Digest {
     const digest = Digest.ofBytes(data)
     const dest = this.objectPath(digest)
-    if (!fs.existsSync(dest)) {
-      writeFileAtomic(dest, data, 0o444)
+    if (!this.fs.existsSync(dest)) {
+      writeFileAtomic(dest, data, 0o444, this.fs)
     }
     return digest
   }
@@ -122,12 +125,12 @@ export class Store {
     }
     const entries: Array<TreeEntry> = []
     const walk = (dir: string, prefix: string): void => {
-      for (const d of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      for (const d of this.fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
         const abs = path.join(dir, d.name)
         const rel = prefix === "" ? d.name : `${prefix}/${d.name}`
         if (d.isDirectory()) walk(abs, rel)
         else if (d.isFile()) {
-          const executable = (fs.statSync(abs).mode & 0o111) !== 0
+          const executable = (this.fs.statSync(abs).mode & 0o111) !== 0
           const { digest, size } = this.ingestFile(abs)
           entries.push({ path: rel, digest, size, executable })
         } else {
@@ -151,7 +154,7 @@ export class Store {
     if (!this.intact(digest)) return undefined
     let parsed: unknown
     try {
-      parsed = JSON.parse(fs.readFileSync(this.objectPath(digest), "utf8"))
+      parsed = JSON.parse(this.fs.readFileSync(this.objectPath(digest), "utf8"))
     } catch {
       parsed = undefined
     }
@@ -176,9 +179,9 @@ export class Store {
    */
   intact(digest: Digest.Digest): boolean {
     const p = this.objectPath(digest)
-    let st: fs.Stats
+    let st: nodeFsModule.Stats
     try {
-      st = fs.statSync(p)
+      st = this.fs.statSync(p)
     } catch {
       return false
     }
@@ -190,7 +193,7 @@ export class Store {
   /** Re-hashes an object from disk, ignoring the stat cache. */
   verifyObject(digest: Digest.Digest): boolean {
     const p = this.objectPath(digest)
-    const ok = Digest.ofFile(p).digest === digest
+    const ok = Digest.ofFile(p, this.fs).digest === digest
     if (ok) this.stats.record(p, digest)
     else this.quarantine(digest)
     return ok
@@ -198,11 +201,11 @@ export class Store {
 
   quarantine(digest: Digest.Digest): void {
     const p = this.objectPath(digest)
-    fs.mkdirSync(this.corruptDir, { recursive: true })
+    this.fs.mkdirSync(this.corruptDir, { recursive: true })
     try {
-      fs.renameSync(p, path.join(this.corruptDir, Digest.digestHex(digest)))
+      this.fs.renameSync(p, path.join(this.corruptDir, Digest.digestHex(digest)))
     } catch {
-      fs.rmSync(p, { force: true })
+      this.fs.rmSync(p, { force: true })
     }
     // links to it in out/ hold the same damaged bytes: hash them again before trusting them
     this.stats.forgetDigest(digest)
@@ -218,17 +221,17 @@ export class Store {
   /** Places one object at `dest`: reflink, else hard link, else copy. */
   private place(digest: Digest.Digest, dest: string, executable: boolean): void {
     const src = this.objectPath(digest)
-    fs.mkdirSync(path.dirname(dest), { recursive: true })
+    this.fs.mkdirSync(path.dirname(dest), { recursive: true })
     // a hard link shares the object's mode: when the object (shared by equal bytes) has the
     // other executable bit, this file gets its own copy
-    const modeDiffers = ((fs.statSync(src).mode & 0o111) !== 0) !== executable
+    const modeDiffers = ((this.fs.statSync(src).mode & 0o111) !== 0) !== executable
     const order: Array<LinkMode> = this.linkMode ? [this.linkMode, "copy"] : ["reflink", "hardlink", "copy"]
     if (modeDiffers) order.splice(order.indexOf("hardlink"), order.includes("hardlink") ? 1 : 0)
     for (const mode of order) {
       try {
-        if (mode === "reflink") fs.copyFileSync(src, dest, fs.constants.COPYFILE_FICLONE_FORCE)
-        else if (mode === "hardlink") fs.linkSync(src, dest)
-        else fs.copyFileSync(src, dest)
+        if (mode === "reflink") this.fs.copyFileSync(src, dest, this.fs.constants.COPYFILE_FICLONE_FORCE)
+        else if (mode === "hardlink") this.fs.linkSync(src, dest)
+        else this.fs.copyFileSync(src, dest)
         if (!modeDiffers) this.linkMode ??= mode
         break
       } catch (e) {
@@ -236,7 +239,7 @@ export class Store {
       }
     }
     // Hard links share the object's read-only mode; reflinks and copies get it here.
-    if (fs.statSync(dest).nlink === 1) fs.chmodSync(dest, executable ? 0o555 : 0o444)
+    if (this.fs.statSync(dest).nlink === 1) this.fs.chmodSync(dest, executable ? 0o555 : 0o444)
     this.stats.record(dest, digest)
   }
 
@@ -248,18 +251,18 @@ export class Store {
     if (rec.kind === "file") return this.place(rec.digest, dest, false)
     const tree = this.readTree(rec.digest)
     if (tree === undefined) throw new Error(`cache object ${rec.digest} (a directory) is missing or damaged`)
-    fs.mkdirSync(dest, { recursive: true })
+    this.fs.mkdirSync(dest, { recursive: true })
     for (const e of tree.entries) this.place(e.digest, path.join(dest, e.path), e.executable)
   }
 
   /** Every object in the store with its size. */
   *listObjects(): Generator<{ digest: Digest.Digest; size: number; mtimeMs: number }> {
-    if (!fs.existsSync(this.objectsDir)) return
-    for (const a of fs.readdirSync(this.objectsDir)) {
+    if (!this.fs.existsSync(this.objectsDir)) return
+    for (const a of this.fs.readdirSync(this.objectsDir)) {
       const dir = path.join(this.objectsDir, a)
-      for (const b of fs.readdirSync(dir)) {
+      for (const b of this.fs.readdirSync(dir)) {
         if (b.startsWith(".")) continue
-        const st = fs.statSync(path.join(dir, b))
+        const st = this.fs.statSync(path.join(dir, b))
         yield { digest: `blake3:${a}${b}` as Digest.Digest, size: st.size, mtimeMs: st.mtimeMs }
       }
     }
@@ -267,7 +270,7 @@ export class Store {
 
   remove(digest: Digest.Digest): void {
     const p = this.objectPath(digest)
-    fs.rmSync(p, { force: true })
+    this.fs.rmSync(p, { force: true })
     this.stats.forget(p)
   }
 
@@ -285,7 +288,7 @@ export class Store {
  * of any size costs one stat per file. Symbolic links are followed (model
  * directories in the Hugging Face cache are links into a blob store).
  */
-export const digestTree = (dir: string, stats: StatCache): { digest: Digest.Digest; size: number } => {
+export const digestTree = (dir: string, stats: StatCache, fs: Fs = nodeFs): { digest: Digest.Digest; size: number } => {
   const entries: Array<TreeEntry> = []
   const walk = (d: string, prefix: string): void => {
     for (const name of fs.readdirSync(d).sort()) {
@@ -302,7 +305,7 @@ export const digestTree = (dir: string, stats: StatCache): { digest: Digest.Dige
 }
 
 /** Bytes of every regular file under a directory (links followed), without reading them. */
-export const treeSize = (dir: string): number => {
+export const treeSize = (dir: string, fs: Fs = nodeFs): number => {
   let n = 0
   const walk = (d: string): void => {
     for (const name of fs.readdirSync(d)) {
@@ -316,20 +319,20 @@ export const treeSize = (dir: string): number => {
 }
 
 /** Replaces a directory or file atomically enough: build beside, swap with two renames. */
-export const swapInto = (built: string, dest: string): void => {
+export const swapInto = (built: string, dest: string, fs: Fs = nodeFs): void => {
   fs.mkdirSync(path.dirname(dest), { recursive: true })
   if (fs.existsSync(dest)) {
     const trash = tempName(dest)
     fs.renameSync(dest, trash)
     fs.renameSync(built, dest)
-    removeTree(trash)
+    removeTree(trash, fs)
   } else {
     fs.renameSync(built, dest)
   }
 }
 
 /** rm -rf that also clears read-only modes (store links are 0444). */
-export const removeTree = (p: string): void => {
+export const removeTree = (p: string, fs: Fs = nodeFs): void => {
   try {
     fs.rmSync(p, { recursive: true, force: true })
   } catch {

@@ -5,12 +5,13 @@
  *   pipeline status [TARGET] [--json] [--ci]
  *   pipeline dag [--format text|mermaid]
  *   pipeline verify
- *   pipeline gc [--older-than DATE] [--max-size SIZE] [--dry-run]
+ *   pipeline gc [--older-than DATE|AGE] [--max-size SIZE] [--dry-run]
  *
  * Exit codes: 0 success; 1 a stage failed (or verify found damage); 2 usage or
  * config error; 3 disk budget or another pre-flight check failed; 4 `status
  * --ci` found the lock stale.
  */
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Cause from "effect/Cause"
@@ -34,6 +35,7 @@ import * as Maintenance from "./Maintenance.ts"
 import * as Planner from "./Planner.ts"
 import * as PlanView from "./PlanView.ts"
 import { Output } from "./Progress.ts"
+import { FileSystem } from "./Services.ts"
 import type { AnyStage } from "./Stage.ts"
 import { formatBytes, formatSeconds, parseBytes } from "./Units.ts"
 import * as WorkspaceLock from "./WorkspaceLock.ts"
@@ -53,7 +55,10 @@ export interface Definition {
 }
 
 const loadWorkspace = (def: Definition, config: Option.Option<string>, sets: ReadonlyArray<string>) =>
-  attempt(() => new Workspace(def.root, def.stages, { root: def.root, config: Option.getOrUndefined(config), sets }))
+  Effect.gen(function* () {
+    const files = yield* FileSystem
+    return yield* attempt(() => new Workspace(def.root, def.stages, { root: def.root, config: Option.getOrUndefined(config), sets, fs: files }))
+  })
 
 const configFlag = Flag.String("config").pipe(Flag.withDescription("params file (default pipeline.yaml)"), Flag.optional)
 const setFlag = Flag.String("set").pipe(Flag.withDescription("override a param for this run: --set train.lr=1e-4"), Flag.atLeast(0))
@@ -193,11 +198,19 @@ const verifyCommand = (def: Definition) =>
     })
   ).pipe(Command.withDescription("re-hash the cache and report corrupt objects"))
 
+const AGE_UNITS: Record<string, number> = { h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 }
+
+/** `--older-than`: a date, or an age counted back from now (`7d`). */
+export const cutoff = (value: string, now: number): Date => {
+  const age = /^\s*(\d+(?:\.\d+)?)\s*([hdw])\s*$/.exec(value)
+  return age ? new Date(now - Number(age[1]) * AGE_UNITS[age[2]!]!) : new Date(value)
+}
+
 const gcCommand = (def: Definition) =>
   Command.make(
     "gc",
     {
-      olderThan: Flag.String("older-than").pipe(Flag.withDescription("drop run-cache entries created before DATE (YYYY-MM-DD)"), Flag.optional),
+      olderThan: Flag.String("older-than").pipe(Flag.withDescription("drop run-cache entries created before DATE (YYYY-MM-DD) or more than an AGE ago (7d, 12h, 2w)"), Flag.optional),
       maxSize: Flag.String("max-size").pipe(Flag.withDescription("cap the cache at SIZE (e.g. 50GB), dropping the oldest entries"), Flag.optional),
       dryRun: Flag.Boolean("dry-run").pipe(Flag.withDefault(false), Flag.withDescription("show what would be removed")),
       config: configFlag
@@ -206,8 +219,9 @@ const gcCommand = (def: Definition) =>
       Effect.gen(function* () {
         const ws = yield* loadWorkspace(def, o.config, [])
         const olderThan = Option.getOrUndefined(o.olderThan)
-        const date = olderThan === undefined ? undefined : new Date(olderThan)
-        if (date && Number.isNaN(date.getTime())) return yield* new UsageError({ message: `--older-than ${olderThan}: expected a date like 2026-11-01` })
+        const now = yield* Clock.currentTimeMillis
+        const date = olderThan === undefined ? undefined : cutoff(olderThan, now)
+        if (date && Number.isNaN(date.getTime())) return yield* new UsageError({ message: `--older-than ${olderThan}: expected a date like 2026-11-01 or an age like 7d` })
         const maxSize = Option.getOrUndefined(o.maxSize)
         const maxBytes = maxSize === undefined ? undefined : parseBytes(maxSize)
         if (maxSize !== undefined && maxBytes === undefined) return yield* new UsageError({ message: `--max-size ${maxSize}: expected a size like 50GB` })
@@ -240,7 +254,11 @@ const usagePresenter = CliOutput.layerPresenter({
 })
 
 export const run = async (def: Definition, argv: ReadonlyArray<string> = process.argv.slice(2)): Promise<number> => {
-  const program = Command.runWith(command(def), { version: def.version ?? "0.1.0" })(argv).pipe(Effect.provide(usagePresenter), Effect.provide(NodeServices.layer))
+  const program = Command.runWith(command(def), { version: def.version ?? "0.1.0" })(argv).pipe(
+    Effect.provide(usagePresenter),
+    Effect.provide(FileSystem.node),
+    Effect.provide(NodeServices.layer)
+  )
   const exit = await Effect.runPromiseExit(program as Effect.Effect<void, unknown>)
   if (Exit.isSuccess(exit)) return 0
   const failure = exit.cause.reasons.find(Cause.isFailReason)

@@ -4,6 +4,7 @@
  * stage it can before anything runs; the executor decides a stage again once
  * its upstream has actually run (that is where early cut-off happens).
  */
+import type { Hit } from "../cache/Cache.ts"
 import type * as Digest from "../cache/Digest.ts"
 import { type Fingerprint, fingerprint, type Known, codeChanged, outputState, paramChanges, reasonsFor, stageKey } from "./Fingerprint.ts"
 import type { LockEntry, OutputRec } from "./Lockfile.ts"
@@ -14,20 +15,22 @@ export type Action = "run" | "cached" | "restore"
 
 export interface Decision {
   readonly action: Action
-  readonly source: "local" | null
+  /** where a restore comes from: "local", or a remote's name */
+  readonly source: string | null
   readonly reasons: ReadonlyArray<string>
   /** undefined while an upstream stage still has to run */
   readonly key: Digest.Digest | undefined
   readonly fingerprint: Fingerprint | undefined
   /** the entry to restore (action restore) */
   readonly restore: LockEntry | undefined
+  /** the cache hit that restores it (action restore) */
+  readonly hit?: Hit<LockEntry> | undefined
   /** upstream stages whose outputs are not known yet */
   readonly pending: ReadonlyArray<string>
   /** set by -f / --force-downstream: run even if the key turns out unchanged */
   readonly forced: boolean
 }
 
-const restorable = (ws: Workspace, outputs: ReadonlyArray<OutputRec>): boolean => outputs.every((o) => ws.store.canRestore(o))
 
 /**
  * Decides one stage whose upstream outputs are all known. Temporary outputs
@@ -62,15 +65,16 @@ export const decide = (ws: Workspace, stage: AnyStage, upstream: Known, forced: 
       }
     }
     if (problems.length === 0) return unlessExternal({ ...base, action: "cached", source: null, reasons: [], restore: undefined })
-    if (restorable(ws, broken)) return unlessExternal({ ...base, action: "restore", source: "local", reasons: problems, restore: prev })
+    const fix = ws.cache.get(stage.name, key, { known: prev, needed: (o) => broken.includes(o) })
+    if (fix) return unlessExternal({ ...base, action: "restore", source: fix.source, reasons: problems, restore: fix.entry, hit: fix })
     // a fresh clone: the committed lock knows the stage, this workspace has none of it
     if (broken.length === prev.outputs.length && problems.every((p) => p.startsWith("output missing")) && !broken.some((o) => ws.store.has(o.digest)))
       return run(["never run here (the lock has it; out/ and the cache do not)"])
     return run(problems.map((p) => `${p} (not in cache)`))
   }
   const reasons = reasonsFor(fp, prev)
-  const hit = ws.runs.get(stage.name, key)
-  if (hit && restorable(ws, hit.entry.outputs)) return unlessExternal({ ...base, action: "restore", source: "local", reasons, restore: hit.entry })
+  const hit = ws.cache.get(stage.name, key)
+  if (hit) return unlessExternal({ ...base, action: "restore", source: hit.source, reasons, restore: hit.entry, hit })
   return run(reasons)
 }
 

@@ -5,7 +5,6 @@
  * computed ways to fit: subsets of a stage's variants, outputs made
  * temporary, what gc would free, a bigger budget.
  */
-import * as fs from "node:fs"
 import * as Disk from "./DiskBudget.ts"
 import type { Action } from "./Decide.ts"
 import { formatBytes } from "./Units.ts"
@@ -30,9 +29,9 @@ export interface DiskStage {
   readonly estimate: { readonly scratchBytes: number }
 }
 
-export const freeBytes = (root: string): number => {
+export const freeBytes = (ws: Workspace): number => {
   try {
-    const s = fs.statfsSync(root)
+    const s = ws.fs.statfsSync(ws.root)
     return s.bavail * s.bsize
   } catch {
     return Number.POSITIVE_INFINITY
@@ -58,7 +57,7 @@ const simStages = (ws: Workspace, stages: ReadonlyArray<SimInput>, extraTemporar
         .filter((c) => names.includes(c.name) && Object.values(c.inputs).some((r) => r.stage === s.name && r.output === o))
         .map((c) => c.name)
       const lockRec = ws.lock[s.name]?.outputs.find((r) => r.path === ws.outputPath(s.name, o))
-      const existing = !writes && lockRec !== undefined && fs.existsSync(ws.abs(lockRec.path))
+      const existing = !writes && lockRec !== undefined && ws.fs.existsSync(ws.abs(lockRec.path))
       return {
         id,
         // a cached output that is not on disk (a freed temporary) takes no space
@@ -142,7 +141,7 @@ const waysToFit = (ws: Workspace, stages: ReadonlyArray<DiskStage>, limits: Disk
 
 export const diskReport = (ws: Workspace, stages: ReadonlyArray<DiskStage>, sizes: Map<string, number>): DiskReport => {
   const usedBytes = ws.store.usedBytes()
-  const limits: Disk.Limits = { usedBytes, freeBytes: freeBytes(ws.root), budgetBytes: ws.engine.budgetBytes }
+  const limits: Disk.Limits = { usedBytes, freeBytes: freeBytes(ws), budgetBytes: ws.engine.budgetBytes }
   const sim = Disk.simulate(
     simStages(ws, stages.map((s) => ({ name: s.name, action: s.action, outputBytes: s.outputBytes, scratchBytes: s.estimate.scratchBytes }))),
     Disk.allowance(limits)

@@ -10,10 +10,10 @@
  * `out/<stage>/` and written to the lock, in that order, so `kill -9` at any
  * moment leaves the store, the run-cache and the lock consistent.
  */
+import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Semaphore from "effect/Semaphore"
-import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { randomBytes } from "node:crypto"
@@ -46,21 +46,20 @@ export interface StageResult {
 
 const sum = (xs: ReadonlyArray<{ size: number }>) => xs.reduce((a, x) => a + x.size, 0)
 
-/** Builds out/<stage>/ from the store in a temp dir, then swaps it in. */
-const materialize = (ws: Workspace, stage: AnyStage, outputs: ReadonlyArray<OutputRec>): void => {
+/** Builds out/<stage>/ in a temp dir (`build` writes its outputs there), then swaps it in. */
+const materialize = (ws: Workspace, stage: AnyStage, outputs: ReadonlyArray<OutputRec>, build: (dir: string) => void): void => {
   const built = path.join(ws.tmpDir, `mat-${stage.name}-${randomBytes(4).toString("hex")}`)
-  fs.mkdirSync(built, { recursive: true })
+  ws.fs.mkdirSync(built, { recursive: true })
   try {
-    const prefix = `out/${stage.name}/`
-    for (const o of outputs) ws.store.materialize(o, path.join(built, o.path.slice(prefix.length)))
-    swapInto(built, path.join(ws.outDir, stage.name))
+    build(built)
+    swapInto(built, path.join(ws.outDir, stage.name), ws.fs)
     // the stat cache learnt the built paths; teach it the final ones
     for (const o of outputs) {
       if (o.kind === "file") ws.stats.record(ws.abs(o.path), o.digest)
       else for (const e of ws.store.readTree(o.digest)?.entries ?? []) ws.stats.record(path.join(ws.abs(o.path), e.path), e.digest)
     }
   } finally {
-    removeTree(built)
+    removeTree(built, ws.fs)
   }
 }
 
@@ -70,13 +69,13 @@ const scratchFor = (ws: Workspace, stage: string, key: string): string => {
   const keyFile = path.join(dir, ".key")
   let prev: string | undefined
   try {
-    prev = fs.readFileSync(keyFile, "utf8")
+    prev = ws.fs.readFileSync(keyFile, "utf8")
   } catch {
     prev = undefined
   }
-  if (prev !== undefined && prev !== key) removeTree(dir)
-  fs.mkdirSync(dir, { recursive: true })
-  if (prev !== key) writeFileAtomic(keyFile, key)
+  if (prev !== undefined && prev !== key) removeTree(dir, ws.fs)
+  ws.fs.mkdirSync(dir, { recursive: true })
+  if (prev !== key) writeFileAtomic(keyFile, key, undefined, ws.fs)
   return dir
 }
 
@@ -140,13 +139,13 @@ const freeTemporaries = (sh: Shared): void => {
       const rel = `out/${producer.name}/${decl.path}`
       const rec = (sh.known.get(producer.name) ?? []).find((r) => r.path === rel)
       const abs = sh.ws.abs(rel)
-      if (!fs.existsSync(abs)) continue
+      if (!sh.ws.fs.existsSync(abs)) continue
       const link = symlinkOnPath(sh.ws.outDir, abs)
       if (link !== undefined) {
         sh.ws.warn(`${sh.ws.rel(link)} is a symbolic link: temporary ${rel} was left alone (the engine deletes only inside out/<stage>/)`)
         continue
       }
-      removeTree(abs)
+      removeTree(abs, sh.ws.fs)
       sh.ws.stats.forget(abs)
       if (rec) for (const d of sh.ws.store.objectsOf(rec).reverse()) if (!keep.has(d)) sh.ws.store.remove(d)
       sh.out.line(`  ${producer.name}: freed temporary ${rel}${rec ? ` (${formatBytes(rec.size)})` : ""}`)
@@ -156,9 +155,9 @@ const freeTemporaries = (sh: Shared): void => {
 
 const withLockWrite = <A>(sh: Shared, f: () => A) => sh.lockWrite.withPermits(1)(Effect.sync(f))
 
-const sizeOf = (p: string): number => {
+const sizeOf = (ws: Workspace, p: string): number => {
   try {
-    return fs.statSync(p).isDirectory() ? treeSize(p) : fs.statSync(p).size
+    return ws.fs.statSync(p).isDirectory() ? treeSize(p, ws.fs) : ws.fs.statSync(p).size
   } catch {
     return 0
   }
@@ -173,7 +172,7 @@ const sizeOf = (p: string): number => {
  */
 export const diskFull = (ws: Workspace, planned: Planner.PlannedStage, written: number, message: string): string | undefined => {
   const code = /\b(ENOSPC|EDQUOT)\b/.exec(message)?.[1] ?? (/no space left on device/i.test(message) ? "ENOSPC" : /quota exceeded/i.test(message) ? "EDQUOT" : undefined)
-  const free = DiskPlan.freeBytes(ws.root)
+  const free = DiskPlan.freeBytes(ws)
   const eio = code === undefined && /\bEIO\b|input\/output error/i.test(message) && free < 1024 * 1024
   if (code === undefined && !eio) return undefined
   const needs = planned.estimate.diskBytes + planned.estimate.scratchBytes
@@ -202,11 +201,13 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
     }
     if (d.action === "restore" && d.restore) {
       const entry = d.restore
-      const started = Date.now()
+      const started = yield* Clock.currentTimeMillis
       // a freed temporary output is not brought back unless a stage that runs needs it (the plan asks for that)
-      const wanted = entry.outputs.filter((o) => !(ws.isTemporaryPath(stage.name, o.path) && !ws.store.canRestore(o)))
+      const hit = d.hit ?? ws.cache.get(stage.name, entry.key, { known: entry })
+      const wanted = (o: OutputRec) => !(ws.isTemporaryPath(stage.name, o.path) && !(hit?.available(o) ?? false))
       try {
-        materialize(ws, stage, wanted)
+        if (hit === undefined) throw new Error(`${stage.name}'s outputs are no longer in the cache`)
+        materialize(ws, stage, entry.outputs.filter(wanted), (dir) => hit.apply(dir, stage.name, wanted))
       } catch (e) {
         const raw = (e as Error).message
         const message = diskFull(ws, planned, 0, raw) ?? `restoring from the cache failed: ${raw}`
@@ -219,7 +220,7 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
         ws.writeLock()
       })
       out.line(`  ${stage.name}: restored from ${d.source ?? "local"} cache (${d.reasons.join("; ")})`)
-      return { name: stage.name, action: "restored", reasons: d.reasons, seconds: (Date.now() - started) / 1000, bytes: sum(entry.outputs) } satisfies StageResult
+      return { name: stage.name, action: "restored", reasons: d.reasons, seconds: ((yield* Clock.currentTimeMillis) - started) / 1000, bytes: sum(entry.outputs) } satisfies StageResult
     }
     // ---- run
     yield* Effect.try({ try: () => recheckDisk(sh, stage.name), catch: (e) => e as DiskBudgetError })
@@ -232,11 +233,11 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
     const outputs: Record<string, string> = {}
     for (const [o, decl] of Object.entries(stage.outputs)) {
       outputs[o] = path.join(staging, decl.path)
-      fs.mkdirSync(decl.kind === "dir" ? outputs[o]! : path.dirname(outputs[o]!), { recursive: true })
+      ws.fs.mkdirSync(decl.kind === "dir" ? outputs[o]! : path.dirname(outputs[o]!), { recursive: true })
     }
     const inputs: Record<string, string> = {}
     for (const [k, ref] of Object.entries(stage.inputs)) inputs[k] = ws.abs(ws.outputPath(ref.stage, ref.output))
-    const started = Date.now()
+    const started = yield* Clock.currentTimeMillis
     const progress = out.progressFor(stage.name)
     const ran = yield* stage
       .run({
@@ -257,16 +258,17 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
         Effect.catch((e) => Effect.succeed(stageErrorFrom(e).message)),
         Effect.ensuring(Effect.sync(() => out.finish(stage.name)))
       )
-    const seconds = (Date.now() - started) / 1000
+    const now = yield* Clock.currentTimeMillis
+    const seconds = (now - started) / 1000
     const fail = (raw: string): StageResult => {
-      const message = diskFull(ws, planned, sizeOf(staging) + sizeOf(scratchDir), raw) ?? raw
-      removeTree(staging)
+      const message = diskFull(ws, planned, sizeOf(ws, staging) + sizeOf(ws, scratchDir), raw) ?? raw
+      removeTree(staging, ws.fs)
       out.line(`✗ ${stage.name}: failed after ${formatSeconds(seconds)}: ${redact(message, sh.secrets)}`)
       return { name: stage.name, action: "failed", reasons, seconds, bytes: null, error: redact(message, sh.secrets) }
     }
     if (ran !== undefined) return fail(ran)
     for (const [o, decl] of Object.entries(stage.outputs)) {
-      const st = fs.statSync(outputs[o]!, { throwIfNoEntry: false })
+      const st = ws.fs.statSync(outputs[o]!, { throwIfNoEntry: false })
       if (!st || (decl.kind === "file" ? !st.isFile() : !st.isDirectory()))
         return fail(`did not write its output ${o} (${decl.kind} out/${stage.name}/${decl.path})`)
     }
@@ -279,7 +281,7 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
     }
     const inputsWithSizes: Array<FileRec> = fp.inputs.map((i) => {
       const upstreamRec = [...sh.known.values()].flat().find((r) => r.path === i.path)
-      const size = upstreamRec?.size ?? fs.statSync(ws.abs(i.path), { throwIfNoEntry: false })?.size ?? 0
+      const size = upstreamRec?.size ?? ws.fs.statSync(ws.abs(i.path), { throwIfNoEntry: false })?.size ?? 0
       return { path: i.path, digest: i.digest, size }
     })
     const entry: LockEntry = {
@@ -292,8 +294,11 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
       duration: Math.round(seconds * 1000) / 1000
     }
     try {
-      ws.runs.put(stage.name, entry)
-      materialize(ws, stage, records)
+      ws.cache.put(stage.name, entry, new Date(now))
+      const prefix = `out/${stage.name}/`
+      materialize(ws, stage, records, (dir) => {
+        for (const o of records) ws.store.materialize(o, path.join(dir, o.path.slice(prefix.length)))
+      })
     } catch (e) {
       return fail((e as Error).message)
     }
@@ -302,8 +307,8 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
       ws.lock[stage.name] = entry
       ws.writeLock()
     })
-    removeTree(scratchDir)
-    removeTree(staging)
+    removeTree(scratchDir, ws.fs)
+    removeTree(staging, ws.fs)
     const bytes = sum(records)
     out.line(`✓ ${stage.name}: ran in ${formatSeconds(seconds)}, wrote ${formatBytes(bytes)}`)
     return { name: stage.name, action: "ran", reasons, seconds, bytes } satisfies StageResult
@@ -332,7 +337,7 @@ export const execute = (ws: Workspace, plan: Planner.Plan) =>
       secrets: secretValues()
     }
     for (const s of plan.stages) sh.gates.set(s.name, yield* Deferred.make<boolean>())
-    fs.mkdirSync(ws.tmpDir, { recursive: true })
+    ws.fs.mkdirSync(ws.tmpDir, { recursive: true })
     const one = (planned: Planner.PlannedStage) =>
       Effect.gen(function* () {
         const stage = ws.dag.byName.get(planned.name)!

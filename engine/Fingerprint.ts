@@ -5,7 +5,7 @@
  * outputs); the key is its digest. Also what is on disk: the records of
  * outputs known so far, and whether a recorded output is in place.
  */
-import * as fs from "node:fs"
+import type { Stats } from "node:fs"
 import * as path from "node:path"
 import { canonicalJson } from "../cache/Canonical.ts"
 import * as Digest from "../cache/Digest.ts"
@@ -85,15 +85,15 @@ export const knownFromLock = (ws: Workspace): Known => new Map(Object.entries(ws
 const depRecords = (ws: Workspace, stage: AnyStage, params: unknown): Array<FileRec> =>
   stage.deps(params).map((rel) => {
     const abs = ws.abs(rel)
-    let st: fs.Stats
+    let st: Stats
     try {
-      st = fs.statSync(abs)
+      st = ws.fs.statSync(abs)
     } catch {
       throw new ConfigError({ message: `stage ${stage.name}: input ${rel} does not exist` })
     }
     if (st.isDirectory()) {
       try {
-        const t = digestTree(abs, ws.stats)
+        const t = digestTree(abs, ws.stats, ws.fs)
         return { path: ws.rel(abs), digest: t.digest, size: t.size }
       } catch (e) {
         throw new ConfigError({ message: `stage ${stage.name}: input ${rel} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` })
@@ -109,10 +109,10 @@ const depRecords = (ws: Workspace, stage: AnyStage, params: unknown): Array<File
   })
 
 /** Size of an external input without reading it (a directory: the sum of its files). */
-export const depSize = (abs: string): number => {
+export const depSize = (ws: Workspace, abs: string): number => {
   try {
-    const st = fs.statSync(abs)
-    return st.isDirectory() ? treeSize(abs) : st.size
+    const st = ws.fs.statSync(abs)
+    return st.isDirectory() ? treeSize(abs, ws.fs) : st.size
   } catch {
     return 0
   }
@@ -148,9 +148,9 @@ export const outputState = (ws: Workspace, rec: OutputRec): OutputState => {
   const abs = ws.abs(rec.path)
   // the engine builds out/<stage>/ itself: a symbolic link below out/ is not its output
   if (symlinkOnPath(ws.outDir, abs) !== undefined) return "modified"
-  let st: fs.Stats
+  let st: Stats
   try {
-    st = fs.statSync(abs)
+    st = ws.fs.statSync(abs)
   } catch {
     return "missing"
   }
@@ -164,7 +164,7 @@ export const outputState = (ws: Workspace, rec: OutputRec): OutputState => {
   if (!tree) return "modified"
   let count = 0
   const walk = (dir: string): void => {
-    for (const d of fs.readdirSync(dir, { withFileTypes: true })) {
+    for (const d of ws.fs.readdirSync(dir, { withFileTypes: true })) {
       if (d.isDirectory()) walk(path.join(dir, d.name))
       else count++
     }

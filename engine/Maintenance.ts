@@ -1,7 +1,6 @@
 /**
  * `pipeline verify` and `pipeline gc`: keeping the store honest and small.
  */
-import * as fs from "node:fs"
 import * as path from "node:path"
 import type { Digest } from "../cache/Digest.ts"
 import { removeTree } from "../cache/Store.ts"
@@ -98,13 +97,13 @@ export const gc = (ws: Workspace, policy: GcPolicy): GcReport => {
     for (const { file } of entries) if (!keepEntries.has(file)) ws.runs.remove(file)
     for (const file of ws.runs.damaged().keys()) ws.runs.remove(file)
     for (const [d] of doomed) ws.store.remove(d)
-    removeTree(ws.store.corruptDir)
-    removeTree(ws.tmpDir)
+    removeTree(ws.store.corruptDir, ws.fs)
+    removeTree(ws.tmpDir, ws.fs)
     // half-swapped out/<stage> directories left by a kill between two renames
-    if (fs.existsSync(ws.outDir)) for (const n of fs.readdirSync(ws.outDir)) if (/^\..+\.tmp-\d+-[0-9a-f]+$/.test(n)) removeTree(path.join(ws.outDir, n))
+    if (ws.fs.existsSync(ws.outDir)) for (const n of ws.fs.readdirSync(ws.outDir)) if (/^\..+\.tmp-\d+-[0-9a-f]+$/.test(n)) removeTree(path.join(ws.outDir, n), ws.fs)
     // scratch of stages the pipeline no longer has
-    if (fs.existsSync(ws.scratchRoot))
-      for (const s of fs.readdirSync(ws.scratchRoot)) if (!ws.dag.byName.has(s)) removeTree(path.join(ws.scratchRoot, s))
+    if (ws.fs.existsSync(ws.scratchRoot))
+      for (const s of ws.fs.readdirSync(ws.scratchRoot)) if (!ws.dag.byName.has(s)) removeTree(path.join(ws.scratchRoot, s), ws.fs)
     ws.stats.save()
   }
   return { removedEntries, removedObjects: doomed.length, freedBytes, keptBytes, lines }

@@ -64,7 +64,7 @@ export const estimateFor = (ws: Workspace, stage: AnyStage, sizes: ReadonlyMap<s
   const params = ws.params.get(stage.name)
   const inputSizes: Record<string, number> = {}
   for (const [name, ref] of Object.entries(stage.inputs)) inputSizes[name] = sizes.get(`${ref.stage}.${ref.output}`) ?? 0
-  for (const rel of stage.deps(params)) inputSizes[rel] = depSize(ws.abs(rel))
+  for (const rel of stage.deps(params)) inputSizes[rel] = depSize(ws, ws.abs(rel))
   try {
     return stage.estimate({ params, inputSizes })
   } catch {
@@ -85,7 +85,7 @@ export const recordedSeconds = (ws: Workspace, stage: AnyStage, sizes: ReadonlyM
   const params = ws.params.get(stage.name)
   let after = 0
   for (const ref of Object.values(stage.inputs)) after += sizes.get(`${ref.stage}.${ref.output}`) ?? 0
-  for (const rel of stage.deps(params)) after += depSize(ws.abs(rel))
+  for (const rel of stage.deps(params)) after += depSize(ws, ws.abs(rel))
   if (before === 0 || after === 0) return before === after ? prev.duration : undefined
   const ratio = after / before
   return ratio >= 0.5 && ratio <= 2 ? prev.duration * ratio : undefined
@@ -131,11 +131,13 @@ const planStages = (ws: Workspace, names: ReadonlyArray<string>, options: PlanOp
         const rec = ws.lock[ref.stage]?.outputs.find((o) => o.path === ws.outputPath(ref.stage, ref.output))
         if (!rec || outputState(ws, rec) === "ok") continue
         const why = `output missing: ${rec.path} (temporary, needed by ${name})`
-        const restore = ws.store.canRestore(rec)
+        const entry = ws.lock[ref.stage]!
+        const hit = ws.cache.get(ref.stage, entry.key, { known: entry, needed: (o) => o.path === rec.path })
+        const restore = hit !== undefined
         decisions.set(
           ref.stage,
-          restore
-            ? { ...ud, action: "restore", source: "local", reasons: [why], restore: ws.lock[ref.stage] }
+          hit
+            ? { ...ud, action: "restore", source: hit.source, reasons: [why], restore: hit.entry, hit }
             : { ...ud, action: "run", reasons: [why] }
         )
         // a rerun producer may write other bytes: the reader decides again once it has run

@@ -10,6 +10,9 @@ import { fileURLToPath } from "node:url"
 import { RunCache } from "../cache/RunCache.ts"
 import { StatCache } from "../cache/StatCache.ts"
 import { ParseMemo } from "../cache/ParseMemo.ts"
+import type { Cache } from "../cache/Cache.ts"
+import { type Fs, nodeFs } from "../cache/Fs.ts"
+import { LocalCache } from "../cache/LocalCache.ts"
 import { canonical, isWithin } from "../cache/Paths.ts"
 import { Store } from "../cache/Store.ts"
 import { CodeFingerprinter } from "./CodeFingerprint.ts"
@@ -26,6 +29,8 @@ export interface Options {
   readonly sets?: ReadonlyArray<string> | undefined
   /** where warnings about ignored derived state go (default: stderr, once each) */
   readonly warn?: ((message: string) => void) | undefined
+  /** the file system the store, the caches and the executor use (default: node:fs; see engine/Services.ts) */
+  readonly fs?: Fs | undefined
 }
 
 const warnOnce = (): ((message: string) => void) => {
@@ -50,6 +55,8 @@ export class Workspace {
   readonly memo: ParseMemo
   readonly store: Store
   readonly runs: RunCache<Lockfile.LockEntry>
+  /** what the planner and executor ask for results by key (cache/Cache.ts): the store and run-cache, for now */
+  readonly cache: Cache<Lockfile.LockEntry>
   readonly dag: Dag.Dag
   readonly lock: Lockfile.Lock
   readonly params: ReadonlyMap<string, Record<string, unknown>>
@@ -59,23 +66,26 @@ export class Workspace {
 
   readonly root: string
   readonly warn: (message: string) => void
+  readonly fs: Fs
 
   constructor(root: string, stages: ReadonlyArray<AnyStage>, options: Options) {
     this.root = root
     this.warn = options.warn ?? warnOnce()
+    this.fs = options.fs ?? nodeFs
     this.outDir = path.join(root, "out")
     this.stateDir = path.join(root, ".pipeline")
     this.tmpDir = path.join(this.stateDir, "tmp")
     this.scratchRoot = path.join(this.stateDir, "scratch")
     this.lockFile = path.join(root, "pipeline.lock")
     for (const [dir, what] of [[this.stateDir, "its cache and state"], [this.outDir, "the stages' outputs"]] as const) {
-      const st = fs.statSync(dir, { throwIfNoEntry: false })
+      const st = this.fs.statSync(dir, { throwIfNoEntry: false })
       if (st && !st.isDirectory()) throw new ConfigError({ message: `${this.rel(dir)} is a file, not a directory: the pipeline keeps ${what} there; move it away` })
     }
-    this.stats = new StatCache(path.join(this.stateDir, "stat-cache.json"), this.warn)
-    this.store = new Store(path.join(this.stateDir, "cache"), this.stats, this.warn)
-    this.runs = new RunCache(path.join(this.stateDir, "runs"), Lockfile.decodeEntry, this.warn)
-    this.memo = new ParseMemo(path.join(this.stateDir, "parse-memo.json"), this.warn)
+    this.stats = new StatCache(path.join(this.stateDir, "stat-cache.json"), this.warn, this.fs)
+    this.store = new Store(path.join(this.stateDir, "cache"), this.stats, this.warn, this.fs)
+    this.runs = new RunCache(path.join(this.stateDir, "runs"), Lockfile.decodeEntry, this.warn, this.fs)
+    this.memo = new ParseMemo(path.join(this.stateDir, "parse-memo.json"), this.warn, this.fs)
+    this.cache = new LocalCache(this.store, this.runs)
     this.dag = Dag.make(stages)
     this.configName = options.config ?? "pipeline.yaml"
     const configPath = path.resolve(root, this.configName)
@@ -161,13 +171,13 @@ export class Workspace {
     const fixed = under(this.stateDir, ".pipeline/, the cache and state of the pipeline") ?? under(path.join(this.root, ".git"), ".git/, the git repository")
     if (fixed) return fixed
     // a directory that does not exist yet holds nothing
-    if (!fs.existsSync(t)) return undefined
+    if (!this.fs.existsSync(t)) return undefined
     const own = new Set([path.resolve(this.root, this.configName), this.lockFile, path.join(this.root, "pipeline.ts")])
     for (const s of this.dag.stages) {
       for (const f of Object.keys(this.codeOf(s))) own.add(path.resolve(this.root, f))
       for (const d of s.deps(this.params.get(s.name))) own.add(path.resolve(this.root, d))
     }
-    for (const f of own) if (fs.existsSync(f) && isWithin(canonical(f), t)) return `a directory that holds ${this.rel(f)}, part of the workspace`
+    for (const f of own) if (this.fs.existsSync(f) && isWithin(canonical(f), t)) return `a directory that holds ${this.rel(f)}, part of the workspace`
     return undefined
   }
 

@@ -1,0 +1,89 @@
+/**
+ * The engine through its services (engine/Services.ts), in process: the
+ * fixture pipeline planned and executed with a test clock, and with a file
+ * system whose disk fills up at the moment an object enters the store.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as TestClock from "effect/testing/TestClock"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { pathToFileURL } from "node:url"
+import { type Fs, nodeFs } from "../cache/Fs.ts"
+import { cutoff } from "../engine/Cli.ts"
+import * as Executor from "../engine/Executor.ts"
+import * as Maintenance from "../engine/Maintenance.ts"
+import * as Planner from "../engine/Planner.ts"
+import { Console, Output } from "../engine/Progress.ts"
+import type { AnyStage } from "../engine/Stage.ts"
+import { Workspace } from "../engine/Workspace.ts"
+import { makeWorkspace, read } from "./helpers.ts"
+
+/** Output that goes nowhere: these tests read results, not lines. */
+const quiet = Layer.sync(Output, () => new Console({ write: () => true, isTTY: false } as unknown as NodeJS.WriteStream))
+
+const fixture = Effect.promise(async () => {
+  const root = makeWorkspace()
+  const def = (await import(pathToFileURL(path.join(root, "pipeline.ts")).href)) as { default: { stages: ReadonlyArray<AnyStage> } }
+  return { root, stages: def.default.stages }
+})
+
+const load = (f: { root: string; stages: ReadonlyArray<AnyStage> }, sets: ReadonlyArray<string> = [], files: Fs = nodeFs) =>
+  new Workspace(f.root, f.stages, { root: f.root, sets, warn: () => {}, fs: files })
+
+const run = (ws: Workspace, target: string) => Executor.execute(ws, Planner.plan(ws, { target })).pipe(Effect.provide(quiet))
+
+describe("the clock service", () => {
+  it.effect("stamps run-cache entries, and gc --older-than 7d counts back from it", () =>
+    Effect.gen(function* () {
+      const f = yield* fixture
+      yield* TestClock.setTime(Date.parse("2026-01-01T00:00:00Z"))
+      yield* run(load(f, ["c.repeat=3"]), "c")
+      yield* TestClock.adjust("10 days")
+      yield* run(load(f, ["c.repeat=4"]), "c")
+      yield* run(load(f), "c") // the lock now holds repeat=2, stamped 2026-01-11
+      const stamps = [...load(f).runs.list()].map((e) => `${e.entry.stage} ${e.entry.createdAt.slice(0, 10)}`).sort()
+      assert.deepStrictEqual(stamps, ["a 2026-01-01", "b 2026-01-01", "c 2026-01-01", "c 2026-01-11", "c 2026-01-11"])
+      const now = yield* Clock.currentTimeMillis
+      assert.strictEqual(cutoff("7d", now).toISOString(), "2026-01-04T00:00:00.000Z")
+      const r = Maintenance.gc(load(f), { olderThan: cutoff("7d", now), dryRun: false })
+      // repeat=3 is older than 7 days and not the lock's: it goes; a and b are the lock's, they stay
+      assert.deepStrictEqual(
+        r.removedEntries.map((e) => `${e.stage} ${e.createdAt.slice(0, 10)}`),
+        ["c 2026-01-01"]
+      )
+    })
+  )
+})
+
+describe("the file system service", () => {
+  it.effect("a disk that fills up as an output enters the store: disk full, named, and the cache stays consistent", () =>
+    Effect.gen(function* () {
+      const f = yield* fixture
+      const enospc = (to: string) => Object.assign(new Error(`ENOSPC: no space left on device, rename -> '${to}'`), { code: "ENOSPC" })
+      // c's output cannot enter the store; a's and b's can
+      const full: Fs = {
+        ...nodeFs,
+        renameSync: (from, to) => {
+          if (String(from).includes(`${path.sep}run-c-`) && String(to).includes(`${path.sep}objects${path.sep}`)) throw enospc(String(to))
+          nodeFs.renameSync(from, to)
+        }
+      }
+      const results = yield* run(load(f, [], full), "c")
+      assert.deepStrictEqual([...results.values()].map((r) => `${r.name} ${r.action}`), ["a ran", "b ran", "c failed"])
+      assert.match(results.get("c")!.error!, /^disk full \(ENOSPC\): the workspace's disk ran out of space/)
+      const ws = load(f)
+      assert.deepStrictEqual(Object.keys(ws.lock).sort(), ["a", "b"])
+      assert.isFalse(fs.existsSync(path.join(f.root, ".pipeline", "runs", "c")))
+      assert.deepStrictEqual(fs.readdirSync(path.join(f.root, ".pipeline", "tmp")), [])
+      const v = Maintenance.verify(ws)
+      assert.deepStrictEqual([v.corrupt, v.incomplete, v.damagedEntries], [[], [], []])
+      // with room again, c runs and the rest is cached
+      const again = yield* run(load(f), "c")
+      assert.deepStrictEqual([...again.values()].map((r) => `${r.name} ${r.action}`), ["a cached", "b cached", "c ran"])
+      assert.strictEqual(read(f.root, "out/c/c.txt"), "hello world\n-x".repeat(2))
+    })
+  )
+})
