@@ -5,8 +5,10 @@
  * directory, which survives failed and killed runs), hashing as it writes.
  * `<dest>.part.json` remembers the URL and ETag, so a later attempt resumes
  * with `Range: bytes=<have>-` (and `If-Range`); a 200 answer to it restarts
- * from zero. 5xx, 429 and network errors are retried with exponential
- * backoff; other 4xx are not. Only a complete download whose sha256 matches
+ * from zero. Failures are `DownloadError`s with a reason: `transient` ones
+ * (5xx, 429, network errors) are retried by `Effect.retry` on an exponential
+ * `Schedule` that honours Retry-After; the others (404, 401/403, other 4xx, a
+ * checksum mismatch, a bad URL, the disk) fail at once. Only a complete download whose sha256 matches
  * becomes `dest`, with its record in `<dest>.json`, and asking for the same
  * URL again returns that record without touching the network.
  *
@@ -14,7 +16,10 @@
  * redirect, not on the CDN's answer, and the token must not follow a redirect
  * to another origin. The token never appears in a URL, a log line or an error.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
 import { createHash, type Hash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -60,23 +65,21 @@ export interface Fetched {
 
 // ---- failures
 
-/** Worth another try: 5xx, 429, a dropped connection. */
-class Transient extends Error {
-  readonly retryAfterMs: number | undefined
-  constructor(message: string, retryAfterMs?: number) {
-    super(message)
-    this.retryAfterMs = retryAfterMs
-  }
-}
+/**
+ * Why a download failed, as a closed set of reasons. Only `transient` (5xx,
+ * 429, a dropped or cut connection) is retried; the rest fail at once.
+ */
+export const DownloadReason = Schema.Literals(["transient", "not-found", "denied", "http", "checksum", "url", "disk", "gave-up"])
 
-/** Not worth another try; `notFound` lets optional files be skipped. */
-class Fatal extends Error {
-  readonly notFound: boolean
-  constructor(message: string, notFound = false) {
-    super(message)
-    this.notFound = notFound
-  }
-}
+export class DownloadError extends Schema.TaggedError<DownloadError>()("DownloadError", {
+  reason: DownloadReason,
+  message: Schema.String,
+  /** a server's Retry-After, honoured by the next try */
+  retryAfterMs: Schema.optional(Schema.Number)
+}) {}
+
+const transient = (message: string, retryAfterMs?: number) =>
+  new DownloadError(retryAfterMs === undefined ? { reason: "transient", message } : { reason: "transient", message, retryAfterMs })
 
 const oneLine = (s: string) => s.replace(/\s+/g, " ").trim()
 
@@ -93,18 +96,19 @@ const retryAfterMs = (res: Response): number | undefined => {
   return v !== null && /^\d+$/.test(v.trim()) ? Math.min(60, Number(v)) * 1000 : undefined
 }
 
-const statusFailure = (res: Response, url: string, label: string, tokenSent: boolean): Error => {
+const statusFailure = (res: Response, url: string, label: string, tokenSent: boolean): DownloadError => {
   const s = res.status
   const what = `${label}: ${s} ${res.statusText}`.trim()
-  if (s === 429 || s >= 500) return new Transient(`${s} ${res.statusText}`.trim(), retryAfterMs(res))
-  if (s === 404) return new Fatal(`${label}: not found: ${url}`, true)
+  if (s === 429 || s >= 500) return transient(`${s} ${res.statusText}`.trim(), retryAfterMs(res))
+  if (s === 404) return new DownloadError({ reason: "not-found", message: `${label}: not found: ${url}` })
   if (s === 401 || s === 403)
-    return new Fatal(
-      tokenSent
+    return new DownloadError({
+      reason: "denied",
+      message: tokenSent
         ? `${what} from ${url}: HF_TOKEN was refused or has no access to this repo (gated repos need their terms accepted)`
         : `${what} from ${url}: the repo is private or gated (or does not exist); it needs HF_TOKEN`
-    )
-  return new Fatal(`${what} from ${url}`)
+    })
+  return new DownloadError({ reason: "http", message: `${what} from ${url}` })
 }
 
 // ---- files next to the download
@@ -184,7 +188,7 @@ const open = async (url: string, headers: Record<string, string>, opts: HttpOpti
       res = await fetch(current, { headers: h, redirect: "manual", signal })
     } catch (e) {
       if (signal.aborted) throw e
-      throw new Transient(`network error: ${networkReason(e)}`)
+      throw transient(`network error: ${networkReason(e)}`)
     }
     commit ??= res.headers.get("x-repo-commit")
     const location = res.headers.get("location")
@@ -195,7 +199,7 @@ const open = async (url: string, headers: Record<string, string>, opts: HttpOpti
     }
     return { res, commit, tokenSent: sendToken }
   }
-  throw new Fatal(`${url}: more than ${MAX_REDIRECTS} redirects`)
+  throw new DownloadError({ reason: "http", message: `${url}: more than ${MAX_REDIRECTS} redirects` })
 }
 
 // ---- one attempt
@@ -239,7 +243,7 @@ const startPoint = async (
     if (cr === undefined || cr.start !== have || (etag !== null && now !== null && now !== etag)) {
       await res.body?.cancel()
       discardPart(req.dest)
-      throw new Transient(`the resumed answer does not continue the part (${res.headers.get("content-range") ?? "no Content-Range"}); starting over`)
+      throw transient(`the resumed answer does not continue the part (${res.headers.get("content-range") ?? "no Content-Range"}); starting over`)
     }
     return { from: have, total: cr.total }
   }
@@ -248,13 +252,13 @@ const startPoint = async (
     const cr = contentRange(res.headers.get("content-range"))
     if (cr?.total === have) return "complete"
     discardPart(req.dest)
-    throw new Transient(`416 for a resume at ${have} bytes; starting over`)
+    throw transient(`416 for a resume at ${have} bytes; starting over`)
   }
   if (res.status === 200) {
     if (have > 0) report.note(`${req.label}: the server sent the whole file (the file changed or Range is not supported); starting over from zero`)
     return { from: 0, total: contentLength(res) }
   }
-  throw new Fatal(`${req.label}: unexpected ${res.status} ${res.statusText} from ${req.url}`)
+  throw new DownloadError({ reason: "http", message: `${req.label}: unexpected ${res.status} ${res.statusText} from ${req.url}` })
 }
 
 /** Streams the body into the part from `from`, hashing the bytes already there first. */
@@ -274,7 +278,7 @@ const writeBody = async (req: FetchRequest, res: Response, from: number, total: 
         try {
           next = await reader.next()
         } catch (e) {
-          throw new Transient(`connection lost after ${formatBytes(done)}: ${networkReason(e)}`)
+          throw transient(`connection lost after ${formatBytes(done)}: ${networkReason(e)}`)
         }
         if (next.done) break
         hash.update(next.value)
@@ -287,7 +291,7 @@ const writeBody = async (req: FetchRequest, res: Response, from: number, total: 
     await fh.close()
   }
   report.done(done, true)
-  if (total !== null && done !== total) throw new Transient(`premature close after ${done} of ${total} bytes`)
+  if (total !== null && done !== total) throw transient(`premature close after ${done} of ${total} bytes`)
   return { bytes: done, sha256: hash.digest("hex") }
 }
 
@@ -334,34 +338,45 @@ const throttled = (io: Io, label: string): Reporter => {
   }
 }
 
-const backoff = (opts: HttpOptions, tryNo: number, e: Transient): number =>
-  Math.max((opts.baseDelayMs ?? 500) * 2 ** (tryNo - 1), e.retryAfterMs ?? 0)
+/** What went wrong in a step that is not an HTTP answer (the file system, a bug), as a download failure. */
+const failure = (req: FetchRequest, e: unknown): DownloadError =>
+  e instanceof DownloadError
+    ? e
+    : new DownloadError({ reason: "disk", message: oneLine(e instanceof Error ? `${req.label}: ${e.message}` : `${req.label}: ${String(e)}`) })
 
-const failure = (req: FetchRequest, e: unknown): Fatal =>
-  e instanceof Fatal ? e : new Fatal(oneLine(e instanceof Error ? `${req.label}: ${e.message}` : `${req.label}: ${String(e)}`))
-
-/** Attempts with retries; fails with the last error. */
-const withRetries = (req: FetchRequest, opts: HttpOptions, io: Io, report: Reporter): Effect.Effect<Attempt, Fatal> => {
-  const tries = Math.max(1, opts.tries ?? 5)
-  const go = (tryNo: number): Effect.Effect<Attempt, Fatal> =>
-    Effect.tryPromise({ try: (signal) => attempt(req, opts, report, signal), catch: (e) => e }).pipe(
-      Effect.catch((e) => {
-        if (!(e instanceof Transient)) return Effect.fail(failure(req, e))
-        if (tryNo >= tries) return Effect.fail(new Fatal(`${req.label}: ${e.message} (gave up after ${tries} tries): ${req.url}`))
-        const ms = backoff(opts, tryNo, e)
-        return io
-          .log(`${req.label}: ${e.message}; retrying in ${formatSeconds(ms / 1000)} (attempt ${tryNo + 1}/${tries})`)
-          .pipe(Effect.andThen(Effect.sleep(ms)), Effect.andThen(go(tryNo + 1)))
-      })
+/**
+ * The retry policy: exponential backoff from `baseDelayMs` (doubling), never
+ * sooner than a server's Retry-After, at most `tries` attempts in all; each
+ * retry is said in the log.
+ */
+const retryPolicy = (req: FetchRequest, opts: HttpOptions, io: Io, tries: number) =>
+  Schedule.exponential(Duration.millis(opts.baseDelayMs ?? 500), 2).pipe(
+    Schedule.setInputType<DownloadError>(),
+    Schedule.modifyDelay(({ duration, input }) => Effect.succeed(Duration.millis(Math.max(Duration.toMillis(duration), input.retryAfterMs ?? 0)))),
+    // the schedule is asked once more after the last try (Effect.retry's `times` stops it): say only real retries
+    Schedule.tap(({ input, attempt, duration }) =>
+      attempt < tries
+        ? io.log(`${req.label}: ${input.message}; retrying in ${formatSeconds(Duration.toMillis(duration) / 1000)} (attempt ${attempt + 1}/${tries})`)
+        : Effect.void
     )
-  return go(1)
+  )
+
+/** Attempts with retries (transient failures only); fails with the last error. */
+const withRetries = (req: FetchRequest, opts: HttpOptions, io: Io, report: Reporter): Effect.Effect<Attempt, DownloadError> => {
+  const tries = Math.max(1, opts.tries ?? 5)
+  return Effect.tryPromise({ try: (signal) => attempt(req, opts, report, signal), catch: (e) => failure(req, e) }).pipe(
+    Effect.retry({ schedule: retryPolicy(req, opts, io, tries), times: tries - 1, while: (e) => e.reason === "transient" }),
+    Effect.mapError((e) =>
+      e.reason === "transient" ? new DownloadError({ reason: "gave-up", message: `${req.label}: ${e.message} (gave up after ${tries} tries): ${req.url}` }) : e
+    )
+  )
 }
 
 const mismatch = (req: FetchRequest, got: string) =>
-  new Fatal(`${req.label}: sha256 ${got} of ${req.url} does not match the expected ${req.sha256}; the download was deleted`)
+  new DownloadError({ reason: "checksum", message: `${req.label}: sha256 ${got} of ${req.url} does not match the expected ${req.sha256}; the download was deleted` })
 
 /** Checks the digest, then turns the part into `dest` with its record. */
-const finish = (req: FetchRequest, got: Attempt): Effect.Effect<Fetched, Fatal> =>
+const finish = (req: FetchRequest, got: Attempt): Effect.Effect<Fetched, DownloadError> =>
   Effect.suspend(() => {
     if (req.sha256 !== undefined && got.sha256 !== req.sha256) {
       discardPart(req.dest)
@@ -378,22 +393,23 @@ const finish = (req: FetchRequest, got: Attempt): Effect.Effect<Fetched, Fatal> 
   })
 
 /** A file-system step whose failure (EACCES, ENOSPC) is a one-line error naming the download. */
-const onDisk = <A>(req: FetchRequest, f: () => A): Effect.Effect<A, Fatal> =>
+const onDisk = <A>(req: FetchRequest, f: () => A): Effect.Effect<A, DownloadError> =>
   Effect.try({ try: f, catch: (e) => failure(req, e) })
 
-const checkUrl = (req: FetchRequest): Fatal | undefined => {
+const checkUrl = (req: FetchRequest): DownloadError | undefined => {
+  const bad = (message: string) => new DownloadError({ reason: "url", message })
   let u: URL
   try {
     u = new URL(req.url)
   } catch {
-    return new Fatal(`${req.label}: not a URL: ${req.url}`)
+    return bad(`${req.label}: not a URL: ${req.url}`)
   }
-  if (u.protocol !== "http:" && u.protocol !== "https:") return new Fatal(`${req.label}: only http and https URLs can be downloaded: ${u.protocol}`)
-  if (u.username !== "" || u.password !== "") return new Fatal(`${req.label}: credentials in URLs are not supported (the Hub token comes from HF_TOKEN)`)
+  if (u.protocol !== "http:" && u.protocol !== "https:") return bad(`${req.label}: only http and https URLs can be downloaded: ${u.protocol}`)
+  if (u.username !== "" || u.password !== "") return bad(`${req.label}: credentials in URLs are not supported (the Hub token comes from HF_TOKEN)`)
   return undefined
 }
 
-const fetchOrMissing = (req: FetchRequest, opts: HttpOptions, io: Io): Effect.Effect<Fetched, Fatal> =>
+const fetchOrMissing = (req: FetchRequest, opts: HttpOptions, io: Io): Effect.Effect<Fetched, DownloadError> =>
   Effect.gen(function* () {
     const bad = checkUrl(req)
     if (bad !== undefined) return yield* Effect.fail(bad)
@@ -411,7 +427,7 @@ const fetchOrMissing = (req: FetchRequest, opts: HttpOptions, io: Io): Effect.Ef
   })
 
 /** A completed download is checked against the expected digest again (it may have been asked for without one). */
-const verifyDone = (req: FetchRequest, done: Fetched): Effect.Effect<Fetched, Fatal> =>
+const verifyDone = (req: FetchRequest, done: Fetched): Effect.Effect<Fetched, DownloadError> =>
   Effect.suspend(() => {
     if (req.sha256 === undefined || done.sha256 === req.sha256) return Effect.succeed(done)
     fs.rmSync(req.dest, { force: true })
@@ -419,7 +435,7 @@ const verifyDone = (req: FetchRequest, done: Fetched): Effect.Effect<Fetched, Fa
     return Effect.fail(mismatch(req, done.sha256))
   })
 
-const toStageError = (e: Fatal) => new StageError({ message: e.message })
+const toStageError = (e: DownloadError) => new StageError({ message: e.message })
 
 /** Downloads `req.url` to `req.dest` (resuming, retrying, verifying). */
 export const fetchToFile = (req: FetchRequest, opts: HttpOptions, io: Io): Effect.Effect<Fetched, StageError> =>
@@ -428,5 +444,5 @@ export const fetchToFile = (req: FetchRequest, opts: HttpOptions, io: Io): Effec
 /** Like fetchToFile, but a 404 is `null` (optional files). */
 export const fetchIfExists = (req: FetchRequest, opts: HttpOptions, io: Io): Effect.Effect<Fetched | null, StageError> =>
   fetchOrMissing(req, opts, io).pipe(
-    Effect.catch((e) => (e.notFound ? Effect.succeed(null) : Effect.fail(toStageError(e))))
+    Effect.catch((e) => (e.reason === "not-found" ? Effect.succeed(null) : Effect.fail(toStageError(e))))
   )
