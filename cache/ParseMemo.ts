@@ -13,21 +13,19 @@ export class ParseMemo {
   private readonly table: PathTable<unknown>
 
   /** `warn` hears once when the file on disk cannot be used (it is then rebuilt). */
-  private readonly fs: Fs
-
   constructor(file: string | undefined, warn: Warn = () => {}, files: Fs = nodeFs) {
-    this.fs = files
     this.table = new PathTable<unknown>(file, () => true, "parsed again", warn, files)
   }
 
-  /** The parsed content of `path`, from the memo when the file is unchanged. */
-  parse<A>(path: string, parse: (text: string) => A): A {
-    const st = this.fs.statSync(path)
+  /** The parsed content of `path` remembered for exactly this stat, or undefined. */
+  get(path: string, st: Stats): unknown {
     const hit = this.table.entries[path]
-    if (sameStat(hit, st)) return structuredClone(hit[3]) as A
-    const value = parse(this.fs.readFileSync(path, "utf8"))
+    return sameStat(hit, st) ? structuredClone(hit[3]) : undefined
+  }
+
+  /** Remembers what `path` parsed to (only successes: a failure is not remembered). */
+  set(path: string, st: Stats, value: unknown): void {
     this.table.set(path, [st.ino, st.size, st.mtimeMs, value])
-    return value
   }
 
   save(): void {

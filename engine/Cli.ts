@@ -57,7 +57,7 @@ export interface Definition {
 const loadWorkspace = (def: Definition, config: Option.Option<string>, sets: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const files = yield* FileSystem
-    return yield* attempt(() => new Workspace(def.root, def.stages, { root: def.root, config: Option.getOrUndefined(config), sets, fs: files }))
+    return yield* Workspace.load(def.root, def.stages, { root: def.root, config: Option.getOrUndefined(config), sets, fs: files })
   })
 
 const configFlag = Flag.String("config").pipe(Flag.withDescription("params file (default pipeline.yaml)"), Flag.optional)
@@ -65,12 +65,12 @@ const setFlag = Flag.String("set").pipe(Flag.withDescription("override a param f
 const jsonFlag = Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("print JSON"))
 const targetArg = Argument.String("target").pipe(Argument.withDescription("stage to bring up to date (default: all)"), Argument.optional)
 
-const checkTarget = (ws: Workspace, target: Option.Option<string>) =>
-  attempt(() => {
-    const t = Option.getOrUndefined(target)
-    if (t !== undefined && !ws.dag.byName.has(t)) throw new UsageError({ message: `unknown stage ${t} (stages: ${ws.dag.order.join(", ")})` })
-    return t
-  })
+const checkTarget = (ws: Workspace, target: Option.Option<string>): Effect.Effect<string | undefined, UsageError> => {
+  const t = Option.getOrUndefined(target)
+  return t !== undefined && !ws.dag.byName.has(t)
+    ? Effect.fail(new UsageError({ message: `unknown stage ${t} (stages: ${ws.dag.order.join(", ")})` }))
+    : Effect.succeed(t)
+}
 
 const runCommand = (def: Definition) =>
   Command.make(
@@ -91,7 +91,7 @@ const runCommand = (def: Definition) =>
         const target = yield* checkTarget(ws, o.target)
         const options = { target, force: o.force, forceDownstream: o.forceDownstream }
         if (o.dryRun) {
-          const plan = yield* attempt(() => Planner.plan(ws, options))
+          const plan = yield* Planner.plan(ws, options)
           if (o.json) console.log(JSON.stringify(PlanView.toJson(plan), null, 2))
           else console.log(PlanView.render(plan).join("\n"))
           // the exit code the real run would have at its pre-flight check, so CI can gate on a dry run
@@ -102,7 +102,7 @@ const runCommand = (def: Definition) =>
           Effect.gen(function* () {
             yield* WorkspaceLock.acquire(ws.stateDir, { wait: o.wait, command: `run${target ? ` ${target}` : ""}` })
             const out = yield* Output
-            const plan = yield* attempt(() => Planner.plan(ws, options))
+            const plan = yield* Planner.plan(ws, options)
             if (plan.totals.stagesToRun === 0) {
               for (const s of plan.stages) out.line(`  ${s.name}: cached`)
               out.line(`nothing to do: ${plan.stages.length} stages up to date`)
@@ -158,7 +158,7 @@ const statusCommand = (def: Definition) =>
       Effect.gen(function* () {
         const ws = yield* loadWorkspace(def, o.config, o.set)
         const target = yield* checkTarget(ws, o.target)
-        const plan = yield* attempt(() => Planner.plan(ws, { target, skipDisk: true }))
+        const plan = yield* Planner.plan(ws, { target, skipDisk: true })
         const stale = plan.stages.filter((s) => s.action !== "cached")
         const metrics = declaredMetrics(ws, plan.stages.map((s) => s.name))
         if (o.json) {
@@ -180,7 +180,7 @@ const dagCommand = (def: Definition) =>
     { format: Flag.Literals("format", ["text", "mermaid"]).pipe(Flag.withDefault("text" as const)) },
     (o) =>
       Effect.gen(function* () {
-        const dag = yield* attempt(() => Dag.make(def.stages))
+        const dag = yield* Dag.make(def.stages)
         console.log(o.format === "mermaid" ? Dag.toMermaid(dag) : Dag.toText(dag))
       })
   ).pipe(Command.withDescription("print the pipeline's graph"))

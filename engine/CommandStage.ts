@@ -56,7 +56,7 @@ export const make = <const Name extends string, S extends Stage.ParamSections, I
             const r = await child
             if (r.failed) throw new StageError({ message: r.exitCode !== undefined ? `${file} exited with code ${r.exitCode}` : (r.shortMessage ?? `${file} failed`) })
           },
-          catch: (e) => (e instanceof StageError ? e : new StageError({ message: (e as Error).message.split("\n")[0] ?? String(e) }))
+          catch: (e) => (e instanceof StageError ? e : new StageError({ message: (e instanceof Error ? e.message : String(e)).split("\n")[0]! }))
         })
       })
   })

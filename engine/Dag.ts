@@ -4,6 +4,7 @@
  * references are named; everything else (closures, consumers, order) is read
  * off the graph.
  */
+import * as Effect from "effect/Effect"
 import * as Graph from "effect/Graph"
 import * as Option from "effect/Option"
 import { GraphError } from "./Errors.ts"
@@ -18,54 +19,50 @@ export interface Dag {
   readonly order: ReadonlyArray<string>
 }
 
-export const make = (stages: ReadonlyArray<AnyStage>): Dag => {
-  const byName = new Map<string, AnyStage>()
-  for (const s of stages) {
-    if (byName.has(s.name)) throw new GraphError({ message: `two stages are named ${s.name}` })
-    byName.set(s.name, s)
-  }
-  for (const s of stages)
-    for (const [input, ref] of Object.entries(s.inputs)) {
-      const up = byName.get(ref.stage)
-      if (!up) throw new GraphError({ message: `stage ${s.name}: input ${input} reads ${ref.stage}.${ref.output}, but there is no stage ${ref.stage}` })
-      if (!(ref.output in up.outputs))
-        throw new GraphError({ message: `stage ${s.name}: input ${input} reads ${ref.stage}.${ref.output}, but ${ref.stage} has no output ${ref.output}` })
+/** The graph of a pipeline, or a GraphError naming a duplicate name, a dangling reference or a cycle. */
+export const make = (stages: ReadonlyArray<AnyStage>): Effect.Effect<Dag, GraphError> =>
+  Effect.gen(function* () {
+    const byName = new Map<string, AnyStage>()
+    for (const s of stages) {
+      if (byName.has(s.name)) return yield* new GraphError({ message: `two stages are named ${s.name}` })
+      byName.set(s.name, s)
     }
-  const index = new Map<string, Graph.NodeIndex>()
-  const graph = Graph.directed<string, string>((m) => {
-    for (const s of stages) index.set(s.name, Graph.addNode(m, s.name))
     for (const s of stages)
-      for (const ref of Object.values(s.inputs)) Graph.addEdge(m, index.get(ref.stage)!, index.get(s.name)!, ref.output)
+      for (const [input, ref] of Object.entries(s.inputs)) {
+        const up = byName.get(ref.stage)
+        if (!up) return yield* new GraphError({ message: `stage ${s.name}: input ${input} reads ${ref.stage}.${ref.output}, but there is no stage ${ref.stage}` })
+        if (!(ref.output in up.outputs))
+          return yield* new GraphError({ message: `stage ${s.name}: input ${input} reads ${ref.stage}.${ref.output}, but ${ref.stage} has no output ${ref.output}` })
+      }
+    const index = new Map<string, Graph.NodeIndex>()
+    const graph = Graph.directed<string, string>((m) => {
+      for (const s of stages) index.set(s.name, Graph.addNode(m, s.name))
+      for (const s of stages)
+        for (const ref of Object.values(s.inputs)) Graph.addEdge(m, index.get(ref.stage)!, index.get(s.name)!, ref.output)
+    })
+    const cycle = Graph.findCycle(graph)
+    if (Option.isSome(cycle)) {
+      const names = cycle.value.path.map((i) => Option.getOrThrow(Graph.getNode(graph, i)))
+      return yield* new GraphError({ message: `the pipeline has a cycle: ${names.join(" -> ")}` })
+    }
+    const order = Array.from(Graph.values(Graph.topo(graph)))
+    return { stages, byName, graph, index, order }
   })
-  const cycle = Graph.findCycle(graph)
-  if (Option.isSome(cycle)) {
-    const names = cycle.value.path.map((i) => Option.getOrThrow(Graph.getNode(graph, i)))
-    throw new GraphError({ message: `the pipeline has a cycle: ${names.join(" -> ")}` })
-  }
-  const order = Array.from(Graph.values(Graph.topo(graph)))
-  return { stages, byName, graph, index, order }
-}
-
-export const stage = (dag: Dag, name: string): AnyStage => {
-  const s = dag.byName.get(name)
-  if (!s) throw new GraphError({ message: `no stage named ${name}` })
-  return s
-}
 
 /** The target and everything it needs, in run order. No target: the whole pipeline. */
-export const closure = (dag: Dag, target: string | undefined): Array<string> => {
-  if (target === undefined) return [...dag.order]
-  const start = dag.index.get(target)
-  if (start === undefined) throw new GraphError({ message: `unknown stage ${target} (stages: ${dag.order.join(", ")})` })
-  const needed = new Set<string>()
-  const visit = (n: string): void => {
-    if (needed.has(n)) return
-    needed.add(n)
-    for (const ref of Object.values(dag.byName.get(n)!.inputs)) visit(ref.stage)
-  }
-  visit(target)
-  return dag.order.filter((n) => needed.has(n))
-}
+export const closure = (dag: Dag, target: string | undefined): Effect.Effect<Array<string>, GraphError> =>
+  Effect.suspend(() => {
+    if (target === undefined) return Effect.succeed([...dag.order])
+    if (!dag.byName.has(target)) return Effect.fail(new GraphError({ message: `unknown stage ${target} (stages: ${dag.order.join(", ")})` }))
+    const needed = new Set<string>()
+    const visit = (n: string): void => {
+      if (needed.has(n)) return
+      needed.add(n)
+      for (const ref of Object.values(dag.byName.get(n)!.inputs)) visit(ref.stage)
+    }
+    visit(target)
+    return Effect.succeed(dag.order.filter((n) => needed.has(n)))
+  })
 
 /** Stages that read any output of `name`, directly. */
 export const consumers = (dag: Dag, name: string): Array<string> =>

@@ -4,9 +4,11 @@
  * stage it can before anything runs; the executor decides a stage again once
  * its upstream has actually run (that is where early cut-off happens).
  */
+import * as Effect from "effect/Effect"
 import type { Hit } from "../cache/Cache.ts"
 import type * as Digest from "../cache/Digest.ts"
 import { type Fingerprint, fingerprint, type Known, codeChanged, outputState, paramChanges, reasonsFor, stageKey } from "./Fingerprint.ts"
+import type { ConfigError } from "./Errors.ts"
 import type { LockEntry, OutputRec } from "./Lockfile.ts"
 import type { AnyStage } from "./Stage.ts"
 import type { Workspace } from "./Workspace.ts"
@@ -41,8 +43,10 @@ export interface Decision {
 const externalProblem = (ws: Workspace, stage: AnyStage, key: Digest.Digest): string | undefined =>
   stage.external?.check({ params: ws.params.get(stage.name), workspace: ws.root, key, digestFile: (abs) => ws.stats.hashFile(abs).digest })
 
-export const decide = (ws: Workspace, stage: AnyStage, upstream: Known, forced: boolean): Decision => {
-  const fp = fingerprint(ws, stage, upstream)
+export const decide = (ws: Workspace, stage: AnyStage, upstream: Known, forced: boolean): Effect.Effect<Decision, ConfigError> =>
+  Effect.map(fingerprint(ws, stage, upstream), (fp) => decideFrom(ws, stage, fp, forced))
+
+const decideFrom = (ws: Workspace, stage: AnyStage, fp: Fingerprint, forced: boolean): Decision => {
   const key = stageKey(fp)
   const prev = ws.lock[stage.name]
   const base = { key, fingerprint: fp, pending: [], forced }

@@ -97,7 +97,7 @@ interface Shared {
 }
 
 /** Re-runs the disk check for the stages still to run, with the sizes known now. */
-const recheckDisk = (sh: Shared, from: string): void => {
+const recheckDisk = (sh: Shared, from: string): Effect.Effect<void, DiskBudgetError> => {
   const remaining = sh.plan.stages.filter((s) => s.name === from || (!sh.done.has(s.name) && s.action !== "cached"))
   const sizes = Planner.outputSizes(sh.ws, sh.known)
   const replanned = remaining.map((s) => {
@@ -108,14 +108,17 @@ const recheckDisk = (sh: Shared, from: string): void => {
   const report = DiskPlan.diskReport(sh.ws, replanned, sizes)
   if (!report.ok) {
     const l = { usedBytes: report.usedBytes, freeBytes: report.freeBytes, budgetBytes: report.budgetBytes ?? undefined }
-    throw new DiskBudgetError({
-      message: `disk check before ${from} failed at stage ${report.peakAtStage}: ${Disk.describeLimits(report, l)}${report.fits.length ? `. Ways to fit: ${report.fits.join("; ")}` : ""}`,
-      stage: report.peakAtStage ?? from,
-      neededBytes: report.requiredBytes,
-      availableBytes: Math.min(report.freeBytes, (report.budgetBytes ?? Infinity) - report.usedBytes),
-      fits: [...report.fits]
-    })
+    return Effect.fail(
+      new DiskBudgetError({
+        message: `disk check before ${from} failed at stage ${report.peakAtStage}: ${Disk.describeLimits(report, l)}${report.fits.length ? `. Ways to fit: ${report.fits.join("; ")}` : ""}`,
+        stage: report.peakAtStage ?? from,
+        neededBytes: report.requiredBytes,
+        availableBytes: Math.min(report.freeBytes, (report.budgetBytes ?? Infinity) - report.usedBytes),
+        fits: [...report.fits]
+      })
+    )
   }
+  return Effect.void
 }
 
 /** Deletes temporary outputs once every stage of the plan that reads them has finished. */
@@ -155,6 +158,9 @@ const freeTemporaries = (sh: Shared): void => {
 
 const withLockWrite = <A>(sh: Shared, f: () => A) => sh.lockWrite.withPermits(1)(Effect.sync(f))
 
+/** What a thrown value says, in one line. */
+const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+
 const sizeOf = (ws: Workspace, p: string): number => {
   try {
     return ws.fs.statSync(p).isDirectory() ? treeSize(p, ws.fs) : ws.fs.statSync(p).size
@@ -188,11 +194,17 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
   Effect.gen(function* () {
     const { ws, out } = sh
     const stage = ws.dag.byName.get(planned.name)!
+    // decided again with the real outputs of its upstream; an input that vanished meanwhile fails the stage
+    const again = (forced: boolean) =>
+      decide(ws, stage, sh.known, forced).pipe(Effect.mapError((e) => new StageFailed({ stage: stage.name, message: e.message })))
     let d: Decision = planned
-    if (planned.pending.length > 0 && !planned.forced) d = decide(ws, stage, sh.known, false)
-    else if (planned.pending.length > 0 && planned.forced) {
-      const fresh = decide(ws, stage, sh.known, true)
-      d = { ...fresh, reasons: planned.reasons.filter((r) => !r.startsWith("upstream runs")) }
+    if (planned.pending.length > 0) {
+      const fresh = yield* Effect.result(again(planned.forced))
+      if (fresh._tag === "Failure") {
+        out.line(`✗ ${stage.name}: ${fresh.failure.message}`)
+        return { name: stage.name, action: "failed", reasons: [], seconds: null, bytes: null, error: fresh.failure.message } satisfies StageResult
+      }
+      d = planned.forced ? { ...fresh.success, reasons: planned.reasons.filter((r) => !r.startsWith("upstream runs")) } : fresh.success
     }
     if (d.action === "cached") {
       const why = planned.pending.length > 0 ? " (inputs unchanged after upstream rerun: early cut-off)" : ""
@@ -205,12 +217,14 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
       // a freed temporary output is not brought back unless a stage that runs needs it (the plan asks for that)
       const hit = d.hit ?? ws.cache.get(stage.name, entry.key, { known: entry })
       const wanted = (o: OutputRec) => !(ws.isTemporaryPath(stage.name, o.path) && !(hit?.available(o) ?? false))
-      try {
-        if (hit === undefined) throw new Error(`${stage.name}'s outputs are no longer in the cache`)
-        materialize(ws, stage, entry.outputs.filter(wanted), (dir) => hit.apply(dir, stage.name, wanted))
-      } catch (e) {
-        const raw = (e as Error).message
-        const message = diskFull(ws, planned, 0, raw) ?? `restoring from the cache failed: ${raw}`
+      const restored =
+        hit === undefined
+          ? `${stage.name}'s outputs are no longer in the cache`
+          : yield* Effect.try({ try: () => materialize(ws, stage, entry.outputs.filter(wanted), (dir) => hit.apply(dir, stage.name, wanted)), catch: messageOf }).pipe(
+              Effect.match({ onSuccess: () => undefined, onFailure: (m) => m })
+            )
+      if (restored !== undefined) {
+        const message = diskFull(ws, planned, 0, restored) ?? `restoring from the cache failed: ${restored}`
         out.line(`✗ ${stage.name}: ${message}`)
         return { name: stage.name, action: "failed", reasons: d.reasons, seconds: null, bytes: null, error: message } satisfies StageResult
       }
@@ -223,7 +237,7 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
       return { name: stage.name, action: "restored", reasons: d.reasons, seconds: ((yield* Clock.currentTimeMillis) - started) / 1000, bytes: sum(entry.outputs) } satisfies StageResult
     }
     // ---- run
-    yield* Effect.try({ try: () => recheckDisk(sh, stage.name), catch: (e) => e as DiskBudgetError })
+    yield* recheckDisk(sh, stage.name)
     const fp = d.fingerprint!
     const key = d.key!
     const reasons = d.reasons.filter((r) => !r.startsWith("upstream runs"))
@@ -277,7 +291,7 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
     try {
       records = Object.entries(stage.outputs).map(([o, decl]) => ws.store.ingest(outputs[o]!, `out/${stage.name}/${decl.path}`, decl.kind))
     } catch (e) {
-      return fail((e as Error).message)
+      return fail(messageOf(e))
     }
     const inputsWithSizes: Array<FileRec> = fp.inputs.map((i) => {
       const upstreamRec = [...sh.known.values()].flat().find((r) => r.path === i.path)
@@ -300,7 +314,7 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
         for (const o of records) ws.store.materialize(o, path.join(dir, o.path.slice(prefix.length)))
       })
     } catch (e) {
-      return fail((e as Error).message)
+      return fail(messageOf(e))
     }
     sh.known.set(stage.name, records)
     yield* withLockWrite(sh, () => {

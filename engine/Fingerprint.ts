@@ -5,6 +5,7 @@
  * outputs); the key is its digest. Also what is on disk: the records of
  * outputs known so far, and whether a recorded output is in place.
  */
+import * as Effect from "effect/Effect"
 import type { Stats } from "node:fs"
 import * as path from "node:path"
 import { canonicalJson } from "../cache/Canonical.ts"
@@ -82,31 +83,23 @@ export const knownFromLock = (ws: Workspace): Known => new Map(Object.entries(ws
  * through the stat cache, so an unchanged 8 GB model directory costs a stat
  * per file and an edited config.json inside it changes the key.
  */
-const depRecords = (ws: Workspace, stage: AnyStage, params: unknown): Array<FileRec> =>
-  stage.deps(params).map((rel) => {
-    const abs = ws.abs(rel)
-    let st: Stats
-    try {
-      st = ws.fs.statSync(abs)
-    } catch {
-      throw new ConfigError({ message: `stage ${stage.name}: input ${rel} does not exist` })
-    }
-    if (st.isDirectory()) {
-      try {
-        const t = digestTree(abs, ws.stats, ws.fs)
+const depRecords = (ws: Workspace, stage: AnyStage, params: unknown): Effect.Effect<Array<FileRec>, ConfigError> =>
+  Effect.forEach(stage.deps(params), (rel) =>
+    Effect.gen(function* () {
+      const abs = ws.abs(rel)
+      const unreadable = (e: unknown) =>
+        new ConfigError({ message: `stage ${stage.name}: input ${rel} cannot be read (${e instanceof Error ? ((e as NodeJS.ErrnoException).code ?? e.message) : String(e)})` })
+      const st = ws.fs.statSync(abs, { throwIfNoEntry: false })
+      if (st === undefined) return yield* new ConfigError({ message: `stage ${stage.name}: input ${rel} does not exist` })
+      if (st.isDirectory()) {
+        const t = yield* Effect.try({ try: () => digestTree(abs, ws.stats, ws.fs), catch: unreadable })
         return { path: ws.rel(abs), digest: t.digest, size: t.size }
-      } catch (e) {
-        throw new ConfigError({ message: `stage ${stage.name}: input ${rel} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` })
       }
-    }
-    if (!st.isFile()) throw new ConfigError({ message: `stage ${stage.name}: input ${rel} is not a file or a directory` })
-    try {
-      const h = ws.stats.hashFile(abs, st)
+      if (!st.isFile()) return yield* new ConfigError({ message: `stage ${stage.name}: input ${rel} is not a file or a directory` })
+      const h = yield* Effect.try({ try: () => ws.stats.hashFile(abs, st), catch: unreadable })
       return { path: ws.rel(abs), digest: h.digest, size: h.size }
-    } catch (e) {
-      throw new ConfigError({ message: `stage ${stage.name}: input ${rel} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` })
-    }
-  })
+    })
+  )
 
 /** Size of an external input without reading it (a directory: the sum of its files). */
 export const depSize = (ws: Workspace, abs: string): number => {
@@ -118,28 +111,33 @@ export const depSize = (ws: Workspace, abs: string): number => {
   }
 }
 
-/** Builds a stage's fingerprint from the known records of its upstream outputs. */
-export const fingerprint = (ws: Workspace, stage: AnyStage, upstream: Known): Fingerprint => {
-  const params = ws.params.get(stage.name)
-  const inputs: Array<FileRec> = []
-  for (const ref of Object.values(stage.inputs)) {
-    const p = ws.outputPath(ref.stage, ref.output)
-    const rec = upstream.get(ref.stage)?.find((o) => o.path === p)
-    if (!rec) throw new Error(`internal: no record of ${p} for ${stage.name}`)
-    inputs.push({ path: rec.path, digest: rec.digest, size: rec.size })
-  }
-  inputs.push(...depRecords(ws, stage, params))
-  const uniq = [...new Map(inputs.map((i) => [i.path, i])).values()].sort((a, b) => (a.path < b.path ? -1 : 1))
-  return {
-    stage: stage.name,
-    code: ws.codeOf(stage),
-    params,
-    // sizes are not part of the key (the digest covers them)
-    inputs: uniq.map(({ path: p, digest }) => ({ path: p, digest, size: 0 })),
-    versions: stage.versions(params, ws.root),
-    outputs: Object.fromEntries(Object.entries(stage.outputs).map(([k, o]) => [k, { path: o.path, kind: o.kind }]))
-  }
-}
+/**
+ * Builds a stage's fingerprint from the known records of its upstream
+ * outputs. An external input that is gone or unreadable is a ConfigError; an
+ * upstream output with no record is a bug in the engine (a defect).
+ */
+export const fingerprint = (ws: Workspace, stage: AnyStage, upstream: Known): Effect.Effect<Fingerprint, ConfigError> =>
+  Effect.gen(function* () {
+    const params = ws.params.get(stage.name)
+    const inputs: Array<FileRec> = []
+    for (const ref of Object.values(stage.inputs)) {
+      const p = ws.outputPath(ref.stage, ref.output)
+      const rec = upstream.get(ref.stage)?.find((o) => o.path === p)
+      if (!rec) return yield* Effect.die(new Error(`internal: no record of ${p} for ${stage.name}`))
+      inputs.push({ path: rec.path, digest: rec.digest, size: rec.size })
+    }
+    inputs.push(...(yield* depRecords(ws, stage, params)))
+    const uniq = [...new Map(inputs.map((i) => [i.path, i])).values()].sort((a, b) => (a.path < b.path ? -1 : 1))
+    return {
+      stage: stage.name,
+      code: ws.codeOf(stage),
+      params,
+      // sizes are not part of the key (the digest covers them)
+      inputs: uniq.map(({ path: p, digest }) => ({ path: p, digest, size: 0 })),
+      versions: stage.versions(params, ws.root),
+      outputs: Object.fromEntries(Object.entries(stage.outputs).map(([k, o]) => [k, { path: o.path, kind: o.kind }]))
+    }
+  })
 
 export type OutputState = "ok" | "missing" | "modified"
 

@@ -3,6 +3,7 @@
  * fingerprints, inputs and outputs with digests and sizes, duration. Only
  * stages that succeeded are written, and the file is replaced atomically.
  */
+import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as fs from "node:fs"
 import * as YAML from "yaml"
@@ -10,7 +11,7 @@ import { writeFileAtomic } from "../cache/Atomic.ts"
 import type { Digest } from "../cache/Digest.ts"
 import { outputPathProblem } from "../cache/Paths.ts"
 import { ConfigError } from "./Errors.ts"
-import { decodeOrThrow } from "./Params.ts"
+import { decode } from "./Params.ts"
 import type { ParseMemo } from "../cache/ParseMemo.ts"
 
 const DigestString = Schema.String.check(Schema.isPattern(/^blake3:[0-9a-f]{64}$/))
@@ -94,27 +95,35 @@ export const decodeEntry = (raw: unknown, stage: string): LockEntry | string => 
 
 const HEADER = "# pipeline.lock: written by `pipeline run` for the stages that succeeded. Commit it.\n"
 
-const parseYaml = (displayName: string) => (text: string): unknown => {
-  try {
-    return YAML.parse(text)
-  } catch (e) {
-    throw new ConfigError({ message: `${displayName}: not valid YAML (${(e as Error).message.split("\n")[0]}); delete it to start over` })
-  }
-}
-
-export const read = (file: string, displayName = "pipeline.lock", memo?: ParseMemo): Lock => {
-  if (!fs.existsSync(file)) return {}
-  const raw = memo ? memo.parse(file, parseYaml(displayName)) : parseYaml(displayName)(fs.readFileSync(file, "utf8"))
-  if (raw === null || raw === undefined) return {}
-  const lock = decodeOrThrow(LockSchema, raw, displayName, "lock")
-  const stages = lock.stages as Lock
-  for (const [name, e] of Object.entries(stages)) {
-    const bad = entryProblem(name, e)
-    if (bad !== undefined)
-      throw new ConfigError({ message: `${displayName}: stages.${JSON.stringify(name).slice(1, -1)}${bad.startsWith("is ") ? " " : "."}${bad}; the engine writes only inside out/${name}/ (restore the file from git, or delete the entry of ${name})` })
-  }
-  return { ...stages }
-}
+/** Reads pipeline.lock (committed state: it is refused, with the field, when it cannot be trusted). */
+export const read = (file: string, displayName = "pipeline.lock", memo?: ParseMemo): Effect.Effect<Lock, ConfigError> =>
+  Effect.gen(function* () {
+    const st = fs.statSync(file, { throwIfNoEntry: false })
+    if (st === undefined) return {}
+    let raw = memo?.get(file, st)
+    if (raw === undefined) {
+      const text = yield* Effect.try({
+        try: () => fs.readFileSync(file, "utf8"),
+        catch: (e) => new ConfigError({ message: `${displayName}: cannot be read (${e instanceof Error ? e.message : String(e)})` })
+      })
+      raw = yield* Effect.try({
+        try: () => YAML.parse(text) as unknown,
+        catch: (e) => new ConfigError({ message: `${displayName}: not valid YAML (${(e instanceof Error ? e.message : String(e)).split("\n")[0]}); delete it to start over` })
+      })
+      memo?.set(file, st, raw)
+    }
+    if (raw === null || raw === undefined) return {}
+    const lock = yield* decode(LockSchema, raw, displayName, "lock")
+    const stages = lock.stages as Lock
+    for (const [name, e] of Object.entries(stages)) {
+      const bad = entryProblem(name, e)
+      if (bad !== undefined)
+        return yield* new ConfigError({
+          message: `${displayName}: stages.${JSON.stringify(name).slice(1, -1)}${bad.startsWith("is ") ? " " : "."}${bad}; the engine writes only inside out/${name}/ (restore the file from git, or delete the entry of ${name})`
+        })
+    }
+    return { ...stages }
+  })
 
 export const write = (file: string, lock: Lock, order: ReadonlyArray<string>): void => {
   const stages: Record<string, LockEntry> = {}

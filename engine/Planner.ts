@@ -5,13 +5,13 @@
  * it will take, and whether it all fits on disk (DiskPlan.ts). The plan is
  * data: `--dry-run` prints it (PlanView.ts), the executor runs it.
  */
-import * as fs from "node:fs"
+import * as Effect from "effect/Effect"
 import { canonicalJson } from "../cache/Canonical.ts"
 import { isWithin } from "../cache/Paths.ts"
 import * as Dag from "./Dag.ts"
 import { type Decision, decide, pendingDecision } from "./Decide.ts"
 import * as DiskPlan from "./DiskPlan.ts"
-import { ConfigError } from "./Errors.ts"
+import { ConfigError, type GraphError } from "./Errors.ts"
 import { depSize, type Known, knownFromLock, outputState } from "./Fingerprint.ts"
 import type { AnyStage, Estimate } from "./Stage.ts"
 import * as Disk from "./DiskBudget.ts"
@@ -92,126 +92,136 @@ export const recordedSeconds = (ws: Workspace, stage: AnyStage, sizes: ReadonlyM
 }
 
 /** Plans the stages in `names` (run order). */
-const planStages = (ws: Workspace, names: ReadonlyArray<string>, options: PlanOptions): { stages: Array<PlannedStage>; sizes: Map<string, number> } => {
-  const known = knownFromLock(ws)
-  const decisions = new Map<string, Decision>()
-  const running = new Set<string>()
-  let firstRun: string | undefined
-  for (const name of names) {
-    const stage = ws.dag.byName.get(name)!
-    const ups = [...new Set(Object.values(stage.inputs).map((r) => r.stage))]
-    const pending = ups.filter((u) => running.has(u))
-    const forced =
-      (options.force === true && (name === options.target || (options.target === undefined && name === names[names.length - 1]))) ||
-      (options.forceDownstream === true && firstRun !== undefined && ups.some((u) => running.has(u)))
-    let d: Decision
-    const missingUp = ups.filter((u) => !known.has(u))
-    if (pending.length > 0) d = pendingDecision(ws, stage, pending, forced)
-    else if (missingUp.length > 0) d = pendingDecision(ws, stage, missingUp, forced)
-    else d = decide(ws, stage, known, forced)
-    if (d.action === "restore" && d.restore) known.set(name, d.restore.outputs)
-    decisions.set(name, d)
-    if (d.action === "run") {
-      running.add(name)
-      firstRun ??= name
-    }
-  }
-  // A stage that runs needs its inputs on disk: bring back temporary outputs that were dropped.
-  let changed = true
-  while (changed) {
-    changed = false
+const planStages = (
+  ws: Workspace,
+  names: ReadonlyArray<string>,
+  options: PlanOptions
+): Effect.Effect<{ stages: Array<PlannedStage>; sizes: Map<string, number> }, ConfigError> =>
+  Effect.gen(function* () {
+    const known = knownFromLock(ws)
+    const decisions = new Map<string, Decision>()
+    const running = new Set<string>()
+    let firstRun: string | undefined
     for (const name of names) {
-      const d = decisions.get(name)!
-      // only a stage that runs reads its inputs (a restore does not)
-      if (d.action !== "run") continue
       const stage = ws.dag.byName.get(name)!
-      for (const ref of Object.values(stage.inputs)) {
-        const ud = decisions.get(ref.stage)
-        if (!ud || ud.action !== "cached") continue
-        const rec = ws.lock[ref.stage]?.outputs.find((o) => o.path === ws.outputPath(ref.stage, ref.output))
-        if (!rec || outputState(ws, rec) === "ok") continue
-        const why = `output missing: ${rec.path} (temporary, needed by ${name})`
-        const entry = ws.lock[ref.stage]!
-        const hit = ws.cache.get(ref.stage, entry.key, { known: entry, needed: (o) => o.path === rec.path })
-        const restore = hit !== undefined
-        decisions.set(
-          ref.stage,
-          hit
-            ? { ...ud, action: "restore", source: hit.source, reasons: [why], restore: hit.entry, hit }
-            : { ...ud, action: "run", reasons: [why] }
-        )
-        // a rerun producer may write other bytes: the reader decides again once it has run
-        if (!restore && !d.pending.includes(ref.stage)) decisions.set(name, { ...decisions.get(name)!, pending: [...d.pending, ref.stage] })
-        changed = true
+      const ups = [...new Set(Object.values(stage.inputs).map((r) => r.stage))]
+      const pending = ups.filter((u) => running.has(u))
+      const forced =
+        (options.force === true && (name === options.target || (options.target === undefined && name === names[names.length - 1]))) ||
+        (options.forceDownstream === true && firstRun !== undefined && ups.some((u) => running.has(u)))
+      let d: Decision
+      const missingUp = ups.filter((u) => !known.has(u))
+      if (pending.length > 0) d = pendingDecision(ws, stage, pending, forced)
+      else if (missingUp.length > 0) d = pendingDecision(ws, stage, missingUp, forced)
+      else d = yield* decide(ws, stage, known, forced)
+      if (d.action === "restore" && d.restore) known.set(name, d.restore.outputs)
+      decisions.set(name, d)
+      if (d.action === "run") {
+        running.add(name)
+        firstRun ??= name
       }
     }
-  }
-  const sizes = outputSizes(ws, knownFromLock(ws))
-  const stages = names.map((name): PlannedStage => {
-    const stage = ws.dag.byName.get(name)!
-    const d = decisions.get(name)!
-    const est = estimateFor(ws, stage, sizes)
-    if (d.action === "run") for (const [o, b] of Object.entries(est.bytes)) sizes.set(`${name}.${o}`, b)
-    else if (d.restore) for (const [o, decl] of Object.entries(stage.outputs)) {
-      const rec = d.restore.outputs.find((r) => r.path === `out/${name}/${decl.path}`)
-      if (rec) sizes.set(`${name}.${o}`, rec.size)
+    // A stage that runs needs its inputs on disk: bring back temporary outputs that were dropped.
+    let changed = true
+    while (changed) {
+      changed = false
+      for (const name of names) {
+        const d = decisions.get(name)!
+        // only a stage that runs reads its inputs (a restore does not)
+        if (d.action !== "run") continue
+        const stage = ws.dag.byName.get(name)!
+        for (const ref of Object.values(stage.inputs)) {
+          const ud = decisions.get(ref.stage)
+          if (!ud || ud.action !== "cached") continue
+          const rec = ws.lock[ref.stage]?.outputs.find((o) => o.path === ws.outputPath(ref.stage, ref.output))
+          if (!rec || outputState(ws, rec) === "ok") continue
+          const why = `output missing: ${rec.path} (temporary, needed by ${name})`
+          const entry = ws.lock[ref.stage]!
+          const hit = ws.cache.get(ref.stage, entry.key, { known: entry, needed: (o) => o.path === rec.path })
+          const restore = hit !== undefined
+          decisions.set(
+            ref.stage,
+            hit
+              ? { ...ud, action: "restore", source: hit.source, reasons: [why], restore: hit.entry, hit }
+              : { ...ud, action: "run", reasons: [why] }
+          )
+          // a rerun producer may write other bytes: the reader decides again once it has run
+          if (!restore && !d.pending.includes(ref.stage)) decisions.set(name, { ...decisions.get(name)!, pending: [...d.pending, ref.stage] })
+          changed = true
+        }
+      }
     }
-    const last = recordedSeconds(ws, stage, sizes)
-    const diskBytes = Object.values(est.bytes).reduce((a, b) => a + b, 0)
-    return {
-      name,
-      ...d,
-      estimate: { diskBytes, seconds: last ?? est.seconds, scratchBytes: est.scratchBytes ?? 0 },
-      outputBytes: est.bytes
-    }
+    const sizes = outputSizes(ws, knownFromLock(ws))
+    const stages = names.map((name): PlannedStage => {
+      const stage = ws.dag.byName.get(name)!
+      const d = decisions.get(name)!
+      const est = estimateFor(ws, stage, sizes)
+      if (d.action === "run") for (const [o, b] of Object.entries(est.bytes)) sizes.set(`${name}.${o}`, b)
+      else if (d.restore) for (const [o, decl] of Object.entries(stage.outputs)) {
+        const rec = d.restore.outputs.find((r) => r.path === `out/${name}/${decl.path}`)
+        if (rec) sizes.set(`${name}.${o}`, rec.size)
+      }
+      const last = recordedSeconds(ws, stage, sizes)
+      const diskBytes = Object.values(est.bytes).reduce((a, b) => a + b, 0)
+      return {
+        name,
+        ...d,
+        estimate: { diskBytes, seconds: last ?? est.seconds, scratchBytes: est.scratchBytes ?? 0 },
+        outputBytes: est.bytes
+      }
   })
   return { stages, sizes }
-}
+  })
 
 /** Each planned stage's own pre-flight check (e.g. a publish target inside the workspace): a config error, before anything runs. */
-const preflight = (ws: Workspace, names: ReadonlyArray<string>): void => {
-  for (const name of names) {
-    const stage = ws.dag.byName.get(name)!
-    const problem = stage.preflight?.({ params: ws.params.get(name), workspace: ws.root, owns: (abs) => ws.owns(abs) })
-    if (problem !== undefined) throw new ConfigError({ message: `stage ${name}: ${problem}` })
-  }
-}
+const preflight = (ws: Workspace, names: ReadonlyArray<string>): Effect.Effect<void, ConfigError> =>
+  Effect.forEach(
+    names,
+    (name) => {
+      const stage = ws.dag.byName.get(name)!
+      const problem = stage.preflight?.({ params: ws.params.get(name), workspace: ws.root, owns: (abs) => ws.owns(abs) })
+      return problem === undefined ? Effect.void : Effect.fail(new ConfigError({ message: `stage ${name}: ${problem}` }))
+    },
+    { discard: true }
+  )
 
-export const plan = (ws: Workspace, options: PlanOptions): Plan => {
-  const names = Dag.closure(ws.dag, options.target)
-  preflight(ws, names)
-  const { stages, sizes } = planStages(ws, names, options)
-  const toRun = stages.filter((s) => s.action === "run")
-  const emptyDisk: DiskPlan.DiskReport = {
-    requiredBytes: 0, peakBytes: 0, peakAtStage: null, usedBytes: 0, freeBytes: 0, budgetBytes: ws.engine.budgetBytes ?? null, ok: true, fits: []
-  }
-  const work = stages.some((s) => s.action !== "cached")
-  const disk = options.skipDisk || !work ? emptyDisk : DiskPlan.diskReport(ws, stages, sizes)
-  const warnings: Array<string> = []
-  // External inputs are the user's choice, wherever they are; the plan says when one is outside.
-  for (const name of names) {
-    const stage = ws.dag.byName.get(name)!
-    for (const rel of stage.deps(ws.params.get(name)))
-      if (!isWithin(ws.abs(rel), ws.root)) warnings.push(`${name}: input ${rel} lies outside the workspace${rel === ws.abs(rel) ? "" : ` (${ws.abs(rel)})`}`)
-  }
-  // Downstream stages that are not part of this run would still have to fit later.
-  if (!options.skipDisk && options.target !== undefined && names.length < ws.dag.order.length) {
-    const all = planStages(ws, ws.dag.order, { ...options, target: undefined, force: false })
-    const later = all.stages.map((s) => (names.includes(s.name) ? stages.find((x) => x.name === s.name)! : s))
-    const full = DiskPlan.diskReport(ws, later, all.sizes)
-    const short = Disk.shortfall(full, { usedBytes: full.usedBytes, freeBytes: full.freeBytes, budgetBytes: full.budgetBytes ?? undefined })
-    if (!full.ok && short) {
-      const limit = short.limit === "budget" ? "the budget allows" : "is free on disk"
-      warnings.push(
-        `downstream: ${full.peakAtStage} would need ${formatBytes(short.bytes)} more than ${limit}${full.fits.length ? ` (${full.fits.join("; ")})` : ""}`
-      )
+/** The plan for `options.target` (default: every stage). Wrong params or inputs are failures (ConfigError), not throws. */
+export const plan = (ws: Workspace, options: PlanOptions): Effect.Effect<Plan, ConfigError | GraphError> =>
+  Effect.gen(function* () {
+    const names = yield* Dag.closure(ws.dag, options.target)
+    yield* preflight(ws, names)
+    const { stages, sizes } = yield* planStages(ws, names, options)
+    const toRun = stages.filter((s) => s.action === "run")
+    const emptyDisk: DiskPlan.DiskReport = {
+      requiredBytes: 0, peakBytes: 0, peakAtStage: null, usedBytes: 0, freeBytes: 0, budgetBytes: ws.engine.budgetBytes ?? null, ok: true, fits: []
     }
-  }
-  return {
-    target: options.target ?? null,
-    stages,
-    disk,
-    warnings,
-    totals: { stagesToRun: toRun.length + stages.filter((s) => s.action === "restore").length, seconds: toRun.reduce((a, s) => a + s.estimate.seconds, 0) }
-  }
-}
+    const work = stages.some((s) => s.action !== "cached")
+    const disk = options.skipDisk || !work ? emptyDisk : DiskPlan.diskReport(ws, stages, sizes)
+    const warnings: Array<string> = []
+    // External inputs are the user's choice, wherever they are; the plan says when one is outside.
+    for (const name of names) {
+      const stage = ws.dag.byName.get(name)!
+      for (const rel of stage.deps(ws.params.get(name)))
+        if (!isWithin(ws.abs(rel), ws.root)) warnings.push(`${name}: input ${rel} lies outside the workspace${rel === ws.abs(rel) ? "" : ` (${ws.abs(rel)})`}`)
+    }
+    // Downstream stages that are not part of this run would still have to fit later.
+    if (!options.skipDisk && options.target !== undefined && names.length < ws.dag.order.length) {
+      const all = yield* planStages(ws, ws.dag.order, { ...options, target: undefined, force: false })
+      const later = all.stages.map((s) => (names.includes(s.name) ? stages.find((x) => x.name === s.name)! : s))
+      const full = DiskPlan.diskReport(ws, later, all.sizes)
+      const short = Disk.shortfall(full, { usedBytes: full.usedBytes, freeBytes: full.freeBytes, budgetBytes: full.budgetBytes ?? undefined })
+      if (!full.ok && short) {
+        const limit = short.limit === "budget" ? "the budget allows" : "is free on disk"
+        warnings.push(
+          `downstream: ${full.peakAtStage} would need ${formatBytes(short.bytes)} more than ${limit}${full.fits.length ? ` (${full.fits.join("; ")})` : ""}`
+        )
+      }
+    }
+    return {
+      target: options.target ?? null,
+      stages,
+      disk,
+      warnings,
+      totals: { stagesToRun: toRun.length + stages.filter((s) => s.action === "restore").length, seconds: toRun.reduce((a, s) => a + s.estimate.seconds, 0) }
+    }
+  })

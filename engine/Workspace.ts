@@ -4,7 +4,7 @@
  * per stage, builds the DAG and opens the stat cache, the store and the lock:
  * everything planning needs, with no writes.
  */
-import * as fs from "node:fs"
+import * as Effect from "effect/Effect"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { RunCache } from "../cache/RunCache.ts"
@@ -17,7 +17,7 @@ import { canonical, isWithin } from "../cache/Paths.ts"
 import { Store } from "../cache/Store.ts"
 import { CodeFingerprinter } from "./CodeFingerprint.ts"
 import * as Dag from "./Dag.ts"
-import { ConfigError } from "./Errors.ts"
+import { ConfigError, type GraphError } from "./Errors.ts"
 import * as Lockfile from "./Lockfile.ts"
 import * as Params from "./Params.ts"
 import type { AnyStage } from "./Stage.ts"
@@ -68,39 +68,71 @@ export class Workspace {
   readonly warn: (message: string) => void
   readonly fs: Fs
 
-  constructor(root: string, stages: ReadonlyArray<AnyStage>, options: Options) {
+  /**
+   * Loads a workspace: the params (decoded per stage), the DAG, the lock and
+   * the derived state. Everything that can be wrong with them is a failure
+   * value (a ConfigError or a GraphError naming the file and field); nothing
+   * is written.
+   */
+  static load(root: string, stages: ReadonlyArray<AnyStage>, options: Options): Effect.Effect<Workspace, ConfigError | GraphError> {
+    return Effect.gen(function* () {
+      const files = options.fs ?? nodeFs
+      const stateDir = path.join(root, ".pipeline")
+      for (const [dir, what] of [[stateDir, "its cache and state"], [path.join(root, "out"), "the stages' outputs"]] as const) {
+        const st = files.statSync(dir, { throwIfNoEntry: false })
+        if (st && !st.isDirectory()) return yield* new ConfigError({ message: `${path.relative(root, dir)} is a file, not a directory: the pipeline keeps ${what} there; move it away` })
+      }
+      const warn = options.warn ?? warnOnce()
+      const memo = new ParseMemo(path.join(stateDir, "parse-memo.json"), warn, files)
+      const dag = yield* Dag.make(stages)
+      const configName = options.config ?? "pipeline.yaml"
+      const configPath = path.resolve(root, configName)
+      const doc = files.existsSync(configPath) || options.config !== undefined ? yield* Params.readDoc(configPath, configName, memo) : {}
+      const sets = options.sets ?? []
+      const where = sets.length > 0 ? `${configName} (with --set ${Params.redact(sets.join(" --set "))})` : configName
+      const merged = yield* Params.applySets(doc, sets)
+      yield* Params.assertNoSecrets(merged, where)
+      const engine = yield* Params.decodeEngineConfig(merged, where)
+      for (const t of engine.temporary) {
+        const [s, o] = t.split(".") as [string, string]
+        if (!dag.byName.get(s)?.outputs[o]) return yield* new ConfigError({ message: `${where}: temporary: ${t} is not an output of the pipeline` })
+      }
+      const params = yield* Params.decodeStageParams(merged, stages, where)
+      const lock = yield* Lockfile.read(path.join(root, "pipeline.lock"), "pipeline.lock", memo)
+      return new Workspace({ root, files, warn, memo, dag, configName, engine, params, lock })
+    })
+  }
+
+  private constructor(parts: {
+    readonly root: string
+    readonly files: Fs
+    readonly warn: (message: string) => void
+    readonly memo: ParseMemo
+    readonly dag: Dag.Dag
+    readonly configName: string
+    readonly engine: Params.EngineConfig
+    readonly params: ReadonlyMap<string, Record<string, unknown>>
+    readonly lock: Lockfile.Lock
+  }) {
+    const root = parts.root
     this.root = root
-    this.warn = options.warn ?? warnOnce()
-    this.fs = options.fs ?? nodeFs
+    this.warn = parts.warn
+    this.fs = parts.files
     this.outDir = path.join(root, "out")
     this.stateDir = path.join(root, ".pipeline")
     this.tmpDir = path.join(this.stateDir, "tmp")
     this.scratchRoot = path.join(this.stateDir, "scratch")
     this.lockFile = path.join(root, "pipeline.lock")
-    for (const [dir, what] of [[this.stateDir, "its cache and state"], [this.outDir, "the stages' outputs"]] as const) {
-      const st = this.fs.statSync(dir, { throwIfNoEntry: false })
-      if (st && !st.isDirectory()) throw new ConfigError({ message: `${this.rel(dir)} is a file, not a directory: the pipeline keeps ${what} there; move it away` })
-    }
     this.stats = new StatCache(path.join(this.stateDir, "stat-cache.json"), this.warn, this.fs)
     this.store = new Store(path.join(this.stateDir, "cache"), this.stats, this.warn, this.fs)
     this.runs = new RunCache(path.join(this.stateDir, "runs"), Lockfile.decodeEntry, this.warn, this.fs)
-    this.memo = new ParseMemo(path.join(this.stateDir, "parse-memo.json"), this.warn, this.fs)
+    this.memo = parts.memo
     this.cache = new LocalCache(this.store, this.runs)
-    this.dag = Dag.make(stages)
-    this.configName = options.config ?? "pipeline.yaml"
-    const configPath = path.resolve(root, this.configName)
-    const doc = fs.existsSync(configPath) || options.config !== undefined ? Params.readDoc(configPath, this.configName, this.memo) : {}
-    const sets = options.sets ?? []
-    const where = sets.length > 0 ? `${this.configName} (with --set ${Params.redact(sets.join(" --set "))})` : this.configName
-    const merged = Params.applySets(doc, sets)
-    Params.assertNoSecrets(merged, where)
-    this.engine = Params.decodeEngineConfig(merged, where)
-    for (const t of this.engine.temporary) {
-      const [s, o] = t.split(".") as [string, string]
-      if (!this.dag.byName.get(s)?.outputs[o]) throw new ConfigError({ message: `${where}: temporary: ${t} is not an output of the pipeline` })
-    }
-    this.params = Params.decodeStageParams(merged, stages, where)
-    this.lock = Lockfile.read(this.lockFile, "pipeline.lock", this.memo)
+    this.dag = parts.dag
+    this.configName = parts.configName
+    this.engine = parts.engine
+    this.params = parts.params
+    this.lock = parts.lock
     this.code = new CodeFingerprinter({ root, exclude: FRAMEWORK_DIRS })
   }
 

@@ -137,7 +137,7 @@ const tryCreate = (file: string, holder: Holder): boolean => {
     fs.writeFileSync(tmp, JSON.stringify(holder))
   } catch (e) {
     fs.rmSync(tmp, { force: true })
-    throw new WorkspaceLockedError({ message: `cannot create the workspace lock .pipeline/lock (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` })
+    throw new WorkspaceLockedError({ message: `cannot create the workspace lock .pipeline/lock (${e instanceof Error ? ((e as NodeJS.ErrnoException).code ?? e.message) : String(e)})` })
   }
   try {
     fs.linkSync(tmp, file)
@@ -207,7 +207,7 @@ export const acquire = (stateDir: string, options: { readonly wait: boolean; rea
         } else {
           const won = yield* Effect.try({
             try: () => attemptFile(file, holder),
-            catch: (e) => (e instanceof WorkspaceLockedError ? e : new WorkspaceLockedError({ message: `workspace lock: ${(e as Error).message}` }))
+            catch: (e) => (e instanceof WorkspaceLockedError ? e : new WorkspaceLockedError({ message: `workspace lock: ${e instanceof Error ? e.message : String(e)}` }))
           })
           if (won) return { file, server: undefined }
           other = parseHolder(readText(file))

@@ -31,9 +31,9 @@ const fixture = Effect.promise(async () => {
 })
 
 const load = (f: { root: string; stages: ReadonlyArray<AnyStage> }, sets: ReadonlyArray<string> = [], files: Fs = nodeFs) =>
-  new Workspace(f.root, f.stages, { root: f.root, sets, warn: () => {}, fs: files })
+  Effect.runSync(Workspace.load(f.root, f.stages, { root: f.root, sets, warn: () => {}, fs: files }))
 
-const run = (ws: Workspace, target: string) => Executor.execute(ws, Planner.plan(ws, { target })).pipe(Effect.provide(quiet))
+const run = (ws: Workspace, target: string) => Effect.flatMap(Planner.plan(ws, { target }), (plan) => Executor.execute(ws, plan)).pipe(Effect.provide(quiet))
 
 describe("the clock service", () => {
   it.effect("stamps run-cache entries, and gc --older-than 7d counts back from it", () =>

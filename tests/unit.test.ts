@@ -21,6 +21,9 @@ import * as Schema from "effect/Schema"
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "pipeline-unit-"))
 
+/** The failure an effect ends with (these effects fail, never die). */
+const failure = <E>(e: Effect.Effect<unknown, E>): E => Effect.runSync(Effect.flip(e))
+
 describe("canonical JSON and keys", () => {
   it("sorts keys at every depth and drops undefined", () => {
     assert.strictEqual(canonicalJson({ b: 1, a: { d: [1, { z: 1, y: 2 }], c: undefined } }), '{"a":{"d":[1,{"y":2,"z":1}]},"b":1}')
@@ -72,18 +75,18 @@ describe("params", () => {
     assert.strictEqual(parseBytes("lots"), undefined)
   })
   it("applies --set with YAML values and refuses malformed ones", () => {
-    assert.deepStrictEqual(Params.applySets({ train: { lr: 1 } }, ["train.lr=1e-4", "train.targets=[q, v]", "new.x=true"]), {
+    assert.deepStrictEqual(Effect.runSync(Params.applySets({ train: { lr: 1 } }, ["train.lr=1e-4", "train.targets=[q, v]", "new.x=true"])), {
       train: { lr: 1e-4, targets: ["q", "v"] },
       new: { x: true }
     })
-    assert.throws(() => Params.applySets({}, ["train.lr"]), ConfigError)
+    assert.instanceOf(failure(Params.applySets({}, ["train.lr"])), ConfigError)
   })
   it("decodes strictly with one line naming the field", () => {
     const S = Schema.Struct({ lr: Schema.Finite, n: Schema.Int })
-    assert.throws(() => Params.decodeOrThrow(S, { lr: "x", n: 1, extra: 2 }, "p.yaml", "train"), /p\.yaml: train\.extra: unknown key; train\.lr: Expected .*number/)
+    assert.match(failure(Params.decode(S, { lr: "x", n: 1, extra: 2 }, "p.yaml", "train")).message, /p\.yaml: train\.extra: unknown key; train\.lr: Expected .*number/)
   })
   it("finds secrets anywhere in the params", () => {
-    assert.throws(() => Params.assertNoSecrets({ upload: { target: "hf://u/r?t=tok_123456789" } }, "x", { HF_TOKEN: "tok_123456789" }), /upload\.target: holds the value of HF_TOKEN/)
+    assert.match(failure(Params.assertNoSecrets({ upload: { target: "hf://u/r?t=tok_123456789" } }, "x", { HF_TOKEN: "tok_123456789" })).message, /upload\.target: holds the value of HF_TOKEN/)
     assert.strictEqual(Params.redact("key tok_123456789 here", ["tok_123456789"]), "key *** here")
   })
 })
@@ -100,20 +103,17 @@ describe("the DAG", () => {
     Stage.make({ name, module: "/x.ts", params: {}, inputs, outputs: { o: Stage.file("o") }, estimate: () => ({ bytes: { o: 0 }, seconds: 0 }), run: () => Effect.void })
   it("names a cycle", () => {
     const ref = (s: string): Stage.OutputRef => ({ _tag: "OutputRef", stage: s, output: "o" })
-    assert.throws(() => Dag.make([mk("x", { i: ref("y") }), mk("y", { i: ref("x") })]), GraphError)
-    try {
-      Dag.make([mk("x", { i: ref("y") }), mk("y", { i: ref("x") })])
-    } catch (e) {
-      assert.match((e as GraphError).message, /cycle: (x -> y -> x|y -> x -> y)/)
-    }
+    const e = failure(Dag.make([mk("x", { i: ref("y") }), mk("y", { i: ref("x") })]))
+    assert.instanceOf(e, GraphError)
+    assert.match(e.message, /cycle: (x -> y -> x|y -> x -> y)/)
   })
   it("computes closures in dependency order", () => {
     const a = mk("a", {})
     const b = mk("b", { i: a.out.o })
     const c = mk("c", { i: b.out.o })
     const d = mk("d", { i: a.out.o })
-    const dag = Dag.make([d, c, b, a])
-    assert.deepStrictEqual(new Set(Dag.closure(dag, "c")), new Set(["a", "b", "c"]))
+    const dag = Effect.runSync(Dag.make([d, c, b, a]))
+    assert.deepStrictEqual(new Set(Effect.runSync(Dag.closure(dag, "c"))), new Set(["a", "b", "c"]))
     assert.isTrue(dag.order.indexOf("a") < dag.order.indexOf("b") && dag.order.indexOf("b") < dag.order.indexOf("c"))
     assert.deepStrictEqual([...Dag.downstream(dag, "a")].sort(), ["b", "c", "d"])
   })
