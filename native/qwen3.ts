@@ -72,3 +72,17 @@ export interface LoraTensors {
   /** layers * 7 entries (q k v o gate up down), null where not adapted */
   readonly proj: ReadonlyArray<{ A: Float32Array; B: Float32Array; dA: Float32Array; dB: Float32Array } | null>
 }
+
+/**
+ * One slot per (layer, projection) in the order of `LoraTensors.proj`: what
+ * `f` makes for an adapted projection, null for the others.
+ */
+export const loraSlots = <A>(
+  c: Qwen3Config,
+  targets: ReadonlyArray<string>,
+  f: (layer: number, j: Projection, shape: { readonly in: number; readonly out: number }) => A
+): Array<A | null> => {
+  const out: Array<A | null> = []
+  for (let l = 0; l < c.layers; l++) for (const j of PROJECTIONS) out.push(targets.includes(j) ? f(l, j, projectionShape(c, j)) : null)
+  return out
+}

@@ -11,7 +11,7 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { PROJECTIONS, projectionShape, type LoraTensors, type Projection, type Qwen3Config, type Qwen3Weights } from "../../native/qwen3.ts"
+import { loraSlots, PROJECTIONS, projectionShape, type LoraTensors, type Projection, type Qwen3Config, type Qwen3Weights } from "../../native/qwen3.ts"
 import * as Safetensors from "./safetensors.ts"
 
 export class CheckpointError extends Error {}
@@ -127,18 +127,11 @@ export const loadQwen3 = (dir: string): { config: Qwen3Config; weights: Qwen3Wei
 export const loadAdapter = (dir: string, c: Qwen3Config): LoraTensors => {
   const cfg = JSON.parse(fs.readFileSync(path.join(dir, "adapter_config.json"), "utf8")) as { r: number; lora_alpha: number; target_modules: Array<string> }
   const t = Safetensors.indexFiles([path.join(dir, "adapter_model.safetensors")])
-  const proj: Array<LoraTensors["proj"][number]> = []
-  for (let l = 0; l < c.layers; l++)
-    for (const j of PROJECTIONS) {
-      if (!cfg.target_modules.includes(j)) {
-        proj.push(null)
-        continue
-      }
-      const s = projectionShape(c, j)
-      const A = tensor(t, loraName(l, j, "A"), [cfg.r, s.in])
-      const B = tensor(t, loraName(l, j, "B"), [s.out, cfg.r])
-      proj.push({ A, B, dA: new Float32Array(A.length), dB: new Float32Array(B.length) })
-    }
+  const proj = loraSlots(c, cfg.target_modules, (l, j, s) => {
+    const A = tensor(t, loraName(l, j, "A"), [cfg.r, s.in])
+    const B = tensor(t, loraName(l, j, "B"), [s.out, cfg.r])
+    return { A, B, dA: new Float32Array(A.length), dB: new Float32Array(B.length) }
+  })
   return { rank: cfg.r, scale: cfg.lora_alpha / cfg.r, proj }
 }
 

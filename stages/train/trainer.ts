@@ -28,7 +28,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Native from "../../native/index.ts"
-import { PROJECTIONS, projectionShape, type LoraTensors, type Qwen3Config, type Qwen3Weights } from "../../native/qwen3.ts"
+import { loraSlots, PROJECTIONS, projectionShape, type LoraTensors, type Qwen3Config, type Qwen3Weights } from "../../native/qwen3.ts"
 import { Rng } from "../lib/rng.ts"
 import type * as Format from "../tokenize/format.ts"
 import type { LoraConfig, TrainConfig, TrainEvent } from "./protocol.ts"
@@ -70,19 +70,12 @@ export const parameterCount = (c: Qwen3Config, lora: LoraConfig) => {
 /** LoRA as PEFT initialises it: A Kaiming-uniform (bound 1/sqrt(in)), B zero, scale alpha / r. */
 export const initLora = (c: Qwen3Config, lora: LoraConfig, seed: number): LoraTensors => {
   const rng = new Rng(seed ^ 0x10a)
-  const proj: Array<LoraTensors["proj"][number]> = []
-  for (let l = 0; l < c.layers; l++)
-    for (const j of PROJECTIONS) {
-      if (!lora.targets.includes(j)) {
-        proj.push(null)
-        continue
-      }
-      const s = projectionShape(c, j)
-      const bound = 1 / Math.sqrt(s.in)
-      const A = new Float32Array(lora.r * s.in)
-      for (let i = 0; i < A.length; i++) A[i] = (rng.next() * 2 - 1) * bound
-      proj.push({ A, B: new Float32Array(s.out * lora.r), dA: new Float32Array(A.length), dB: new Float32Array(s.out * lora.r) })
-    }
+  const proj = loraSlots(c, lora.targets, (_l, _j, s) => {
+    const bound = 1 / Math.sqrt(s.in)
+    const A = new Float32Array(lora.r * s.in)
+    for (let i = 0; i < A.length; i++) A[i] = (rng.next() * 2 - 1) * bound
+    return { A, B: new Float32Array(s.out * lora.r), dA: new Float32Array(A.length), dB: new Float32Array(s.out * lora.r) }
+  })
   return { rank: lora.r, scale: lora.alpha / lora.r, proj }
 }
 
