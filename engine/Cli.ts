@@ -35,7 +35,7 @@ import * as Maintenance from "./Maintenance.ts"
 import * as Planner from "./Planner.ts"
 import * as PlanView from "./PlanView.ts"
 import { Output } from "./Progress.ts"
-import { FileSystem } from "./Services.ts"
+import { ChildProcesses, FileSystem } from "./Services.ts"
 import type { AnyStage } from "./Stage.ts"
 import { formatBytes, formatSeconds, parseBytes } from "./Units.ts"
 import * as WorkspaceLock from "./WorkspaceLock.ts"
@@ -257,9 +257,10 @@ export const run = async (def: Definition, argv: ReadonlyArray<string> = process
   const program = Command.runWith(command(def), { version: def.version ?? "0.1.0" })(argv).pipe(
     Effect.provide(usagePresenter),
     Effect.provide(FileSystem.node),
+    Effect.provide(ChildProcesses.node),
     Effect.provide(NodeServices.layer)
   )
-  const exit = await Effect.runPromiseExit(program as Effect.Effect<void, unknown>)
+  const exit = await Effect.runPromiseExit(program)
   if (Exit.isSuccess(exit)) return 0
   const failure = exit.cause.reasons.find(Cause.isFailReason)
   if (failure) {

@@ -1,12 +1,14 @@
 /**
  * Command stages: a stage whose body is an external command with declared
  * inputs, outputs and params. Arguments are templates: `{inputs.NAME}`,
- * `{outputs.NAME}`, `{params.SECTION.KEY}`, `{scratch}`. The command runs with
- * execa (no shell), its output streamed line by line with the stage prefix.
+ * `{outputs.NAME}`, `{params.SECTION.KEY}`, `{scratch}`. The command runs
+ * through the ChildProcesses service (execa, no shell), its output streamed
+ * line by line with the stage prefix.
  * The command line and the files named in `codeFiles` are the stage's code.
  */
 import * as Effect from "effect/Effect"
 import { StageError } from "./Errors.ts"
+import { ChildProcesses } from "./Services.ts"
 import * as Stage from "./Stage.ts"
 
 export interface CommandSpec<Name extends string, S extends Stage.ParamSections, I extends string, O extends string>
@@ -36,27 +38,18 @@ export const make = <const Name extends string, S extends Stage.ParamSections, I
     run: (ctx) =>
       Effect.gen(function* () {
         const scope = { inputs: ctx.inputs, outputs: ctx.outputs, params: ctx.params, scratch: ctx.scratchDir }
-        const argv = yield* Effect.try({ try: () => spec.command.map((a) => expand(a, scope)), catch: (e) => e as StageError })
+        const argv = yield* Effect.try({
+          try: () => spec.command.map((a) => expand(a, scope)),
+          catch: (e) => (e instanceof StageError ? e : new StageError({ message: String(e) }))
+        })
         const [file, ...args] = argv
         if (!file) return yield* new StageError({ message: "empty command" })
         yield* ctx.log(`$ ${argv.join(" ")}`)
-        yield* Effect.tryPromise({
-          try: async (signal) => {
-            const { execa } = await import("execa")
-            const child = execa(file, args, {
-              cwd: ctx.workspace,
-              env: { ...spec.env },
-              all: true,
-              buffer: false,
-              reject: false,
-              cancelSignal: signal,
-              stdin: "ignore"
-            })
-            for await (const line of child.iterable({ from: "all" })) Effect.runSync(ctx.log(String(line)))
-            const r = await child
-            if (r.failed) throw new StageError({ message: r.exitCode !== undefined ? `${file} exited with code ${r.exitCode}` : (r.shortMessage ?? `${file} failed`) })
-          },
-          catch: (e) => (e instanceof StageError ? e : new StageError({ message: (e instanceof Error ? e.message : String(e)).split("\n")[0]! }))
+        const processes = yield* ChildProcesses
+        const r = yield* Effect.tryPromise({
+          try: (signal) => processes.exec(file, args, { cwd: ctx.workspace, env: { ...spec.env }, signal, onLine: (line) => Effect.runSync(ctx.log(line)) }),
+          catch: (e) => new StageError({ message: (e instanceof Error ? e.message : String(e)).split("\n")[0]! })
         })
+        if (r.failed) return yield* new StageError({ message: r.exitCode !== undefined ? `${file} exited with code ${r.exitCode}` : (r.reason ?? `${file} failed`) })
       })
   })

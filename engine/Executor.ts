@@ -29,6 +29,7 @@ import * as DiskPlan from "./DiskPlan.ts"
 import { type Known, knownFromLock } from "./Fingerprint.ts"
 import * as Planner from "./Planner.ts"
 import { Output, type Console } from "./Progress.ts"
+import type { ChildProcesses } from "./Services.ts"
 import type { AnyStage } from "./Stage.ts"
 import { formatBytes, formatSeconds } from "./Units.ts"
 import type { Workspace } from "./Workspace.ts"
@@ -190,7 +191,7 @@ export const diskFull = (ws: Workspace, planned: Planner.PlannedStage, written: 
   )
 }
 
-const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageResult, DiskBudgetError> =>
+const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageResult, DiskBudgetError, ChildProcesses> =>
   Effect.gen(function* () {
     const { ws, out } = sh
     const stage = ws.dag.byName.get(planned.name)!

@@ -10,6 +10,7 @@ import type * as Schema from "effect/Schema"
 import { fileURLToPath } from "node:url"
 import type { Progress } from "./Progress.ts"
 import type { StageError } from "./Errors.ts"
+import type { ChildProcesses } from "./Services.ts"
 
 export type OutputKind = "file" | "dir"
 
@@ -154,7 +155,7 @@ export interface Stage<
   /** checked when the plan is made, before anything runs: a problem is a config error (exit 2) */
   readonly preflight: ((ctx: PreflightContext<P>) => string | undefined) | undefined
   readonly external: External<P> | undefined
-  readonly run: (ctx: RunContext<P, I, O>) => Effect.Effect<void, StageError>
+  readonly run: (ctx: RunContext<P, I, O>) => Effect.Effect<void, StageError, ChildProcesses>
   /** references to this stage's outputs, for downstream stages */
   readonly out: { readonly [K in O]: OutputRef }
 }
@@ -177,7 +178,8 @@ export interface StageSpec<Name extends string, S extends ParamSections, I exten
   readonly variants?: Variants<ParamsOf<S>>
   readonly preflight?: (ctx: PreflightContext<ParamsOf<S>>) => string | undefined
   readonly external?: External<ParamsOf<S>>
-  readonly run: (ctx: RunContext<ParamsOf<S>, I, O>) => Effect.Effect<void, StageError>
+  /** a stage may start processes through the ChildProcesses service; nothing else */
+  readonly run: (ctx: RunContext<ParamsOf<S>, I, O>) => Effect.Effect<void, StageError, ChildProcesses>
 }
 
 const NAME = /^[a-z][a-z0-9_-]*$/

@@ -11,6 +11,7 @@ export { Workspace } from "./Workspace.ts"
 export { main, run } from "./Cli.ts"
 export { StageError } from "./Errors.ts"
 export type { Progress } from "./Progress.ts"
+export { ChildProcesses } from "./Services.ts"
 // Re-exported so stage modules need only the engine import.
 export * as Effect from "effect/Effect"
 export * as Schema from "effect/Schema"

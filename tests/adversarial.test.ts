@@ -214,6 +214,7 @@ describe("2. paths read from the lock, the run-cache and tree objects stay insid
 describe("4. a worker's own error reaches the user as one line", () => {
   it("the trainer's reason, not the tail of a Node stack trace", async () => {
     const { runWorker } = await import("../stages/lib/worker.ts")
+    const { ChildProcesses } = await import("../engine/Services.ts")
     const { protocol, LoraParams, TrainConfig } = await import("../stages/train/protocol.ts")
     const Effect = await import("effect/Effect")
     const Schema = await import("effect/Schema")
@@ -223,7 +224,9 @@ describe("4. a worker's own error reaches the user as one line", () => {
       t: Schema.decodeUnknownSync(TrainConfig)({}), lora: Schema.decodeUnknownSync(LoraParams)({})
     }
     const err = await Effect.runPromise(
-      Effect.flip(runWorker({ file: path.join(REPO, "stages/train/worker.ts"), label: "trainer", protocol, job, jobFile: path.join(dir, "job.json"), onEvent: () => Effect.void }))
+      Effect.flip(runWorker({ file: path.join(REPO, "stages/train/worker.ts"), label: "trainer", protocol, job, jobFile: path.join(dir, "job.json"), onEvent: () => Effect.void })).pipe(
+        Effect.provide(ChildProcesses.node)
+      )
     )
     expect(err.message).toMatch(new RegExp(`^${path.join(dir, "no-model", "config.json")}: ENOENT`))
     oneLine(err.message)
@@ -231,13 +234,19 @@ describe("4. a worker's own error reaches the user as one line", () => {
     // a worker that dies without a word is named by how it died
     const crash = path.join(dir, "crash.ts")
     fs.writeFileSync(crash, `process.stderr.write("native: bad access\\n"); process.kill(process.pid, "SIGSEGV")\n`)
-    const died = await Effect.runPromise(Effect.flip(runWorker({ file: crash, label: "trainer", protocol, job, jobFile: path.join(dir, "j2.json"), onEvent: () => Effect.void })))
+    const died = await Effect.runPromise(Effect.flip(runWorker({ file: crash, label: "trainer", protocol, job, jobFile: path.join(dir, "j2.json"), onEvent: () => Effect.void })).pipe(Effect.provide(ChildProcesses.node)))
     expect(died.message).toBe("the trainer was killed by SIGSEGV: native: bad access")
     // an event that does not decode with the protocol's schema is not passed on as one
     const liar = path.join(dir, "liar.ts")
     fs.writeFileSync(liar, `process.stdout.write(JSON.stringify({ type: "step", step: "seven" }) + "\\n")\n`)
-    const odd = await Effect.runPromise(Effect.flip(runWorker({ file: liar, label: "trainer", protocol, job, jobFile: path.join(dir, "j3.json"), onEvent: () => Effect.void })))
+    const odd = await Effect.runPromise(Effect.flip(runWorker({ file: liar, label: "trainer", protocol, job, jobFile: path.join(dir, "j3.json"), onEvent: () => Effect.void })).pipe(Effect.provide(ChildProcesses.node)))
     expect(odd.message).toBe('the trainer printed a line that is not one of its events: {"type":"step","step":"seven"}')
+    // a worker that cannot start at all (the processes service points at a Node that is not there)
+    const { spawn } = await import("node:child_process")
+    const Layer = await import("effect/Layer")
+    const noNode = Layer.succeed(ChildProcesses, { spawn: (_file: string, args: ReadonlyArray<string>) => spawn(path.join(dir, "no-node"), [...args], { stdio: ["ignore", "pipe", "pipe"] }), exec: () => Promise.reject(new Error("unused")) })
+    const unborn = await Effect.runPromise(Effect.flip(runWorker({ file: liar, label: "trainer", protocol, job, jobFile: path.join(dir, "j4.json"), onEvent: () => Effect.void })).pipe(Effect.provide(noNode)))
+    expect(unborn.message).toBe(`the trainer could not start: spawn ${path.join(dir, "no-node")} ENOENT`)
   })
 })
 

@@ -15,6 +15,10 @@ import { inferGenerator, labelOf } from "../stages/entities/infer.ts"
 import { type Outcome, type Params, processCsv } from "../stages/entities/process.ts"
 import { leaks, type OutputRow } from "../stages/entities/replace.ts"
 import { entities as entitiesStage } from "../stages/entities.ts"
+import { ChildProcesses } from "../engine/Services.ts"
+
+/** the stage with the processes it may start (it starts none) */
+const runStage = (...a: Parameters<typeof entitiesStage.run>) => entitiesStage.run(...a).pipe(Effect.provide(ChildProcesses.node))
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
 const SAMPLE = fs.readFileSync(path.join(ROOT, "data", "bitext-sample.csv"), "utf8")
@@ -447,7 +451,7 @@ describe("the stage", () => {
       const outputs = { rows: path.join(dir, "rows.jsonl"), report: path.join(dir, "report.json") }
       const logs: Array<string> = []
       await Effect.runPromise(
-        entitiesStage.run({
+        runStage({
           name: "entities",
           key: "test",
           owns: () => undefined,
@@ -468,7 +472,7 @@ describe("the stage", () => {
       expect(logs[0]).toMatch(/^890 rows, 0 quarantined, \d+ placeholders of 62 kinds replaced$/)
       const failing = await Effect.runPromise(
         Effect.flip(
-          entitiesStage.run({
+          runStage({
             name: "entities",
             key: "test",
             owns: () => undefined,

@@ -18,6 +18,7 @@ import * as Maintenance from "../engine/Maintenance.ts"
 import * as Planner from "../engine/Planner.ts"
 import { Console, Output } from "../engine/Progress.ts"
 import type { AnyStage } from "../engine/Stage.ts"
+import { ChildProcesses, type Processes } from "../engine/Services.ts"
 import { Workspace } from "../engine/Workspace.ts"
 import { makeWorkspace, read } from "./helpers.ts"
 
@@ -33,7 +34,7 @@ const fixture = Effect.promise(async () => {
 const load = (f: { root: string; stages: ReadonlyArray<AnyStage> }, sets: ReadonlyArray<string> = [], files: Fs = nodeFs) =>
   Effect.runSync(Workspace.load(f.root, f.stages, { root: f.root, sets, warn: () => {}, fs: files }))
 
-const run = (ws: Workspace, target: string) => Effect.flatMap(Planner.plan(ws, { target }), (plan) => Executor.execute(ws, plan)).pipe(Effect.provide(quiet))
+const run = (ws: Workspace, target: string) => Effect.flatMap(Planner.plan(ws, { target }), (plan) => Executor.execute(ws, plan)).pipe(Effect.provide(Layer.merge(quiet, ChildProcesses.node)))
 
 describe("the clock service", () => {
   it.effect("stamps run-cache entries, and gc --older-than 7d counts back from it", () =>
@@ -84,6 +85,56 @@ describe("the file system service", () => {
       const again = yield* run(load(f), "c")
       assert.deepStrictEqual([...again.values()].map((r) => `${r.name} ${r.action}`), ["a cached", "b cached", "c ran"])
       assert.strictEqual(read(f.root, "out/c/c.txt"), "hello world\n-x".repeat(2))
+    })
+  )
+})
+
+describe("the child-process service", () => {
+  const withProcesses = (ws: Workspace, target: string, processes: Processes) =>
+    Effect.flatMap(Planner.plan(ws, { target }), (plan) => Executor.execute(ws, plan)).pipe(
+      Effect.provide(Layer.merge(quiet, Layer.succeed(ChildProcesses, processes)))
+    )
+  const refuse = (): never => {
+    throw new Error("spawn sh ENOENT")
+  }
+
+  it.effect("a command stage gets its expanded argv, cwd and env from the service, and its lines are the stage's log", () =>
+    Effect.gen(function* () {
+      const f = yield* fixture
+      const calls: Array<{ file: string; args: ReadonlyArray<string>; cwd: string }> = []
+      const recording: Processes = {
+        spawn: refuse,
+        exec: async (file, args, o) => {
+          calls.push({ file, args, cwd: o.cwd })
+          // do what the command says, without a shell: the output is the input plus the word
+          const out = args[1]!.match(/> (\S+);/)![1]!
+          fs.writeFileSync(out, fs.readFileSync(args[1]!.match(/cat (\S+) >/)![1]!, "utf8") + "recorded\n")
+          o.onLine("a line from the command")
+          return { failed: false, exitCode: 0, reason: undefined }
+        }
+      }
+      const results = yield* withProcesses(load(f, ["cmd.word=recorded"]), "cmd", recording)
+      assert.strictEqual(results.get("cmd")!.action, "ran")
+      assert.strictEqual(calls.length, 1)
+      assert.strictEqual(calls[0]!.file, "sh")
+      assert.strictEqual(calls[0]!.cwd, f.root)
+      assert.match(calls[0]!.args[1]!, /^echo running with recorded; cat \S+a\.txt > \S+cmd\.txt; echo recorded >> \S+cmd\.txt$/)
+      assert.strictEqual(read(f.root, "out/cmd/cmd.txt"), read(f.root, "out/a/a.txt") + "recorded\n")
+    })
+  )
+
+  it.effect("a command that cannot start, or exits non-zero, fails its stage with one line, and nothing enters the cache", () =>
+    Effect.gen(function* () {
+      const f = yield* fixture
+      const missing: Processes = { spawn: refuse, exec: async () => refuse() }
+      const r1 = yield* withProcesses(load(f, ["cmd.word=x"]), "cmd", missing)
+      assert.strictEqual(r1.get("cmd")!.action, "failed")
+      assert.strictEqual(r1.get("cmd")!.error, "spawn sh ENOENT")
+      const exits: Processes = { spawn: refuse, exec: async () => ({ failed: true, exitCode: 3, reason: "Command failed with exit code 3" }) }
+      const r2 = yield* withProcesses(load(f, ["cmd.word=x"]), "cmd", exits)
+      assert.strictEqual(r2.get("cmd")!.error, "sh exited with code 3")
+      assert.isFalse("cmd" in load(f).lock)
+      assert.isFalse(fs.existsSync(path.join(f.root, ".pipeline", "runs", "cmd")))
     })
   )
 })

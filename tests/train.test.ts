@@ -11,6 +11,7 @@ import { writeTiny } from "../stages/download/tiny.ts"
 import { Rng } from "../stages/lib/rng.ts"
 import * as Format from "../stages/tokenize/format.ts"
 import { runWorker } from "../stages/lib/worker.ts"
+import { ChildProcesses } from "../engine/Services.ts"
 import { protocol } from "../stages/train/protocol.ts"
 import * as Effect from "effect/Effect"
 import { REPO } from "./helpers.ts"
@@ -130,7 +131,11 @@ describe("training", () => {
       modelDir: path.join(f.dir, "model"), trainBin: path.join(f.dir, "train.bin"), valBin: path.join(f.dir, "val.bin"),
       adapterDir: path.join(f.dir, "adapter"), metricsFile, scratch, t: tcfg({ maxSteps: 2, evalEvery: 2 }), lora
     }
-    await Effect.runPromise(runWorker({ file: path.join(REPO, "stages/train/worker.ts"), label: "trainer", protocol, job, jobFile: path.join(scratch, "job.json"), onEvent: () => Effect.void }))
+    await Effect.runPromise(
+      runWorker({ file: path.join(REPO, "stages/train/worker.ts"), label: "trainer", protocol, job, jobFile: path.join(scratch, "job.json"), onEvent: () => Effect.void }).pipe(
+        Effect.provide(ChildProcesses.node)
+      )
+    )
     const lines = fs.readFileSync(metricsFile, "utf8").trim().split("\n").map((l) => JSON.parse(l) as { step: number; valLoss?: number })
     expect(lines.map((l) => `${l.step}${l.valLoss !== undefined ? "v" : ""}`)).toEqual(["0v", "1", "2", "2v"])
   }, 120_000)

@@ -17,10 +17,9 @@
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as readline from "node:readline"
-import { StageError } from "../../engine/index.ts"
+import { ChildProcesses, StageError } from "../../engine/index.ts"
 
 /** The event a failing worker ends with (part of every worker's protocol). */
 export const ErrorEvent = Schema.Struct({ type: Schema.Literal("error"), message: Schema.String })
@@ -72,12 +71,13 @@ const decodeLine = <E>(events: Wire<E>, line: string): E | undefined => {
  * with the worker's reported error, or with how it died. Interrupting the
  * effect (Ctrl-C, a failing sibling stage) kills the worker.
  */
-export const runWorker = <J, E>(o: WorkerOptions<J, E>): Effect.Effect<void, StageError> =>
+export const runWorker = <J, E>(o: WorkerOptions<J, E>): Effect.Effect<void, StageError, ChildProcesses> =>
   Effect.scoped(
     Effect.gen(function* () {
       fs.writeFileSync(o.jobFile, JSON.stringify(Schema.encodeSync(o.protocol.job)(o.job)))
+      const processes = yield* ChildProcesses
       const child = yield* Effect.acquireRelease(
-        Effect.sync(() => spawn(process.execPath, [o.file, o.jobFile], { stdio: ["ignore", "pipe", "pipe"] })),
+        Effect.sync(() => processes.spawn(process.execPath, [o.file, o.jobFile])),
         (c) => Effect.sync(() => void (c.exitCode === null && c.signalCode === null && c.kill("SIGKILL")))
       )
       let stderr = ""
