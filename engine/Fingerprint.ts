@@ -31,8 +31,12 @@ export const stageKey = (fp: Fingerprint): Digest.Digest => Digest.ofJson(fp)
 
 // ---------------------------------------------------------------- reasons
 
-const show = (v: unknown): string =>
-  v === undefined ? "(none)" : typeof v === "string" ? (v === "" ? '""' : v) : JSON.stringify(v)
+/** A param value in a reason: one line, at most 60 characters (a long prompt shows its start and its length). */
+const show = (v: unknown): string => {
+  const s = v === undefined ? "(none)" : typeof v === "string" ? (v === "" ? '""' : v) : JSON.stringify(v)
+  const line = s.replace(/\s+/g, " ")
+  return line.length <= 60 && line === s ? s : `"${line.slice(0, 40)}…" (${s.length} chars)`
+}
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
 

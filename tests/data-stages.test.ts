@@ -7,17 +7,19 @@ import * as path from "node:path"
 import { describe, expect, it } from "vitest"
 import { parse } from "../stages/lib/csv.ts"
 import { bundledTokenizerDir, CHAT_TEMPLATE } from "../stages/lib/qwen3.ts"
-import { conversationFor, mappingFor, validateMapping, type Row, type ToolcallsParams } from "../stages/toolcalls.ts"
+import { dialogueFor, type Row } from "../stages/toolcalls/dialogue.ts"
+import { dialogueParams, mappingFor, ToolcallsParams } from "../stages/toolcalls.ts"
 import { CATALOGUE, toolSchema } from "../stages/toolcalls/catalogue.ts"
 import { loadEncoder, MIN_SEQ_LEN, pack } from "../stages/tokenize.ts"
 import * as Format from "../stages/tokenize/format.ts"
+import * as Schema from "effect/Schema"
 import { REPO } from "./helpers.ts"
 
-const params: ToolcallsParams = { distractors: 3, seed: 42, systemPrompt: "You are a support assistant.", tools: {} }
+const params = Schema.decodeUnknownSync(ToolcallsParams)({})
 const mapping = mappingFor(params)
 const template = new Template(CHAT_TEMPLATE)
 const render = (row: Row) => {
-  const c = conversationFor(row, params, mapping)
+  const c = dialogueFor(row, dialogueParams(params), mapping)
   return { ...c, text: template.render({ messages: c.messages, tools: c.tools.length ? c.tools.map(toolSchema) : undefined, add_generation_prompt: false }) }
 }
 
@@ -26,59 +28,14 @@ const sampleRows = (): Array<Row> => {
   return records.map((r) => ({ line: r.line, instruction: r.fields[1]!, category: r.fields[2]!, intent: r.fields[3]!, response: r.fields[4]! }))
 }
 
-describe("toolcalls", () => {
-  const row = (intent: string, instruction: string, entities: Record<string, string>): Row => ({ line: 7, intent, category: "X", instruction, response: "Here is what I found.", entities })
-
-  it("calls the intent's tool with arguments found verbatim in the user's turn", () => {
-    const c = render(row("track_order", "where is my order #17628484 ?", { "Order Number": "#17628484" }))
-    expect(c.kind).toBe("call")
-    expect(c.text).toContain('<|im_start|>assistant\n<tool_call>\n{"name": "track_order", "arguments": {"order_number": "#17628484"}}\n</tool_call><|im_end|>')
-    expect(c.text).toContain("<|im_start|>user\n<tool_response>\n{")
-    expect(c.text.endsWith("<|im_start|>assistant\nHere is what I found.<|im_end|>\n")).toBe(true)
-    expect(c.text).not.toContain("<think>")
-    expect(c.tools).toHaveLength(4)
-    expect(c.tools.map((t) => t.name)).toContain("track_order")
-  })
-
-  it("asks instead of calling when a required argument was not given, and never invents one", () => {
-    const noNumber = render(row("get_refund", "I want my money back", {}))
-    expect(noNumber.kind).toBe("clarify")
-    expect(noNumber.text).not.toContain("assistant\n<tool_call>")
-    // the value exists in the row, but only in the response: the user did not say it
-    const onlyInResponse = render(row("get_refund", "refund please", { "Order Number": "#555" }))
-    expect(onlyInResponse.kind).toBe("clarify")
-  })
-
-  it("takes enumerated arguments from the intent's mapping and answers without a tool when mapped to none", () => {
-    expect(render(row("check_refund_policy", "what is your refund policy", {})).messages[2]!.tool_calls?.[0]?.function).toEqual({ name: "get_policy", arguments: { topic: "refund" } })
-    const custom = mappingFor({ ...params, tools: { review: null } })
-    const c = conversationFor(row("review", "great service", {}), params, custom)
-    expect(c.kind).toBe("answer")
-    expect(c.tools.map((t) => t.name)).not.toContain("create_ticket")
-    expect(c.tools).toHaveLength(3)
-  })
-
-  it("refuses a mapping that names an unknown tool or an argument outside its enum", () => {
-    expect(validateMapping(mappingFor({ ...params, tools: { review: { tool: "nope" } } }))).toMatch(/toolcalls\.tools\.review: no tool named nope/)
-    expect(validateMapping(mappingFor({ ...params, tools: { review: { tool: "get_policy", args: { topic: "weather" } } } }))).toMatch(/weather is not one of/)
-    expect(validateMapping(mapping)).toBeUndefined()
-  })
-
-  it("covers every intent of the dataset, deterministically", () => {
-    const rows = sampleRows()
-    for (const r of rows) expect(mapping, r.intent).toHaveProperty(r.intent)
-    expect(render(rows[0]!).text).toBe(render(rows[0]!).text)
-    const other = conversationFor(rows[0]!, { ...params, seed: 7 }, mapping)
-    expect(other.tools.map((t) => t.name)).not.toEqual(conversationFor(rows[0]!, params, mapping).tools.map((t) => t.name))
-  })
-
+describe("the rendered conversation", () => {
   it("keeps the system turn a few hundred tokens, not the whole catalogue", async () => {
     const { encoder } = await loadEncoder(bundledTokenizerDir())
     const all = template.render({ messages: [{ role: "system", content: "x" }], tools: CATALOGUE.map(toolSchema) })
-    const subset = render(row("track_order", "order #1", { "Order Number": "#1" }))
+    const subset = render({ line: 7, intent: "track_order", category: "ORDER", instruction: "where is order #17628484", response: "ok", entities: { "Order Number": "#17628484" } })
     const [whole, one] = await encoder.encodeAll([all, subset.text])
     expect(whole!.ids.length).toBeGreaterThan(1500)
-    expect(one!.ids.length).toBeLessThan(600)
+    expect(one!.ids.length).toBeLessThan(1000)
   })
 })
 

@@ -10,10 +10,11 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { firstInvalidUtf8, parse, Parser, readFile } from "../stages/lib/csv.ts"
 import { COUNTRIES, FEATURES, UI_LABELS } from "../stages/entities/data.ts"
+import { PHONE } from "../stages/entities/values.ts"
 import { GENERATORS, generate, lookup } from "../stages/entities/generators.ts"
 import { inferGenerator, labelOf } from "../stages/entities/infer.ts"
 import { type Outcome, type Params, processCsv } from "../stages/entities/process.ts"
-import { leaks, type OutputRow } from "../stages/entities/replace.ts"
+import { COMPANY_KIND, FIELD_FAMILIES, leaks, type OutputRow } from "../stages/entities/replace.ts"
 import { entities as entitiesStage } from "../stages/entities.ts"
 import { ChildProcesses } from "../engine/Services.ts"
 
@@ -48,7 +49,11 @@ const row = (instruction: string, response: string, intent = "track_order", cate
 const sampleCounts = (() => {
   const counts = new Map<string, number>()
   for (const r of parse(SAMPLE).slice(1))
-    for (const f of [r.fields[1]!, r.fields[4]!]) for (const m of f.matchAll(PH)) counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + 1)
+    for (const f of [r.fields[1]!, r.fields[4]!]) {
+      for (const m of f.matchAll(PH)) counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + 1)
+      // the field syntax, `[[Contact Information]]`, is counted under its brackets
+      for (const m of f.matchAll(/\[\[([^[\]]*)\]\]/g)) counts.set(m[0], (counts.get(m[0]) ?? 0) + 1)
+    }
   return counts
 })()
 const FREQUENT = [...sampleCounts].filter(([, n]) => n >= 5).map(([k]) => k)
@@ -84,9 +89,12 @@ describe("entities on the real sample", () => {
     const source = new Map(parse(SAMPLE).slice(1).map((r) => [r.line, r.fields]))
     for (const r of sample.rows) {
       const f = source.get(r.line)!
-      const kinds = new Set([...(f[1]! + f[4]!).matchAll(PH)].map((m) => m[1]!))
+      // a personal detail or identifier right after "your"/"my" is a field, not a value (replace.ts FIELD_FAMILIES)
+      const isField = (text: string, m: RegExpMatchArray) =>
+        /\b(your|my)\s+$/i.test(text.slice(Math.max(0, m.index! - 12), m.index)) && FIELD_FAMILIES.has(lookup(m[1]!)?.family ?? "") && !COMPANY_KIND.test(m[1]!)
+      const kinds = new Set([f[1]!, f[4]!].flatMap((t) => [...t.matchAll(PH)].filter((m) => !isField(t, m)).map((m) => m[1]!)))
       expect(new Set(Object.keys(r.entities)), `line ${r.line}`).toEqual(kinds)
-      expect(Object.keys(r)).toEqual(["line", "flags", "instruction", "category", "intent", "response", "entities"])
+      expect(Object.keys(r)).toEqual(["line", "flags", "instruction", "category", "intent", "response", "entities", "company"])
     }
   })
 
@@ -254,7 +262,7 @@ describe("entities on synthetic rows", () => {
     expect(e["Store Email"]).toMatch(/^[a-z.]+\d*@[a-z]+\.[a-z]+$/)
     expect(e["Returns Page URL"]).toMatch(/^https:\/\/www\.[a-z]+\.[a-z]+\/returns$/)
     expect(e["Return Deadline"]).toMatch(/^[A-Z][a-z]+ \d{1,2}, 20\d\d$/)
-    expect(e["Billing Phone"]).toMatch(/^\+1-8\d\d-\d{3}-\d{4}$/)
+    expect(e["Billing Phone"]).toMatch(PHONE)
     expect(e["Agent Name"]).toMatch(/^\S+ \S+$/)
     expect(COUNTRIES.some((c) => c.cities.includes(e["Pickup City"]!))).toBe(true)
     expect(e["Warehouse Address"]).toMatch(/^\d+ .+, .+$/)
@@ -370,8 +378,10 @@ also two lines"\n` + // lines 2-4
   })
 
   it("detects leaks in an output row", () => {
-    const r: OutputRow = { line: 2, flags: "B", instruction: "hi", category: "ORDER", intent: "x", response: "fine", entities: {} }
+    const company = { name: "Summit Goods", website: "https://www.summitgoods.com", phone: "+1-800-555-0100", email: "help@summitgoods.com", hours: "weekdays, 9:00 AM - 5:00 PM ET", country: "United States" }
+    const r: OutputRow = { line: 2, flags: "B", instruction: "hi", category: "ORDER", intent: "x", response: "fine", entities: {}, company }
     expect(leaks(r)).toBe(false)
+    expect(leaks({ ...r, response: "provide your [[Contact Information]]" })).toBe(true)
     expect(leaks({ ...r, response: "VALUE8541" })).toBe(true)
     expect(leaks({ ...r, instruction: "{{Order Number}}" })).toBe(true)
     expect(leaks({ ...r, entities: { "Order Number": "x}}" } })).toBe(true)
@@ -469,7 +479,7 @@ describe("the stage", () => {
       const report = JSON.parse(fs.readFileSync(outputs.report, "utf8"))
       expect(Object.keys(report)).toEqual(["rows", "bad", "badFraction", "quarantined", "placeholders", "unknownKinds", "droppedRows", "leaks"])
       expect(report.leaks).toBe(0)
-      expect(logs[0]).toMatch(/^890 rows, 0 quarantined, \d+ placeholders of 62 kinds replaced$/)
+      expect(logs[0]).toMatch(/^890 rows, 0 quarantined, \d+ placeholders of 63 kinds replaced$/)
       const failing = await Effect.runPromise(
         Effect.flip(
           runStage({

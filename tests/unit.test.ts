@@ -39,6 +39,10 @@ describe("reasons", () => {
     assert.deepStrictEqual(paramChanges({ eval: { maxSamples: 64, x: "a" } }, { eval: { maxSamples: 128, x: "a" } }), ["eval.maxSamples 64 -> 128"])
     assert.deepStrictEqual(paramChanges({ t: { a: [1, 2] } }, { t: { a: [1, 3], b: true } }), ["t.a [1,2] -> [1,3]", "t.b (none) -> true"])
   })
+  it("keeps a long or multi-line value to one short line", () => {
+    const prompt = "You are the assistant of {company}.\nWebsite: {website}\nPhone: {phone}"
+    assert.deepStrictEqual(paramChanges({ p: "short" }, { p: prompt }), ['p short -> "You are the assistant of {company}. Webs…" (69 chars)'])
+  })
 })
 
 describe("disk simulation", () => {

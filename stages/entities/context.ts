@@ -16,7 +16,12 @@ import {
   LAST_NAMES,
   MALE_FIRST,
   SALUTATIONS_F,
+  NANP_TOLL_FREE,
   SALUTATIONS_M,
+  SUPPORT_COUNTRIES,
+  SUPPORT_DAYS,
+  SUPPORT_MAILBOXES,
+  type SupportCountry,
   TLDS
 } from "./data.ts"
 
@@ -64,6 +69,38 @@ export const TIER_PLACEHOLDER = /\{\{\s*(account type|account category|profile t
 /** a tier named in the text: "pro account", "the freemium profile", "onPremium account" (typos in "account" included) */
 export const TIER_NAMED = new RegExp(`(?:\\b|on)(${ACCOUNT_TIERS.join("|")})\\s+(?:ac\\w*|profile|plan|membership|subscription|tier)\\b`, "i")
 
+/**
+ * The row's company as a customer would find it stated: its name, site,
+ * support phone, e-mail and hours. Every placeholder for these (Company Name,
+ * Website URL, Customer Support Phone Number, Customer Support Email,
+ * Customer Support Hours) takes its value from here, and the toolcalls stage
+ * states the same profile in the system prompt, so an answer that quotes the
+ * phone number quotes something the conversation holds.
+ */
+export interface Company {
+  readonly name: string
+  readonly website: string
+  readonly phone: string
+  readonly email: string
+  readonly hours: string
+  /** where support is run from: fixes the phone's format and the hours' time zone */
+  readonly country: string
+}
+
+/** A phone number in a SupportCountry format, digits drawn from (stream, i..). */
+export const formatPhone = (c: RowContext, format: string, stream: number, i: number): string => {
+  let k = i
+  return format.replace(/T|M|N/g, (x) => (x === "T" ? c.pick(NANP_TOLL_FREE, stream, k++) : x === "M" ? String(2 + c.int(stream, k++, 8)) : String(c.int(stream, k++, 10))))
+}
+
+/** Support hours: days, opening and closing time, the country's time zone. */
+export const supportHours = (c: RowContext, where: SupportCountry, stream: number, i: number): string => {
+  const start = 6 + c.int(stream, i + 1, 5)
+  const startMin = c.int(stream, i + 2, 4) === 0 ? "30" : "00"
+  const end = 4 + c.int(stream, i + 3, 7)
+  return `${c.pick(SUPPORT_DAYS, stream, i)}, ${start}:${startMin} AM - ${end}:00 PM ${c.pick(where.zones, stream, i + 4)}`
+}
+
 /** Per-row state. One instance is reused for every row (`reset`). */
 export class RowContext {
   key = 0
@@ -73,6 +110,7 @@ export class RowContext {
   private companyIx = -1
   private currencyValue: string | undefined = undefined
   private tier: string | undefined = undefined
+  private companyValue: Company | undefined = undefined
 
   reset(seed: number, line: number, instruction: string, response: string): this {
     this.key = rowKey(seed, line)
@@ -82,6 +120,7 @@ export class RowContext {
     this.companyIx = -1
     this.currencyValue = undefined
     this.tier = undefined
+    this.companyValue = undefined
     return this
   }
 
@@ -123,6 +162,26 @@ export class RowContext {
     const i = this.companyIndex()
     const name = COMPANY_PREFIX[i % COMPANY_PREFIX.length]! + COMPANY_SUFFIX[Math.floor(i / COMPANY_PREFIX.length)]!
     return name.toLowerCase() + this.pick(TLDS, S_COMPANY, 1)
+  }
+
+  /** where the company runs support from */
+  supportCountry(): SupportCountry {
+    return this.pick(SUPPORT_COUNTRIES, S_COMPANY, 2)
+  }
+
+  company(): Company {
+    if (this.companyValue === undefined) {
+      const where = this.supportCountry()
+      this.companyValue = {
+        name: this.companyName(),
+        website: `https://www.${this.domain()}`,
+        phone: formatPhone(this, where.phone, S_COMPANY, 10),
+        email: `${this.pick(SUPPORT_MAILBOXES, S_COMPANY, 3)}@${this.domain()}`,
+        hours: supportHours(this, where, S_COMPANY, 30),
+        country: where.name
+      }
+    }
+    return this.companyValue
   }
 
   /** the client of Salutation / Client First Name / Client Last Name / Client Name */

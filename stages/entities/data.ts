@@ -143,6 +143,31 @@ export const MONTHS: ReadonlyArray<string> = [
 export const SUPPORT_DAYS: ReadonlyArray<string> = ["Monday to Friday", "Monday through Friday", "Monday to Saturday", "weekdays", "every day", "Sunday to Thursday"]
 export const TIME_ZONES: ReadonlyArray<string> = ["ET", "CT", "MT", "PT", "GMT", "CET", "AEST", "IST"]
 
+/**
+ * Where a company runs its support from: the country fixes the support
+ * phone's format (a toll-free number of that country) and the time zone its
+ * hours are given in, so "+44 800 …" never comes with "PT". Toll-free
+ * prefixes per the countries' numbering plans (US/Canada 8XX under NANP, UK
+ * 0800 → +44 800, Ireland 1800, Germany 0800, Australia 1800, India 1800).
+ */
+export interface SupportCountry {
+  readonly name: string
+  /** the support phone's format: `N` is a digit, `M` a digit from 2 to 9, `T` a NANP toll-free area code */
+  readonly phone: string
+  readonly zones: ReadonlyArray<string>
+}
+export const SUPPORT_COUNTRIES: ReadonlyArray<SupportCountry> = [
+  { name: "United States", phone: "+1-T-MNN-NNNN", zones: ["ET", "CT", "MT", "PT"] },
+  { name: "United States", phone: "+1-T-MNN-NNNN", zones: ["ET", "CT", "MT", "PT"] },
+  { name: "Canada", phone: "+1-T-MNN-NNNN", zones: ["ET", "PT"] },
+  { name: "United Kingdom", phone: "+44 800 NNN NNNN", zones: ["GMT"] },
+  { name: "Ireland", phone: "+353 1800 NNN NNN", zones: ["GMT"] },
+  { name: "Germany", phone: "+49 800 NNN NNNN", zones: ["CET"] },
+  { name: "Australia", phone: "+61 1800 NNN NNN", zones: ["AEST"] },
+  { name: "India", phone: "+91 1800 NNN NNNN", zones: ["IST"] }
+]
+export const NANP_TOLL_FREE: ReadonlyArray<string> = ["800", "833", "844", "855", "866", "877", "888"]
+
 /** Closed vocabularies: real-world sets with fewer than 50 members. */
 /**
  * Account tiers. The dataset uses Account Type, Account Category and Profile
@@ -160,6 +185,13 @@ export const REVIEW_PLATFORMS: ReadonlyArray<string> = ["Trustpilot", "Google Re
 export const FEATURES: ReadonlyArray<string> = [
   "priority support", "free express shipping", "exclusive member discounts", "early access to sales", "extended returns",
   "ad-free browsing", "order tracking alerts", "saved payment methods", "wishlists", "personalized recommendations"
+]
+/** Things a store sells, for "{{Product Name}}", "{{Item}}" (inferred kinds). */
+export const PRODUCTS: ReadonlyArray<string> = [
+  "wireless earbuds", "yoga mat", "cotton hoodie", "coffee grinder", "running shoes", "desk lamp", "backpack", "bluetooth speaker",
+  "cast-iron skillet", "winter jacket", "smartwatch", "phone case", "throw blanket", "water bottle", "board game", "electric kettle",
+  "leather wallet", "sunglasses", "office chair", "air fryer", "dog bed", "scented candle", "hiking boots", "tablet stand",
+  "wool scarf", "gaming mouse", "plant pot", "travel mug", "bath towel set", "denim jacket", "mechanical keyboard", "face cream"
 ]
 export const STORE_WORDS: ReadonlyArray<string> = ["stores", "locations", "retail stores", "pickup points", "shops"]
 export const STREET_NAMES: ReadonlyArray<string> = ["Main St", "Oak Ave", "Maple Dr", "Park Rd", "High St", "Cedar Ln", "Elm St", "Lakeview Blvd", "River Rd", "Church St"]

@@ -32,11 +32,10 @@ import {
   PORTAL_TEMPLATES,
   REVIEW_PLATFORMS,
   SALUTATIONS,
-  SUPPORT_MAILBOXES,
   UI_LABELS
 } from "./data.ts"
 import { RowContext, streamOf } from "./context.ts"
-import { ALL_CITIES, altFrom, COMPANY, COUNTRY_NAMES, date, DATE_RANGE, dateRange, dayspan, digits, FIRST_NAMES, FIRST_OR_LAST, followedByDays, type Generator, hours, HOURS, inList, isDayspan, isFullName, isStoreLocation, list, money, MONEY, normalizeKind, PHONE, PORTAL, re, storeLocation, SUPPORT_PHONE, SURNAMES, time, TIME, TRACKING, trackingNumber, url } from "./values.ts"
+import { ALL_CITIES, altFrom, COMPANY, COUNTRY_NAMES, date, DATE_RANGE, dateRange, dayspan, digits, FIRST_NAMES, FIRST_OR_LAST, followedByDays, type Generator, hours, HOURS, inList, isDayspan, isFullName, isStoreLocation, list, money, MONEY, normalizeKind, OTHER_PHONE, PHONE, PORTAL, re, storeLocation, SUPPORT_PHONE, SURNAMES, time, TIME, TRACKING, trackingNumber, url } from "./values.ts"
 import { inferGenerator } from "./infer.ts"
 
 const dedicated: ReadonlyArray<Generator> = [
@@ -108,7 +107,7 @@ const dedicated: ReadonlyArray<Generator> = [
     kind: "Customer Support Phone Number",
     family: "phone",
     variety: "open",
-    format: "+1-8XX-NNN-NNNN (toll free)",
+    format: "the company's toll-free support line (+1-8XX-NNN-NNNN, +44 800 NNN NNNN, ...)",
     check: re(PHONE),
     make: SUPPORT_PHONE
   },
@@ -116,23 +115,23 @@ const dedicated: ReadonlyArray<Generator> = [
     kind: "Claims Contact Number",
     family: "phone",
     variety: "open",
-    format: "+1-8XX-NNN-NNNN (toll free)",
+    format: "another toll-free line of the company's country",
     check: re(PHONE),
-    make: SUPPORT_PHONE
+    make: OTHER_PHONE
   },
   {
     kind: "Customer Support Email",
     family: "email",
     variety: "open",
-    format: "<mailbox>@<company domain>",
+    format: "<mailbox>@<company domain> (the company's support address)",
     check: re(/^[a-z]+@[a-z]+\.(com|co|shop|store)$/),
-    make: (c, s) => `${c.pick(SUPPORT_MAILBOXES, s, 0)}@${c.domain()}`
+    make: (c) => c.company().email
   },
   {
     kind: "Customer Support Hours",
     family: "hours",
     variety: "open",
-    format: "<days>, H:MM AM - H:MM PM <time zone>",
+    format: "<days>, H:MM AM - H:MM PM <time zone of the support country> (the company's hours)",
     check: re(HOURS),
     make: hours
   },

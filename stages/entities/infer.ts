@@ -9,10 +9,12 @@ import {
   LAST_NAMES,
   MALE_FIRST,
   PERSONAL_MAIL_DOMAINS,
+  PRODUCTS,
   STREET_NAMES,
   SUPPORT_MAILBOXES
 } from "./data.ts"
-import { ALL_CITIES, COMPANY, COUNTRY_NAMES, date, DATE, digits, FIRST_NAMES, type Generator, hours, HOURS, inList, isFullName, money, MONEY, normalizeKind, personName, PHONE, re, SUPPORT_PHONE, SURNAMES, time, TIME, url, URL_RE, type Variety } from "./values.ts"
+import type { RowContext } from "./context.ts"
+import { ALL_CITIES, COMPANY, COUNTRY_NAMES, date, DATE, digits, FIRST_NAMES, type Generator, hours, HOURS, inList, isFullName, money, MONEY, normalizeKind, OTHER_PHONE, personName, PHONE, re, SUPPORT_PHONE, SURNAMES, time, TIME, url, URL_RE, type Variety } from "./values.ts"
 
 // ---------------------------------------------------------------------------
 // Inference for kinds without a dedicated generator (entities.unknownKinds: infer)
@@ -54,7 +56,7 @@ export const inferGenerator = (rawKind: string): Generator => {
   const base = { kind, variety: "open" as Variety }
   if (has(kind, "e-?mail"))
     return has(kind, "support|service|help|contact|claims|company|customer care|sales|billing")
-      ? { ...base, family: "email", format: "<mailbox>@<company domain>", check: re(/^[a-z]+@[a-z]+\.(com|co|shop|store)$/), make: (c, s) => `${c.pick(SUPPORT_MAILBOXES, s, 0)}@${c.domain()}` }
+      ? { ...base, family: "email", format: "<mailbox>@<company domain>", check: re(/^[a-z]+@[a-z]+\.(com|co|shop|store)$/), make: (c, s) => (has(kind, "support|customer care|help") ? c.company().email : `${c.pick(SUPPORT_MAILBOXES, s, 0)}@${c.domain()}`) }
       : {
           ...base,
           family: "email",
@@ -79,7 +81,9 @@ export const inferGenerator = (rawKind: string): Generator => {
     return { ...base, family: "url", format: "https://www.<company domain>[/<slug of the kind>]", check: re(URL_RE), make: (c) => url(c, slug ? `/${slug}` : "") }
   }
   if (has(kind, "phone|telephone|tel|mobile|cell|fax|hotline|contact number|whatsapp"))
-    return { ...base, family: "phone", format: "+1-8XX-NNN-NNNN", check: re(PHONE), make: SUPPORT_PHONE }
+    return has(kind, "support|service|help|customer care|contact")
+      ? { ...base, family: "phone", format: "the company's support line", check: re(PHONE), make: SUPPORT_PHONE }
+      : { ...base, family: "phone", format: "another toll-free line of the company's country", check: re(PHONE), make: OTHER_PHONE }
   if (UI_VERB.test(kind)) return uiLabel(kind)
   if (has(kind, "amount|price|fee|fees|cost|costs|charge|total|balance|payment amount|subtotal|credit"))
     return { ...base, family: "money", format: "currency symbol + amount", check: re(MONEY), make: money }
@@ -90,6 +94,12 @@ export const inferGenerator = (rawKind: string): Generator => {
     const check = new RegExp(`^${prefix}-[1-9]\\d{7}$`)
     return { ...base, family: "identifier", format: `${prefix}-NNNNNNNN`, check: re(check), make: (c, s) => `${prefix}-${digits(c, s, 0, 8)}` }
   }
+  if (has(kind, "products?|items?|articles?|goods|merchandise|device|gadget|model"))
+    return { ...base, family: "product", variety: "closed", format: "a product from data.ts PRODUCTS", check: inList(PRODUCTS), make: (c, s) => c.pick(PRODUCTS, s, 0) }
+  if (has(kind, "points|miles|credits|stars|coins"))
+    return { ...base, family: "count", format: "a count: 1,250", check: re(/^[1-9]\d{0,2}(,\d{3})?$/), make: (c, s) => (100 + c.int(s, 0, 4900)).toLocaleString("en-US") }
+  if (has(kind, "user ?name|username|login|screen ?name|display ?name|account ?name|handle|nickname"))
+    return { ...base, family: "username", format: "a login handle: first initial + surname [+ 2 digits]", check: re(/^[a-z]+\d{0,2}$/), make: username }
   if (has(kind, "name|names")) {
     if (has(kind, "company|business|store|shop|brand|bank|merchant|vendor|seller|carrier|organization|organisation"))
       return { ...base, family: "company-name", format: "<Prefix> <Suffix>", check: re(COMPANY), make: (c) => c.companyName() }
@@ -97,7 +107,11 @@ export const inferGenerator = (rawKind: string): Generator => {
       return { ...base, family: "first-name", format: "a capitalized first name", check: (v) => FIRST_NAMES.has(v), make: (c, s) => c.pick((c.u32(s, 0) & 1) === 1 ? FEMALE_FIRST : MALE_FIRST, s, 1) }
     if (has(kind, "last|surname|family"))
       return { ...base, family: "last-name", format: "a capitalized surname", check: (v) => SURNAMES.has(v), make: (c, s) => c.pick(LAST_NAMES, s, 2) }
-    return { ...base, family: "person-name", format: "First Last", check: isFullName, make: personName }
+    // a person only when the kind says so: "Product Name", "Plan Name" are not people
+    if (has(kind, "person|people|client|customer|full|holder|agent|representative|rep|recipient|contact|manager|owner|sender|buyer|member|employee|staff|your"))
+      return { ...base, family: "person-name", format: "First Last", check: isFullName, make: personName }
+    // the name of a thing: the thing's own words ("{{Plan Name}}" → "Plan")
+    return uiLabel(kind.replace(/\bnames?\b/gi, " ").trim() || kind, kind)
   }
   if (has(kind, "date|day|deadline|birthday|dob"))
     return { ...base, family: "date", format: "Month D, YYYY", check: re(DATE), make: date }
@@ -129,7 +143,16 @@ export const inferGenerator = (rawKind: string): Generator => {
   return uiLabel(kind)
 }
 
-const uiLabel = (kind: string): Generator => {
-  const label = labelOf(kind)
+const uiLabel = (words: string, kind = words): Generator => {
+  const label = labelOf(words)
   return { kind: normalizeKind(kind), family: "ui-label", variety: "ui", format: `the label "${label}"`, check: (v) => v === label, make: () => label }
+}
+
+/** a login handle: "jperez", "lkim42" */
+const username = (c: RowContext, s: number): string => {
+  const female = (c.u32(s, 0) & 1) === 1
+  const first = c.pick(female ? FEMALE_FIRST : MALE_FIRST, s, 1)
+  const last = c.pick(LAST_NAMES, s, 2)
+  const ascii = (w: string) => w.normalize("NFD").replace(/[^A-Za-z]/g, "").toLowerCase()
+  return `${ascii(first)[0]}${ascii(last)}${c.int(s, 3, 2) === 0 ? c.int(s, 4, 90) + 10 : ""}`
 }

