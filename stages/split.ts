@@ -41,7 +41,9 @@ export const split = Stage.make({
         const groups = byIntent.get(c.intent) ?? new Map<string, Array<Conversation>>()
         byIntent.set(c.intent, groups)
         const k = norm(user)
-        groups.set(k, [...(groups.get(k) ?? []), c])
+        const g = groups.get(k)
+        if (g) g.push(c)
+        else groups.set(k, [c])
       }
       const train: Array<Conversation> = []
       const val: Array<Conversation> = []

@@ -160,6 +160,9 @@ export const tokenize = Stage.make({
         }
         yield* ctx.log(`${part}: ${kept.length} examples, ${total} tokens (${trained} trained), ${dropped} dropped, ${truncated} truncated`)
       }
+      // how much the piece memo saved: repeated system prompts and tool schemas hit, real variety misses
+      const { pieces, tokenized } = encoder.counts
+      stats["memo"] = { pieces, tokenized, hitRate: pieces === 0 ? 0 : Math.round((1 - tokenized / pieces) * 10000) / 10000 }
       fs.writeFileSync(ctx.outputs.stats, JSON.stringify(stats, null, 2) + "\n")
     })
 })

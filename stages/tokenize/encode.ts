@@ -48,6 +48,8 @@ export class Encoder {
   private readonly imStart: number
   private readonly imEnd: number
   private readonly memo = new Map<string, { ids: Array<number>; offsets?: Array<Array<number>> }>()
+  /** text pieces looked up, and how many of them went to the tokenizer (the rest were in the memo) */
+  readonly counts = { pieces: 0, tokenized: 0 }
 
   private readonly tokenizer: BatchTokenizer
 
@@ -99,8 +101,14 @@ export class Encoder {
   async encodeAll(texts: ReadonlyArray<string>): Promise<Array<Encoded>> {
     const split = texts.map((t) => this.pieces(t))
     const todo = new Set<string>()
-    for (const ps of split) for (const p of ps) if ("text" in p && !this.memo.has(p.text)) todo.add(p.text)
+    for (const ps of split)
+      for (const p of ps) {
+        if (!("text" in p)) continue
+        this.counts.pieces++
+        if (!this.memo.has(p.text)) todo.add(p.text)
+      }
     const list = [...todo]
+    this.counts.tokenized += list.length
     const CHUNK = 8192
     for (let i = 0; i < list.length; i += CHUNK) {
       const batch = list.slice(i, i + CHUNK)

@@ -23,6 +23,8 @@ type Args = Readonly<Record<string, string>>
 type Say = (r: Result, a: Args, w: World) => string
 
 const s = (v: unknown): string => String(v)
+/** a plan's name in a sentence: "Premium" (the enum spells it "premium") */
+const plan = (v: unknown): string => String(v).charAt(0).toUpperCase() + String(v).slice(1)
 const list = (xs: ReadonlyArray<string>): string => (xs.length <= 1 ? xs.join("") : `${xs.slice(0, -1).join(", ")} and ${xs[xs.length - 1]}`)
 
 const SUCCESS: Readonly<Record<string, ReadonlyArray<Say>>> = {
@@ -85,8 +87,8 @@ const SUCCESS: Readonly<Record<string, ReadonlyArray<Say>>> = {
     (r) => `Add the new shipping address here: ${s(r["address_form"])}. It will sit next to the ${s(r["saved_addresses"])} ${r["saved_addresses"] === 1 ? "address" : "addresses"} already on your account.`
   ],
   create_account: [
-    (r) => `I've started a ${s(r["account_type"])} account for you. Finish signing up with this link: ${s(r["signup_link"])} (it stays valid for ${s(r["link_valid_for"])}).`,
-    (r) => `Your ${s(r["account_type"])} account is ready to be set up: open ${s(r["signup_link"])} within ${s(r["link_valid_for"])} to choose your password.`
+    (r) => `I've started a ${plan(r["account_type"])} account for you. Finish signing up with this link: ${s(r["signup_link"])} (it stays valid for ${s(r["link_valid_for"])}).`,
+    (r) => `Your ${plan(r["account_type"])} account is ready to be set up: open ${s(r["signup_link"])} within ${s(r["link_valid_for"])} to choose your password.`
   ],
   delete_account: [
     (r) => `Your account is ${s(r["status"])} on ${s(r["deletion_date"])}. If you change your mind, you can restore it until ${s(r["restore_until"])}.`,
@@ -97,8 +99,8 @@ const SUCCESS: Readonly<Record<string, ReadonlyArray<Say>>> = {
     (r) => `Head to ${s(r["settings_page"])} to edit your account; the fields you can change are ${list((r["editable_fields"] as ReadonlyArray<string>) ?? [])}.`
   ],
   switch_account: [
-    (r) => `Your account moves to the ${s(r["new_plan"])} plan from ${s(r["effective_from"])}${r["price_change"] === "none" ? ", with no change in price" : `, at ${s(r["price_change"])}`}.`,
-    (r) => `Done: you'll be on ${s(r["new_plan"])} starting ${s(r["effective_from"])}. Price change: ${s(r["price_change"])}.`
+    (r) => `Your account moves to the ${plan(r["new_plan"])} plan from ${s(r["effective_from"])}${r["price_change"] === "none" ? ", with no change in price" : `, at ${s(r["price_change"])}`}.`,
+    (r) => `Done: you'll be on ${plan(r["new_plan"])} starting ${s(r["effective_from"])}. Price change: ${s(r["price_change"])}.`
   ],
   send_password_reset: [
     (r) => `I've sent a reset link to ${s(r["sent_to"])}. It expires in ${s(r["expires_in"])}, so please use it soon.`,
@@ -128,7 +130,10 @@ const SUCCESS: Readonly<Record<string, ReadonlyArray<Say>>> = {
   ],
   create_ticket: [
     (r) => `I've recorded your ${s(r["category"])} as ticket ${s(r["ticket"])}, and our team will reply within ${s(r["reply_within"])}.`,
-    (r) => `Your ${s(r["category"])} is logged under ticket ${s(r["ticket"])}; expect a reply within ${s(r["reply_within"])}.`
+    (r) =>
+      r["category"] === "review"
+        ? `Thank you! I've opened ticket ${s(r["ticket"])} for your review: write your feedback in reply and our team will follow up within ${s(r["reply_within"])}.`
+        : `Your complaint is logged under ticket ${s(r["ticket"])}; expect a reply within ${s(r["reply_within"])}.`
   ],
   get_policy: [(r) => sayPolicy(r)]
 }

@@ -45,7 +45,7 @@ export interface ToolSpec {
   readonly group: string
   readonly args: Readonly<Record<string, ArgSpec>>
   readonly required: ReadonlyArray<string>
-  /** asks before acting when the user only asked how */
+  /** asks before acting when the user only asked how (it cancels, deletes or changes what the customer pays) */
   readonly destructive?: boolean
   /** the errors it can return */
   readonly errors: ReadonlyArray<ErrorKind>
@@ -245,6 +245,8 @@ export const CATALOGUE: ReadonlyArray<ToolSpec> = [
     group: "account",
     args: { account_type: TIER },
     required: ["account_type"],
+    // it changes what the customer pays: asked before acting, like a cancellation
+    destructive: true,
     errors: [],
     result: (a, w) => ({ new_plan: a["account_type"]!, effective_from: w.date(0, 31), price_change: w.pick(["none", `${w.money(2, 15)} more per month`, `${w.money(2, 10)} less per month`]) }),
     error: () => ({ error: "not_allowed" })

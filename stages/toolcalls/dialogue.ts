@@ -96,6 +96,8 @@ export const renderSystem = (template: string, c: Company): string =>
 
 const HOW = /\b(how (do|can|could|would|should|to|i)|where (do|can|could) i|what (do|should|would) i (need|have) to do|what('s| is) the (process|procedure|way)|steps to|show me how|tell me how|explain how|help me understand|i (don't|dont|do not) know (how|what)|is it possible to|information (about|on) how|want to know how|need to know how)\b/i
 
+const title = (w: string) => w.charAt(0).toUpperCase() + w.slice(1)
+
 const YES = ["Yes, please.", "Yes, go ahead.", "Please do.", "Sure, go ahead.", "Yes please, do it for me.", "OK, yes."]
 const NO = ["No, thanks. I just wanted to know how to do it myself.", "No, please just tell me how.", "Not yet, I only wanted to know the steps.", "No need, just explain how it works."]
 
@@ -104,6 +106,10 @@ const OFFER: Readonly<Record<string, ReadonlyArray<(a: Readonly<Record<string, s
     (a) => `I can cancel order ${a["order_number"]} for you right now. Would you like me to go ahead?`,
     (a) => `I can take care of that for you: shall I cancel order ${a["order_number"]}?`,
     (a) => `Would you like me to cancel order ${a["order_number"]} for you now?`
+  ],
+  switch_account: [
+    (a) => `I can switch your account to the ${title(a["account_type"] ?? "")} plan for you now. Would you like me to go ahead?`,
+    (a) => `Shall I move your account to ${title(a["account_type"] ?? "")} for you right away?`
   ],
   delete_account: [
     () => "I can close your account for you right away. Would you like me to go ahead?",

@@ -16,32 +16,26 @@ export interface Fact {
 }
 
 const MONTH = `(?:${MONTHS.join("|")})`
-const PATTERNS: ReadonlyArray<readonly [FactKind, RegExp]> = [
-  ["url", /\bhttps?:\/\/[^\s)\]>"'<]+|\bwww\.[a-z0-9-]+(?:\.[a-z0-9-]+)+(?:\/[^\s)\]>"'<]*)?/gi],
-  ["email", /\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+/g],
-  ["phone", /\+\d{1,3}[\s-]\d[\d\s-]{6,}\d|\(?\b\d{3}\)?[-.\s]\d{3}[-.\s]\d{4}\b/g],
-  ["money", /[$€£]\s?\d[\d,]*(?:\.\d{1,2})?|\b\d[\d,]*(?:\.\d{2})?\s?(?:USD|EUR|GBP|dollars|euros|pounds)\b/g],
-  ["date", new RegExp(`\\b${MONTH} \\d{1,2}(?:, \\d{4})?(?:\\s?-\\s?(?:${MONTH} )?\\d{1,2}(?:, \\d{4})?)?|\\b\\d{1,2} ${MONTH}(?: \\d{4})?|\\b\\d{4}-\\d{2}-\\d{2}\\b`, "g")],
-  ["time", /\b\d{1,2}(?::\d{2})?\s?(?:AM|PM|am|pm|a\.m\.|p\.m\.)/g],
-  ["quantity", /\b\d+(?:[.,]\d+)?(?:\s?(?:-|–|to)\s?\d+(?:[.,]\d+)?)?\s?(?:%|percent\b|(?:business |working |calendar )?days?\b|hours?\b|minutes?\b|weeks?\b|months?\b|years?\b)/gi],
-  ["id", /#[A-Za-z0-9][A-Za-z0-9-]*\d[A-Za-z0-9-]*|#\d+|\b[A-Z]{1,5}-(?:[A-Z0-9]+-)*\d[A-Z0-9]*\b|\b1Z[0-9A-Z]{16}\b|\b\d{5,}\b/g],
-  ["company", new RegExp(`\\b(?:${COMPANY_PREFIX.join("|")}) (?:${COMPANY_SUFFIX.join("|")})\\b`, "g")]
+/** each pattern with a cheap test that must pass before the regex runs (most texts hold no e-mail address) */
+const PATTERNS: ReadonlyArray<readonly [FactKind, RegExp, (t: string) => boolean]> = [
+  ["url", /\bhttps?:\/\/[^\s)\]>"'<]+|\bwww\.[a-z0-9-]+(?:\.[a-z0-9-]+)+(?:\/[^\s)\]>"'<]*)?/gi, (t) => t.includes("http") || t.includes("www.")],
+  ["email", /[\w.+-]+@[\w-]+(?:\.[\w-]+)+/g, (t) => t.includes("@")],
+  ["phone", /\+\d{1,3}[\s-]\d[\d\s-]{6,}\d|\(?\b\d{3}\)?[-.\s]\d{3}[-.\s]\d{4}\b/g, (t) => /\d/.test(t)],
+  ["money", /[$€£]\s?\d[\d,]*(?:\.\d{1,2})?|\b\d[\d,]*(?:\.\d{2})?\s?(?:USD|EUR|GBP|dollars|euros|pounds)\b/g, (t) => /\d/.test(t)],
+  ["date", new RegExp(`\\b${MONTH} \\d{1,2}(?:, \\d{4})?(?:\\s?-\\s?(?:${MONTH} )?\\d{1,2}(?:, \\d{4})?)?|\\b\\d{1,2} ${MONTH}(?: \\d{4})?|\\b\\d{4}-\\d{2}-\\d{2}\\b`, "g"), (t) => /\d/.test(t)],
+  ["time", /\b\d{1,2}(?::\d{2})?\s?(?:AM|PM|am|pm|a\.m\.|p\.m\.)/g, (t) => /\d/.test(t)],
+  ["quantity", /\b\d+(?:[.,]\d+)?(?:\s?(?:-|–|to)\s?\d+(?:[.,]\d+)?)?\s?(?:%|percent\b|(?:business |working |calendar )?days?\b|hours?\b|minutes?\b|weeks?\b|months?\b|years?\b)/gi, (t) => /\d/.test(t)],
+  ["id", /#[A-Za-z0-9][A-Za-z0-9-]*\d[A-Za-z0-9-]*|#\d+|\b[A-Z]{1,5}-(?:[A-Z0-9]+-)*\d[A-Z0-9]*\b|\b1Z[0-9A-Z]{16}\b|\b\d{5,}\b/g, (t) => /\d/.test(t)],
+  ["company", new RegExp(`\\b(?:${COMPANY_PREFIX.join("|")}) (?:${COMPANY_SUFFIX.join("|")})\\b`, "g"), () => true]
 ]
 
-const FIRST = new Set([...FEMALE_FIRST, ...MALE_FIRST])
-const LAST = new Set(LAST_NAMES)
-const WORD = /\p{Lu}[\p{L}'’-]*\p{Ll}/gu
-
 /** People's names: a known first name, or Mr./Ms./Mrs./Dr./Mx. and a known surname. */
-const names = (text: string): Array<Fact> => {
-  const out: Array<Fact> = []
-  for (const m of text.matchAll(WORD)) {
-    const w = m[0]
-    if (FIRST.has(w)) out.push({ kind: "name", text: w })
-    else if (LAST.has(w) && /\b(Mr|Ms|Mrs|Dr|Mx)\.?\s$/.test(text.slice(Math.max(0, m.index - 5), m.index))) out.push({ kind: "name", text: w })
-  }
-  return out
-}
+const FIRST_NAME = new RegExp(`(?<![\\p{L}])(?:${[...FEMALE_FIRST, ...MALE_FIRST].join("|")})(?![\\p{L}])`, "gu")
+const TITLED_SURNAME = new RegExp(`\\b(?:Mr|Ms|Mrs|Dr|Mx)\\.? (${LAST_NAMES.join("|")})(?![\\p{L}])`, "gu")
+const names = (text: string): Array<Fact> => [
+  ...[...text.matchAll(FIRST_NAME)].map((m): Fact => ({ kind: "name", text: m[0] })),
+  ...[...text.matchAll(TITLED_SURNAME)].map((m): Fact => ({ kind: "name", text: m[1]! }))
+]
 
 const trimUrl = (u: string) => u.replace(/[.,;:!?]+$/, "")
 
@@ -50,7 +44,8 @@ export const factsIn = (text: string): Array<Fact> => {
   const out: Array<Fact> = []
   const taken: Array<readonly [number, number]> = []
   const free = (a: number, b: number) => taken.every(([x, y]) => b <= x || a >= y)
-  for (const [kind, re] of PATTERNS) {
+  for (const [kind, re, may] of PATTERNS) {
+    if (!may(text)) continue
     for (const m of text.matchAll(re)) {
       const start = m.index
       const raw = kind === "url" ? trimUrl(m[0]) : m[0].trim()
@@ -75,35 +70,42 @@ export const normalize = (kind: FactKind, s: string): string => {
   return t
 }
 
-/** A context's text prepared for `grounded`: its plain lower-case text and its digits. */
+/** A context's text prepared for `grounded`: its text in the identifier spelling, and its digits per part. */
 export interface Context {
   readonly text: string
   readonly digits: string
-  readonly facts: ReadonlySet<string>
+}
+
+/** Each part prepared once: a conversation's system prompt is read for every assistant turn. */
+const prepared = new Map<string, readonly [string, string]>()
+const prepare = (part: string): readonly [string, string] => {
+  let p = prepared.get(part)
+  if (p === undefined) {
+    if (prepared.size > 512) prepared.clear()
+    p = [normalize("id", part), part.replace(/\D/g, "")]
+    prepared.set(part, p)
+  }
+  return p
 }
 
 export const contextOf = (parts: ReadonlyArray<string>): Context => {
-  const text = parts.join("\n")
-  const facts = new Set<string>()
-  for (const f of factsIn(text)) facts.add(`${f.kind}:${normalize(f.kind, f.text)}`)
-  return {
-    text: normalize("id", text),
-    digits: parts.map((p) => p.replace(/\D/g, "")).join("|"),
-    facts
-  }
+  const ps = parts.map(prepare)
+  return { text: ps.map((p) => p[0]).join("\n"), digits: ps.map((p) => p[1]).join("|") }
 }
 
-/** Is the fact in the context: as a fact of the same kind, or (for words and identifiers) verbatim in its text. */
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+
+/** Is the fact in the context's text, compared in its kind's spelling. */
 export const grounded = (f: Fact, ctx: Context): boolean => {
   const n = normalize(f.kind, f.text)
-  if (ctx.facts.has(`${f.kind}:${n}`)) return true
   if (f.kind === "phone") return n.length >= 7 && ctx.digits.includes(n)
   if (f.kind === "quantity") {
     // "30 days" against a context saying "30 days" or "30-day"
     const num = /^[\d.,]+(-[\d.,]+)?/.exec(n)?.[0]
-    return num !== undefined && new RegExp(`(^|[^\\d.,])${num.replace(/[.]/g, "\\.")}[ -]?${n.slice(num.length).trim().replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`).test(ctx.text)
+    return num !== undefined && new RegExp(`(^|[^\\d.,])${escape(num)}[ -]?${escape(n.slice(num.length).trim())}`).test(ctx.text)
   }
-  return ctx.text.includes(normalize("id", f.text))
+  // a URL is found with or without its scheme; an amount without the spaces it may have been written with
+  return ctx.text.includes(n) || ctx.text.replace(/\s/g, "").includes(n.replace(/\s/g, ""))
 }
 
 /** The facts of `text` that the context does not hold. */
