@@ -39,6 +39,47 @@ describe("the rendered conversation", () => {
   })
 })
 
+describe("the chat template", () => {
+  // Expected strings written out by hand from the Qwen3 chat format (DESIGN.md §4), not by the renderer.
+  it("renders content null on a turn that only calls tools, and content that is a list, as empty: no crash", () => {
+    const text = template.render({
+      messages: [
+        { role: "system", content: "S" },
+        { role: "user", content: [{ type: "text", text: "ignored" }] },
+        { role: "assistant", content: null, tool_calls: [{ type: "function", function: { name: "f", arguments: { a: 1 } } }, { name: "g", arguments: "{\"b\": 2}" }] },
+        { role: "tool", content: "{\"ok\": true}" },
+        { role: "tool", content: null },
+        { role: "assistant", content: "done" }
+      ],
+      add_generation_prompt: true
+    })
+    expect(text).toBe(
+      "<|im_start|>system\nS<|im_end|>\n" +
+        "<|im_start|>user\n<|im_end|>\n" +
+        "<|im_start|>assistant\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}\n</tool_call>\n<tool_call>\n{\"name\": \"g\", \"arguments\": {\"b\": 2}}\n</tool_call><|im_end|>\n" +
+        "<|im_start|>user\n<tool_response>\n{\"ok\": true}\n</tool_response>\n<tool_response>\n\n</tool_response><|im_end|>\n" +
+        "<|im_start|>assistant\ndone<|im_end|>\n" +
+        "<|im_start|>assistant\n"
+    )
+  })
+
+  it("puts the tools in the system turn, and text before a call on its own line", () => {
+    const text = template.render({
+      messages: [{ role: "user", content: "hi" }, { role: "assistant", content: "Let me check.", tool_calls: [{ function: { name: "f", arguments: {} } }] }],
+      tools: [{ type: "function", function: { name: "f" } }]
+    })
+    expect(text).toBe(
+      "<|im_start|>system\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n" +
+        "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n" +
+        "{\"type\": \"function\", \"function\": {\"name\": \"f\"}}\n</tools>\n\n" +
+        "For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n" +
+        "<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" +
+        "<|im_start|>user\nhi<|im_end|>\n" +
+        "<|im_start|>assistant\nLet me check.\n<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call><|im_end|>\n"
+    )
+  })
+})
+
 describe("tokenize", () => {
   it("refuses no maxSeqLen a conversation could fit in: every sample row rendered bare is longer than MIN_SEQ_LEN", async () => {
     const { encoder } = await loadEncoder(bundledTokenizerDir())

@@ -9,7 +9,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { firstInvalidUtf8, parse, Parser, readFile } from "../stages/lib/csv.ts"
-import { COUNTRIES, FEATURES, UI_LABELS } from "../stages/entities/data.ts"
+import { COUNTRIES, FEATURES, PRODUCTS, SUPPORT_COUNTRIES, UI_LABELS } from "../stages/entities/data.ts"
 import { PHONE } from "../stages/entities/values.ts"
 import { GENERATORS, generate, lookup } from "../stages/entities/generators.ts"
 import { inferGenerator, labelOf } from "../stages/entities/infer.ts"
@@ -235,6 +235,77 @@ describe("entities on synthetic rows", () => {
     expect(UI_LABELS["Online Order Interaction"]).toContain(labels[2])
     expect(new Set([f.entities["Feature 1"], f.entities["Feature 2"], f.entities["Feature 3"]]).size).toBe(3)
     for (const k of ["Feature 1", "Feature 2", "Feature 3"]) expect(FEATURES).toContain(f.entities[k])
+  })
+
+  it("fits values to the words around them: hours after 'during', a URL after 'on our', no currency word after a symbol", () => {
+    const out = ok(
+      processCsv(
+        csv([
+          row("when can I call?", "Our team is available during {{Customer Support Hours}}.", "contact_customer_service", "CONTACT"),
+          row("chat?", "Use the Live Chat on our {{Website URL}} to reach us.", "contact_customer_service", "CONTACT"),
+          row("i want my {{Refund Amount}} dollars back", "A refund of {{Refund Amount}} dollars is on its way.", "track_refund", "REFUND"),
+          row("refund?", "A refund of {{Currency Symbol}}{{Refund Amount}} USD was issued.", "track_refund", "REFUND")
+        ]),
+        P
+      )
+    )
+    const [a, b, c, d] = out.rows as [OutputRow, OutputRow, OutputRow, OutputRow]
+    expect(a.response).toBe(`Our team is available during our business hours (${a.company.hours}).`)
+    expect(b.response).toBe(`Use the Live Chat on our website at ${b.company.website} to reach us.`)
+    const amount = c.entities["Refund Amount"]!
+    expect(amount).toMatch(/^\$\d/)
+    expect(c.instruction).toBe(`i want my ${amount} back`)
+    expect(c.response).toBe(`A refund of ${amount} is on its way.`)
+    expect(d.response).toBe(`A refund of ${d.entities["Refund Amount"]} was issued.`)
+    for (const r of out.rows) expect(r.response).not.toMatch(/\b(dollars|usd)\b|during every|on our https?:/i)
+  })
+
+  it("gives each row one company: its contact placeholders take the profile's values, phone and time zone from its country", () => {
+    const rows = Array.from({ length: 400 }, () =>
+      row("contact {{Company Name}}", "Call {{Customer Support Phone Number}} ({{Customer Support Hours}}), write to {{Customer Support Email}} or visit {{Website URL}}.", "contact_customer_service", "CONTACT")
+    )
+    const out = ok(processCsv(csv(rows), P))
+    const countries = new Set<string>()
+    const digitFormat = (f: string) => new RegExp("^" + f.replace(/[+]/g, "\\+").replace(/T/g, "8\\d\\d").replace(/M/g, "[2-9]").replace(/N/g, "\\d") + "$")
+    for (const r of out.rows) {
+      const co = r.company
+      expect(r.entities["Company Name"]).toBe(co.name)
+      expect(r.entities["Customer Support Phone Number"]).toBe(co.phone)
+      expect(r.entities["Customer Support Hours"]).toBe(co.hours)
+      expect(r.entities["Customer Support Email"]).toBe(co.email)
+      expect(r.entities["Website URL"]).toBe(co.website)
+      const where = SUPPORT_COUNTRIES.filter((s) => s.name === co.country)
+      expect(where.length, co.country).toBeGreaterThan(0)
+      expect(where.some((s) => digitFormat(s.phone).test(co.phone)), `${co.phone} for ${co.country}`).toBe(true)
+      expect(where.some((s) => s.zones.some((z) => co.hours.endsWith(` ${z}`))), `${co.hours} for ${co.country}`).toBe(true)
+      countries.add(co.country)
+    }
+    expect(countries.size).toBeGreaterThanOrEqual(5)
+  })
+
+  it("writes a [[Field]] as the field's words, and a your-{{Field}} the customer is asked for as its name", () => {
+    const out = ok(
+      processCsv(
+        csv([
+          row("help", "Please provide me with your [[Contact Information]] and I will call you.", "contact_human_agent", "CONTACT"),
+          row("order?", "Could you share your {{Order Number}}? Then I can look it up.", "track_order")
+        ]),
+        P
+      )
+    )
+    expect(out.rows[0]!.response).toBe("Please provide me with your contact information and I will call you.")
+    expect(out.rows[1]!.response).toBe("Could you share your order number? Then I can look it up.")
+    for (const r of out.rows) expect(leaks(r)).toBe(false)
+  })
+
+  it("infers a sensible kind for names that are not people's: products, accounts, plans", () => {
+    const out = ok(processCsv(csv([row("return {{Product Name}}", "Sure, I can help you return the {{Product Name}}. Please provide me with your {{Account Name}} first.", "return_item", "REFUND")]), P))
+    const r = out.rows[0]!
+    expect(PRODUCTS).toContain(r.entities["Product Name"])
+    expect(r.response).not.toMatch(new RegExp(`your ${r.entities["Product Name"]}`))
+    expect(inferGenerator("Account Name").family).toBe("username")
+    expect(inferGenerator("Plan Name").family).not.toBe("person-name")
+    expect(inferGenerator("Account Holder Name").family).toBe("person-name")
   })
 
   it("reads 'N-M business days' date ranges as spans of days, others as calendar ranges", () => {
