@@ -113,6 +113,7 @@ export interface Stats {
   rows: number
   examples: number
   shapes: Record<Shape, number>
+  /** of the kept conversations: several user turns; parallel calls; no call (no-tool and out-of-scope); an error result */
   fractions: { multiTurn: number; parallel: number; noTool: number; errorResults: number }
   calls: Record<string, number>
   toolsNeverCalled: Array<string>
@@ -148,10 +149,8 @@ export const conversationOf = (row: Row, p: DialogueParams, mapping: ReturnType<
   const intent = d.shape === "out-of-scope" ? "out_of_scope" : row.intent
   const per = (stats.perIntent[intent] ??= {})
   per[d.shape] = (per[d.shape] ?? 0) + 1
-  for (const m of d.messages) {
-    for (const c of m.tool_calls ?? []) stats.calls[c.function.name] = (stats.calls[c.function.name] ?? 0) + 1
-    if (m.role === "tool" && m.content.startsWith('{"error"')) stats.fractions.errorResults++
-  }
+  for (const m of d.messages) for (const c of m.tool_calls ?? []) stats.calls[c.function.name] = (stats.calls[c.function.name] ?? 0) + 1
+  if (d.messages.some((m) => m.role === "tool" && m.content.startsWith('{"error"'))) stats.fractions.errorResults++
   if (d.messages.filter((m) => m.role === "user").length > 1) stats.fractions.multiTurn++
   return { ...d, intent }
 }
@@ -163,7 +162,7 @@ export const finishStats = (stats: Stats): Stats => {
     multiTurn: round(stats.fractions.multiTurn / n),
     parallel: round(stats.shapes.parallel / n),
     noTool: round((stats.shapes["no-tool"] + stats.shapes["out-of-scope"]) / n),
-    errorResults: stats.fractions.errorResults
+    errorResults: round(stats.fractions.errorResults / n)
   }
   stats.toolsNeverCalled = Object.entries(stats.calls).filter(([, k]) => k === 0).map(([t]) => t)
   return stats

@@ -111,6 +111,15 @@ describe("the shapes", () => {
     expect(callsOf(no)).toEqual([])
     // an order to act is not asked about
     expect(() => withShape(row("cancel_order", "cancel order #31658052 now", { "Order Number": "#31658052" }), "confirm-call")).toThrow(/no line/)
+    // a problem report or a question is not an order to act
+    for (const text of ["problem with canceling order #31658052", "I can no longer afford purchase #31658052", "question about canceling order #31658052"])
+      expect(withShape(row("cancel_order", text, { "Order Number": "#31658052" }), "confirm-call").messages[2]!.tool_calls, text).toBeUndefined()
+    const del = withShape(row("delete_account", "problem with standard acount deletions"), "confirm-call")
+    expect(del.messages[2]!.content).toMatch(/\?$/)
+    const unsub = withShape(row("newsletter_subscription", "tell me about unsubscribing to ur newsletter"), "confirm-call")
+    expect(callsOf(unsub)).toEqual(['manage_newsletter({"action":"unsubscribe"})'])
+    // subscribing needs no offer
+    expect(() => withShape(row("newsletter_subscription", "tell me about signing up to ur newsletter"), "confirm-call")).toThrow(/no line/)
   })
 
   it("parallel calls: both orders the user named, each result stated", () => {
@@ -285,6 +294,31 @@ describe.each([
       expect(m.stats.fractions.parallel).toBeGreaterThanOrEqual(0.01)
       expect(m.stats.toolsNeverCalled).toEqual([])
     } else expect(m.stats.shapes.parallel).toBeGreaterThanOrEqual(1)
+  })
+
+  it("cancels, deletes or unsubscribes only after a plain request or a yes to an offer", () => {
+    const ASKING = /\b(how|problem|question|information|info|possible|can i|could i|afford|can't pay|cannot pay|issue|trouble)\b/i
+    const YES_ANSWER = /^(yes|please do|sure|ok)\b/i
+    for (const d of m.kept)
+      d.messages.forEach((mm, i) => {
+        for (const c of mm.tool_calls ?? []) {
+          const name = c.function.name
+          const destructive = ["cancel_order", "delete_account", "switch_account"].includes(name) || (name === "manage_newsletter" && c.function.arguments["action"] === "unsubscribe")
+          if (!destructive) continue
+          const lastUser = d.messages.slice(0, i).filter((x) => x.role === "user").at(-1)!.content
+          const firstUser = d.messages.find((x) => x.role === "user")!.content
+          expect(YES_ANSWER.test(lastUser) || !ASKING.test(firstUser), `line ${d.line}: ${firstUser} → ${name}`).toBe(true)
+        }
+      })
+  })
+
+  it("ends every assistant text with a sentence's end, and no link runs into the next sentence", () => {
+    for (const d of m.kept)
+      for (const mm of d.messages)
+        if (mm.role === "assistant" && mm.content) {
+          expect(mm.content.trim(), `line ${d.line}`).toMatch(/[.!?)"]$/)
+          expect(mm.content, `line ${d.line}`).not.toMatch(/https?:\/\/\S*[^.\s] [A-Z]/)
+        }
   })
 
   it("renders every conversation with the chat template, no placeholder or template token in any turn", () => {

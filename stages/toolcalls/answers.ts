@@ -50,11 +50,11 @@ const SUCCESS: Readonly<Record<string, ReadonlyArray<Say>>> = {
     (r) => `I've cancelled order ${s(r["order_number"])}. You'll get ${s(r["refund_amount"])} back within ${s(r["refund_time"])}.`
   ],
   change_order: [
-    (r) => `Order ${s(r["order_number"])} is open for changes until ${s(r["editable_until"])}. You can edit the items, quantities and options here: ${s(r["edit_page"])}`,
+    (r) => `Order ${s(r["order_number"])} is open for changes until ${s(r["editable_until"])}. You can edit the items, quantities and options here: ${s(r["edit_page"])}.`,
     (r) => `You can still change order ${s(r["order_number"])}: make your edits at ${s(r["edit_page"])} before ${s(r["editable_until"])}.`
   ],
   start_order: [
-    (r) => `I've opened a new cart for you (${s(r["cart_id"])}). Add what you'd like and check out here: ${s(r["cart_url"])}`,
+    (r) => `I've opened a new cart for you (${s(r["cart_id"])}). Add what you'd like and check out here: ${s(r["cart_url"])}.`,
     (r) => `Your new order is started: cart ${s(r["cart_id"])} is open at ${s(r["cart_url"])}.`
   ],
   get_refund: [
@@ -66,7 +66,7 @@ const SUCCESS: Readonly<Record<string, ReadonlyArray<Say>>> = {
     (r) => `Your ${s(r["amount"])} refund (order ${s(r["order_number"])}): status "${s(r["refund_status"])}", expected by ${s(r["expected_by"])}.`
   ],
   get_invoice: [
-    (r) => `Here is invoice ${s(r["invoice_number"])} (issued ${s(r["issued_on"])}, total ${s(r["total"])}) as a PDF: ${s(r["download_url"])}`,
+    (r) => `Here is invoice ${s(r["invoice_number"])} (issued ${s(r["issued_on"])}, total ${s(r["total"])}) as a PDF: ${s(r["download_url"])}.`,
     (r) => `You can download invoice ${s(r["invoice_number"])} here: ${s(r["download_url"])}. It was issued on ${s(r["issued_on"])} for ${s(r["total"])}.`
   ],
   check_invoice: [
@@ -76,10 +76,10 @@ const SUCCESS: Readonly<Record<string, ReadonlyArray<Say>>> = {
         : r["payment_status"] === "unpaid"
           ? `Invoice ${s(r["invoice_number"])} for ${s(r["total"])} is unpaid, with payment due by ${s(r["due_date"])}.`
           : `Invoice ${s(r["invoice_number"])} for ${s(r["total"])} is overdue: payment was due on ${s(r["due_date"])}.`,
-    (r) => `Invoice ${s(r["invoice_number"])}: total ${s(r["total"])}, status ${s(r["payment_status"])} (${r["paid_on"] ? `paid on ${s(r["paid_on"])}` : `payment date ${s(r["due_date"])}`}).`
+    (r) => `Invoice ${s(r["invoice_number"])}: total ${s(r["total"])}, status ${s(r["payment_status"])} (${r["paid_on"] ? `paid on ${s(r["paid_on"])}` : r["payment_status"] === "overdue" ? `it was due on ${s(r["due_date"])}` : `due by ${s(r["due_date"])}`}).`
   ],
   change_shipping_address: [
-    (r) => `Order ${s(r["order_number"])} hasn't shipped, so its address can still be changed until ${s(r["change_before"])}. Enter the new address here: ${s(r["address_page"])}`,
+    (r) => `Order ${s(r["order_number"])} hasn't shipped, so its address can still be changed until ${s(r["change_before"])}. Enter the new address here: ${s(r["address_page"])}.`,
     (r) => `You can update the delivery address of order ${s(r["order_number"])} at ${s(r["address_page"])} before ${s(r["change_before"])}.`
   ],
   add_shipping_address: [
@@ -95,7 +95,7 @@ const SUCCESS: Readonly<Record<string, ReadonlyArray<Say>>> = {
     (r) => `Done: the account will be deleted on ${s(r["deletion_date"])}. Until ${s(r["restore_until"])} you can still restore it.`
   ],
   update_account: [
-    (r) => `You can change your ${list((r["editable_fields"] as ReadonlyArray<string>) ?? [])} on your settings page: ${s(r["settings_page"])}`,
+    (r) => `You can change your ${list((r["editable_fields"] as ReadonlyArray<string>) ?? [])} on your settings page: ${s(r["settings_page"])}.`,
     (r) => `Head to ${s(r["settings_page"])} to edit your account; the fields you can change are ${list((r["editable_fields"] as ReadonlyArray<string>) ?? [])}.`
   ],
   switch_account: [
@@ -165,8 +165,8 @@ const NOT_FOUND: ReadonlyArray<(what: string, value: string) => string> = [
 
 const NOT_ALLOWED: Readonly<Record<string, ReadonlyArray<Say>>> = {
   cancel_order: [
-    (r) => `I'm sorry, but order ${s(r["order_number"])} can't be cancelled because ${s(r["reason"])} (on ${s(r["shipped_on"])}). Once it arrives, you can return it for a refund.`,
-    (r) => `Unfortunately order ${s(r["order_number"])} could not be cancelled: ${s(r["reason"])} on ${s(r["shipped_on"])}. You can send it back after delivery instead.`
+    (r) => `I'm sorry, but order ${s(r["order_number"])} can't be cancelled because ${s(r["reason"])} (it left our warehouse on ${s(r["shipped_on"])}). Once it arrives, you can return it for a refund.`,
+    (r) => `Unfortunately order ${s(r["order_number"])} could not be cancelled: ${s(r["reason"])}. It left our warehouse on ${s(r["shipped_on"])}, so you can send it back after delivery instead.`
   ],
   change_order: [
     (r) => `I'm sorry, order ${s(r["order_number"])} can't be changed anymore because ${s(r["reason"])}.`,
@@ -177,8 +177,8 @@ const NOT_ALLOWED: Readonly<Record<string, ReadonlyArray<Say>>> = {
     (r) => `Unfortunately order ${s(r["order_number"])} is not eligible for a refund because ${s(r["reason"])}; it was delivered on ${s(r["delivered_on"])}.`
   ],
   change_shipping_address: [
-    (r) => `I'm sorry, the address of order ${s(r["order_number"])} can't be changed because ${s(r["reason"])} (on ${s(r["shipped_on"])}).`,
-    (r) => `Unfortunately it's too late to change the address of order ${s(r["order_number"])}: ${s(r["reason"])} on ${s(r["shipped_on"])}.`
+    (r) => `I'm sorry, the address of order ${s(r["order_number"])} can't be changed because ${s(r["reason"])} (it left our warehouse on ${s(r["shipped_on"])}).`,
+    (r) => `Unfortunately it's too late to change the address of order ${s(r["order_number"])}: ${s(r["reason"])}. It left our warehouse on ${s(r["shipped_on"])}.`
   ],
   delete_account: [
     (r) => `I can't close your account yet because ${s(r["reason"])} (order ${s(r["open_order"])}). Once it has arrived, I can close the account for you.`,
@@ -198,6 +198,12 @@ export const say = (tool: ToolSpec, args: Args, r: Result, w: World): string => 
   return w.pick(SUCCESS[tool.name]!)(r, args, w)
 }
 
-export const OPENERS: ReadonlyArray<string> = ["", "", "", "Thanks for your patience. ", "I've checked for you. ", "Here's what I found. ", "Thank you for waiting. "]
+/** the tools that only look something up: "Here's what I found" opens their answers, not an action's */
+const LOOKUPS = new Set(["track_order", "track_refund", "get_refund", "get_invoice", "check_invoice", "get_policy", "get_contact_info"])
+const LOOKUP_OPENERS: ReadonlyArray<string> = ["", "", "", "Thanks for your patience. ", "I've checked for you. ", "Here's what I found. ", "Thank you for waiting. "]
+const ACTION_OPENERS: ReadonlyArray<string> = ["", "", "", "Thanks for your patience. ", "Thank you for waiting. "]
+export const openers = (tool: string): ReadonlyArray<string> => (LOOKUPS.has(tool) ? LOOKUP_OPENERS : ACTION_OPENERS)
 export const CLOSERS: ReadonlyArray<string> = ["", "", " Is there anything else I can help you with?", " Let me know if there's anything else I can do.", " Anything else I can help with?"]
-export const PARALLEL_OPENERS: ReadonlyArray<string> = ["Here is what I found for both. ", "I've looked at both. ", "", "Thanks for waiting. Here are both results. "]
+const LOOKUP_PARALLEL: ReadonlyArray<string> = ["Here is what I found for both. ", "I've looked at both. ", "", "Thanks for waiting. Here are both results. "]
+const ACTION_PARALLEL: ReadonlyArray<string> = ["", "Thanks for waiting. Here are both results. ", "Here's how both went. "]
+export const parallelOpeners = (tool: string): ReadonlyArray<string> => (LOOKUPS.has(tool) ? LOOKUP_PARALLEL : ACTION_PARALLEL)

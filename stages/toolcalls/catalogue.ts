@@ -45,8 +45,11 @@ export interface ToolSpec {
   readonly group: string
   readonly args: Readonly<Record<string, ArgSpec>>
   readonly required: ReadonlyArray<string>
-  /** asks before acting when the user only asked how (it cancels, deletes or changes what the customer pays) */
-  readonly destructive?: boolean
+  /**
+   * asks before acting unless the user plainly asked for it (it cancels, deletes, unsubscribes or
+   * changes what the customer pays); a function when only some arguments are (unsubscribe, not subscribe)
+   */
+  readonly destructive?: boolean | ((args: Readonly<Record<string, string>>) => boolean)
   /** the errors it can return */
   readonly errors: ReadonlyArray<ErrorKind>
   /** a field whose value is one of `values`: an answer names the result's value and no other */
@@ -274,6 +277,7 @@ export const CATALOGUE: ReadonlyArray<ToolSpec> = [
     },
     required: ["action"],
     errors: [],
+    destructive: (a) => a["action"] === "unsubscribe",
     status: { field: "subscription", values: ["active", "cancelled"] },
     result: (a, w): Result =>
       a["action"] === "unsubscribe"

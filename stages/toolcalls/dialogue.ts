@@ -17,7 +17,7 @@
  * something the conversation does not hold) is not chosen for that row.
  */
 import { hash32, Rng } from "../lib/rng.ts"
-import { CLOSERS, OPENERS, PARALLEL_OPENERS, say } from "./answers.ts"
+import { CLOSERS, openers, parallelOpeners, say } from "./answers.ts"
 import { byName, CATALOGUE, type ErrorKind, type ToolSpec } from "./catalogue.ts"
 import { candidatesIn, idsFor, pickId, type Candidates } from "./extract.ts"
 import { contextOf, ungrounded } from "./facts.ts"
@@ -96,6 +96,17 @@ export const renderSystem = (template: string, c: Company): string =>
 
 const HOW = /\b(how (do|can|could|would|should|to|i)|where (do|can|could) i|what (do|should|would) i (need|have) to do|what('s| is) the (process|procedure|way)|steps to|show me how|tell me how|explain how|help me understand|i (don't|dont|do not) know (how|what)|is it possible to|information (about|on) how|want to know how|need to know how)\b/i
 
+/**
+ * A plain request to act: "I want to cancel …", "please delete …", "can you …", "cancel order …".
+ * A destructive tool acts at once only on such a request that is not also a question about how, a
+ * problem report or a request for information ("problem with account deletions", "question about
+ * canceling order #…", "I can no longer afford purchase #…"): those get an offer first.
+ */
+const REQUEST =
+  /\b(i |i'd |i would )?(really |just )?(want|wanna|need|would like|'d like|wish|must|have to|have got to|got to|gotta|trying to|try to|tried to|intend to|plan to)\b|\b(please|pls|plz)\b|\b(can|could|would|will) (you|u)\b|\bcan ?u\b|\b(help|assist) me\b|^\s*(cancel|delete|remove|close|terminate|unsubscribe|switch|upgrade|downgrade|stop)\b/i
+const NOT_A_REQUEST = /\b(information|info|questions?|problems?|issues?|trouble|errors?|tell me about|know about|possible|can i|could i|may i|where to|where do|where can)\b/i
+export const plainRequest = (text: string): boolean => REQUEST.test(text) && !NOT_A_REQUEST.test(text) && !HOW.test(text)
+
 const title = (w: string) => w.charAt(0).toUpperCase() + w.slice(1)
 
 const YES = ["Yes, please.", "Yes, go ahead.", "Please do.", "Sure, go ahead.", "Yes please, do it for me.", "OK, yes."]
@@ -110,6 +121,10 @@ const OFFER: Readonly<Record<string, ReadonlyArray<(a: Readonly<Record<string, s
   switch_account: [
     (a) => `I can switch your account to the ${title(a["account_type"] ?? "")} plan for you now. Would you like me to go ahead?`,
     (a) => `Shall I move your account to ${title(a["account_type"] ?? "")} for you right away?`
+  ],
+  manage_newsletter: [
+    () => "I can unsubscribe you from our newsletter right now. Would you like me to do that?",
+    () => "Shall I cancel your newsletter subscription for you now?"
   ],
   delete_account: [
     () => "I can close your account for you right away. Would you like me to go ahead?",
@@ -256,13 +271,16 @@ export const dialogueFor = (row: Row, p: DialogueParams, mapping: Mapping): Dial
     const error: ErrorKind | undefined = tool.errors.length > 0 && rng.next() < p.mix.errors ? pick(tool.errors) : undefined
     return error ? tool.error(error, args, world) : tool.result(args, world)
   }
-  const opener = (ctx: ReadonlyArray<string>) => acknowledgement(row.response, ctx) ?? pick(OPENERS)
+  const asksFirst = (args: Readonly<Record<string, string>>): boolean =>
+    (typeof tool.destructive === "function" ? tool.destructive(args) : tool.destructive === true) && !plainRequest(row.instruction)
+  const offer = (args: Readonly<Record<string, string>>): string => pick(OFFER[tool.name] ?? [() => "Would you like me to do that for you now?"])(args)
+  const opener = (ctx: ReadonlyArray<string>) => acknowledgement(row.response, ctx) ?? pick(openers(tool.name))
   const finish = (shape: Shape, args: Readonly<Record<string, string>>): Dialogue => {
     const result = outcome(args)
     messages.push({ role: "assistant", content: "", tool_calls: [call(args)] }, { role: "tool", content: JSON.stringify(result) })
     const context = [system.content, ...userTurns(messages)]
     // the dataset's acknowledgement restates the first request: after "yes, go ahead" it would repeat itself
-    const open = shape === "confirm-call" ? pick(OPENERS) : opener(context)
+    const open = shape === "confirm-call" || asksFirst(args) ? pick(openers(tool.name)) : opener(context)
     // after "not found" the answer ends with its question, not a second one
     messages.push({ role: "assistant", content: open + say(tool, args, result, world) + (result["error"] === "not_found" ? "" : pick(CLOSERS)) })
     return { shape, tool: tool.name, tools, messages }
@@ -277,11 +295,14 @@ export const dialogueFor = (row: Row, p: DialogueParams, mapping: Mapping): Dial
     const value = spec.fromUser === "tier" ? pick(spec.enum ?? ["standard"]) : freshId(spec.id, rng)
     const gives = spec.give ?? ["{v}"]
     messages.push({ role: "user", content: pick(gives).replace("{v}", value) })
-    return finish("clarify-call", { ...found.args, [missing]: value })
+    const args = { ...found.args, [missing]: value }
+    // "problem with canceling an order" → "which order?" → "#123": still not a request to cancel it
+    if (asksFirst(args)) messages.push({ role: "assistant", content: offer(args) }, { role: "user", content: pick(YES) })
+    return finish("clarify-call", args)
   }
 
-  if (tool.destructive && HOW.test(row.instruction)) {
-    messages.push({ role: "assistant", content: pick(OFFER[tool.name] ?? [() => "Would you like me to do that for you now?"])(found.args) })
+  if (asksFirst(found.args)) {
+    messages.push({ role: "assistant", content: offer(found.args) })
     if (rng.next() < p.mix.decline && groundedResponse) {
       messages.push({ role: "user", content: pick(NO) }, { role: "assistant", content: row.response })
       return { shape: "confirm-declined", tool: tool.name, tools, messages }
@@ -308,7 +329,7 @@ export const dialogueFor = (row: Row, p: DialogueParams, mapping: Mapping): Dial
     messages.push({ role: "assistant", content: "", tool_calls: argSets.map(call) }, ...results.map((r): Message => ({ role: "tool", content: JSON.stringify(r) })))
     const asks = results.some((r) => r["error"] === "not_found")
     const body = argSets.map((a, i) => say(tool, a, results[i]!, world)).join(" ")
-    messages.push({ role: "assistant", content: pick(PARALLEL_OPENERS) + body + (asks ? "" : pick(CLOSERS)) })
+    messages.push({ role: "assistant", content: pick(parallelOpeners(tool.name)) + body + (asks ? "" : pick(CLOSERS)) })
     return { shape: "parallel", tool: tool.name, tools, messages }
   }
   return finish("call", found.args)
