@@ -55,6 +55,8 @@ interface Addon {
   readonly kernel: RawKernels
   readonly reference: RawKernels
   readonly qwen3ForwardBackward: Qwen3ForwardBackward
+  ggufQuantize(type: number, x: Float32Array, out: Uint8Array): void
+  ggufDequantize(type: number, q: Uint8Array, out: Float32Array): void
   /** sets the pool size (n > 0) and returns the size in use; 0 only asks */
   qwen3SetThreads(n: number): number
 }
@@ -266,3 +268,30 @@ export const BUILD_PACKAGES = ["cmake-js", "node-addon-api", "node-api-headers"]
  */
 export const qwen3ForwardBackward: Qwen3ForwardBackward = (config, weights, lora, ids, mask, batch, seqLen, backward, logits) =>
   addon().qwen3ForwardBackward(config, weights, lora, ids, mask, batch, seqLen, backward, logits)
+
+// ---- GGUF quantizers (native/src/gguf_quant.h) -------------------------------------------------
+
+/** [values, bytes] per block of the ggml types the core writes: F32 0, F16 1, Q8_0 8, Q4_K 12, Q5_K 13, Q6_K 14 */
+export const GGUF_BLOCKS: Readonly<Record<number, readonly [number, number]>> = { 0: [1, 4], 1: [1, 2], 8: [32, 34], 12: [256, 144], 13: [256, 176], 14: [256, 210] }
+
+const ggufBytes = (type: number, n: number): number => {
+  const b = GGUF_BLOCKS[type]
+  if (!b) throw new Error(`ggml type ${type} is not one the core writes`)
+  if (n % b[0] !== 0) throw new Error(`${n} values are not whole blocks of ${b[0]}`)
+  return (n / b[0]) * b[1]
+}
+
+/** Quantizes x into ggml type `type`, byte-identical to ggml's quantizer (no importance matrix). */
+export const ggufQuantize = (type: number, x: Float32Array): Uint8Array => {
+  const out = new Uint8Array(ggufBytes(type, x.length))
+  addon().ggufQuantize(type, x, out)
+  return out
+}
+
+/** The values of n quantized values of ggml type `type`. */
+export const ggufDequantize = (type: number, q: Uint8Array, n: number): Float32Array => {
+  const out = new Float32Array(n)
+  if (q.length !== ggufBytes(type, n)) throw new Error(`${q.length} bytes do not hold ${n} values of ggml type ${type}`)
+  addon().ggufDequantize(type, q, out)
+  return out
+}

@@ -1,25 +1,33 @@
 /**
- * gguf: llama.cpp files (Q4_K_M, Q5_K_M, Q8_0) from the merged model.
+ * gguf: llama.cpp files from the merged model, one per `gguf.types` (default Q4_K_M, Q5_K_M,
+ * Q8_0; F16 too), named `model-<TYPE>.gguf`, each with an Ollama `model-<TYPE>.Modelfile`.
  *
- * Today this records what it would write (types and expected sizes) but does
- * not quantize: the GGUF writer and K-quants are a later issue. Its estimate
- * and per-type variants are real and drive the disk check: for Qwen3-4B the
- * expected sizes are 2.49, 2.88 and 4.27 GB (DESIGN.md §4), i.e. 4.95, 5.73
- * and 8.50 bits per weight over 4,022,468,096 parameters.
+ * Written by our own GGUF writer (stages/gguf/format.ts) and quantizers (native, byte-identical
+ * to ggml's), tensor by tensor: memory stays near the largest tensor. Every file's exact size is
+ * computed from the tensor shapes before a byte is written, and the stage fails at once when the
+ * disk cannot hold them all. The planner's estimate, made before the merged model exists, uses
+ * bits per weight measured on Qwen3-4B (DESIGN.md §4): 4.95, 5.73 and 8.50 for Q4_K_M, Q5_K_M
+ * and Q8_0, 16 for F16, over 2 bytes per parameter of the merged fp16 checkpoint.
  */
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as fs from "node:fs"
-import { Stage } from "../engine/index.ts"
+import * as path from "node:path"
+import { Stage, StageError } from "../engine/index.ts"
+import { openGguf } from "./gguf/format.ts"
+import { modelfile } from "./gguf/modelfile.ts"
+import { FILE_TYPES, type FileType } from "./gguf/mixture.ts"
+import { planQwen3Gguf } from "./gguf/qwen3.ts"
 import { withDefault } from "./lib/schema.ts"
 import { merge } from "./merge.ts"
 
-export const GGUF_TYPES = ["Q4_K_M", "Q5_K_M", "Q8_0"] as const
-export type GgufType = (typeof GGUF_TYPES)[number]
+export const GGUF_TYPES = FILE_TYPES
+export type GgufType = FileType
 
 const QWEN3_4B_PARAMS = 4_022_468_096
 /** bits per weight, from the reference sizes of Qwen3-4B */
 export const BITS_PER_WEIGHT: Record<GgufType, number> = {
+  F16: 16,
   Q4_K_M: (2.49e9 * 8) / QWEN3_4B_PARAMS,
   Q5_K_M: (2.88e9 * 8) / QWEN3_4B_PARAMS,
   Q8_0: (4.27e9 * 8) / QWEN3_4B_PARAMS
@@ -27,7 +35,10 @@ export const BITS_PER_WEIGHT: Record<GgufType, number> = {
 
 export const GgufParams = Schema.Struct({
   types: withDefault(Schema.Array(Schema.Literals(GGUF_TYPES)), ["Q4_K_M", "Q5_K_M", "Q8_0"]),
-  from: withDefault(Schema.Literals(["merged", "adapter"]), "merged")
+  /** merged: from the merged 16-bit model (the only path written so far) */
+  from: withDefault(Schema.Literals(["merged", "adapter"]), "merged"),
+  /** general.name in the files */
+  name: withDefault(Schema.String, "finetune-pipeline")
 })
 
 /** bytes of one GGUF file from the merged fp16 checkpoint's size (2 bytes a parameter) */
@@ -35,7 +46,7 @@ export const ggufBytes = (type: GgufType, mergedBytes: number) => Math.round(((m
 
 export const gguf = Stage.make({
   name: "gguf",
-  description: "llama.cpp GGUF files (quantizers: a later issue)",
+  description: "llama.cpp GGUF files (Q4_K_M, Q5_K_M, Q8_0, F16) with Ollama Modelfiles",
   module: import.meta.url,
   params: { gguf: GgufParams },
   inputs: { model: merge.out.model },
@@ -52,9 +63,43 @@ export const gguf = Stage.make({
   },
   run: (ctx) =>
     Effect.gen(function* () {
-      const sizes = fs.readdirSync(ctx.inputs.model).reduce((a, f) => a + fs.statSync(`${ctx.inputs.model}/${f}`).size, 0)
-      const planned = ctx.params.gguf.types.map((t) => ({ type: t, expectedBytes: ggufBytes(t, sizes) }))
-      fs.writeFileSync(`${ctx.outputs.files}/planned.json`, JSON.stringify({ quantized: false, note: "GGUF export is a later issue", planned }, null, 2) + "\n")
-      yield* ctx.log(`not quantized yet; planned ${planned.map((p) => p.type).join(", ")}`)
+      const { types, from, name } = ctx.params.gguf
+      if (from === "adapter")
+        return yield* new StageError({ message: "gguf.from: adapter (writing GGUF from base + adapter without a merged copy) is not built yet; use gguf.from: merged" })
+      const types_ = [...new Set(types)]
+      const plans = yield* Effect.try({
+        try: () => types_.map((t) => ({ type: t, file: `model-${t}.gguf`, ...planQwen3Gguf(ctx.inputs.model, t, name) })),
+        catch: (e) => new StageError({ message: `gguf: ${(e as Error).message}` })
+      })
+      const need = plans.reduce((a, p) => a + p.bytes, 0)
+      const free = (() => {
+        const s = fs.statfsSync(ctx.outputs.files)
+        return s.bavail * s.bsize
+      })()
+      if (need > free)
+        return yield* new StageError({
+          message: `gguf: the files need ${(need / 1e9).toFixed(2)} GB (${plans.map((p) => `${p.type} ${(p.bytes / 1e9).toFixed(2)} GB`).join(", ")}) and ${path.dirname(ctx.outputs.files)} has ${(free / 1e9).toFixed(2)} GB free`
+        })
+      const tensors = plans.reduce((a, p) => a + p.tensors.length, 0)
+      yield* ctx.progress.total(tensors, "tensors")
+      let done = 0
+      for (const p of plans) {
+        const target = path.join(ctx.outputs.files, p.file)
+        const w = openGguf(target, p.metadata, p.tensors)
+        for (const t of p.tensors) {
+          const data = yield* Effect.try({
+            try: () => t.bytes(),
+            catch: (e) => {
+              w.abort()
+              return new StageError({ message: `gguf: ${p.file}: ${t.name}: ${(e as Error).message}` })
+            }
+          })
+          w.put(data)
+          yield* ctx.progress.update(++done, p.type)
+        }
+        const bytes = w.finish()
+        fs.writeFileSync(path.join(ctx.outputs.files, `model-${p.type}.Modelfile`), modelfile(p.file))
+        yield* ctx.log(`${p.file}: ${(bytes / 1e6).toFixed(1)} MB, ${p.tensors.length} tensors`)
+      }
     })
 })

@@ -8,7 +8,7 @@
 // Exports:
 //   napiVersion, nf4Codebook (Float32Array[16]), blocks { nf4, doubleQuant, adamw8bit },
 //   adamw8bitMinQuantized, dynamicMap(signed) -> Float32Array[256],
-//   adamwStep, adamw8bitInit,
+//   adamwStep, adamw8bitInit, ggufQuantize, ggufDequantize (gguf_quant.h),
 //   kernel    { nf4Quantize, nf4Dequantize, doubleQuantize, doubleDequantize, adamw8bitStep,
 //               dynamicEncode },
 //   reference { the same six, bound to the scalar references }.
@@ -26,6 +26,7 @@
 #include "check.h"
 #include "double_quant.h"
 #include "dynamic_map.h"
+#include "gguf_quant.h"
 #include "js_args.h"
 #include "nf4.h"
 
@@ -221,6 +222,39 @@ Napi::Value adamw8bitStep(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---- GGUF quantizers ---------------------------------------------------------------------------
+
+gguf::Type ggufType(const js::Args& args, std::size_t index) {
+  const double t = args.number(index, "type");
+  FT_CHECK(t >= 0 && t == std::floor(t) && gguf::isKnown(static_cast<std::uint32_t>(t)), "type ", t,
+           " is not one of the GGUF types the core writes (F32 0, F16 1, Q8_0 8, Q4_K 12, Q5_K 13, Q6_K 14)");
+  return static_cast<gguf::Type>(static_cast<std::uint32_t>(t));
+}
+
+// (type: number, x: Float32Array[n], out: Uint8Array[rowBytes(type, n)]) -> undefined
+Napi::Value ggufQuantize(const Napi::CallbackInfo& info) {
+  js::Args args(info, "ggufQuantize");
+  const gguf::Type t = ggufType(args, 0);
+  const auto x = args.f32(1, "x");
+  const auto out = args.u8(2, "out");
+  args.expectLength(out, gguf::rowBytes(t, x.size), "the type's bytes for x.length values");
+  args.expectDisjoint(out, x);
+  gguf::quantize(t, x.data, x.size, out.data);
+  return info.Env().Undefined();
+}
+
+// (type: number, q: Uint8Array[rowBytes(type, n)], out: Float32Array[n]) -> undefined
+Napi::Value ggufDequantize(const Napi::CallbackInfo& info) {
+  js::Args args(info, "ggufDequantize");
+  const gguf::Type t = ggufType(args, 0);
+  const auto q = args.u8(1, "q");
+  const auto out = args.f32(2, "out");
+  args.expectLength(q, gguf::rowBytes(t, out.size), "the type's bytes for out.length values");
+  args.expectDisjoint(out, q);
+  gguf::dequantize(t, q.data, out.size, out.data);
+  return info.Env().Undefined();
+}
+
 // ---- constants ----------------------------------------------------------------------------------
 
 Napi::Float32Array floats(Napi::Env env, const float* values, std::size_t n) {
@@ -260,6 +294,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add<dynamicMap>(env, exports, "dynamicMap");
   add<adamwStep>(env, exports, "adamwStep");
   add<adamw8bitInit>(env, exports, "adamw8bitInit");
+  add<ggufQuantize>(env, exports, "ggufQuantize");
+  add<ggufDequantize>(env, exports, "ggufDequantize");
 
   Napi::Object kernel = Napi::Object::New(env);
   add<nf4Quantize<nf4::quantize>>(env, kernel, "nf4Quantize");
