@@ -8,12 +8,14 @@
  *            and the unchanged-file case through the stat cache
  *   data.ts  the five data stages on 26,872 rows; tokenize vs a bare encodeBatch
  *   train.ts a full QLoRA training step vs PyTorch on two model sizes
+ *   gguf.ts  quantizing to Q8_0, Q4_K, Q5_K, Q6_K vs ggml_quantize_chunk
  *
  * Peers that are not installed get a "not installed" row. Run it on an idle
  * machine: the benchmarks run one after another, never in parallel.
  */
 import * as os from "node:os"
 import { dataTable } from "./data.ts"
+import { ggufTable } from "./gguf.ts"
 import { hashTable } from "./hash.ts"
 import { noopTable } from "./noop.ts"
 import { trainTable } from "./train.ts"
@@ -22,7 +24,8 @@ const benches: ReadonlyArray<readonly [string, () => string | Promise<string>]> 
   ["noop", noopTable],
   ["hash", hashTable],
   ["data", dataTable],
-  ["train", trainTable]
+  ["train", trainTable],
+  ["gguf", ggufTable]
 ]
 
 const cpu = os.cpus()[0]?.model ?? "unknown CPU"

@@ -18,8 +18,22 @@ namespace {
 
 constexpr float kGroupMaxEps = 1e-15f;
 
-// round half to even, as ggml's nearest_int (valid for |v| < 2^22, which every caller keeps to)
-inline int nearest(float v) { return static_cast<int>(std::nearbyintf(v)); }
+// Round half to even, as ggml's nearest_int, for |v| < 2^22 (every caller stays far inside):
+// adding 1.5·2^23 leaves the rounded integer in the low mantissa bits, offset by 2^22. Inline
+// arithmetic, where nearbyintf is a libm call on the baseline x86-64 ISA.
+inline int nearest(float v) {
+  const float shifted = v + 12582912.f;
+  std::int32_t bits;
+  std::memcpy(&bits, &shifted, 4);
+  return (bits & 0x007fffff) - 0x00400000;
+}
+
+// Round half away from zero (roundf) for |v| < 2^31, inline: v − trunc(v) is exact.
+inline float roundAway(float v) {
+  const float t = static_cast<float>(static_cast<std::int32_t>(v));
+  const float step = std::fabs(v - t) >= 0.5f ? 1.f : 0.f;  // branch-free: a select, not a jump
+  return t + std::copysign(step, v);
+}
 inline int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 inline void put16(std::uint8_t* p, std::uint16_t v) {
@@ -100,7 +114,8 @@ float fitScaleMin(int n, int nmax, const float* x, const float* w, std::uint8_t*
 
 // Fits n values to signed levels −nmax..nmax−1 (stored + nmax) with one scale, weighting each
 // value by its square, trying 19 scales around −nmax/max (max: the value of largest magnitude).
-float fitSymmetric(int n, int nmax, const float* x, std::int8_t* L) {
+template <int n, int nmax>
+float fitSymmetric(const float* x, std::int8_t* L) {
   float max = 0;
   float amax = 0;
   for (int i = 0; i < n; ++i) {
@@ -114,6 +129,14 @@ float fitSymmetric(int n, int nmax, const float* x, std::int8_t* L) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;
   }
+  // the weights (x²) and weighted values (x²·x), computed once: the same products, in the same
+  // order, as recomputing them for every candidate scale
+  float w[n];
+  float wx[n];
+  for (int i = 0; i < n; ++i) {
+    w[i] = x[i] * x[i];
+    wx[i] = w[i] * x[i];
+  }
   const float fn = static_cast<float>(nmax);
   float iscale = -fn / max;
   float sumLX = 0;
@@ -121,10 +144,9 @@ float fitSymmetric(int n, int nmax, const float* x, std::int8_t* L) {
   for (int i = 0; i < n; ++i) {
     const int l = clampi(nearest(iscale * x[i]), -nmax, nmax - 1);
     L[i] = static_cast<std::int8_t>(l + nmax);
-    const float w = x[i] * x[i];
     const float lf = static_cast<float>(l);
-    sumLX += w * x[i] * lf;
-    sumL2 += w * lf * lf;
+    sumLX += wx[i] * lf;
+    sumL2 += w[i] * lf * lf;
   }
   float scale = sumL2 != 0 ? sumLX / sumL2 : 0.0f;
   float best = scale * sumLX;
@@ -134,11 +156,9 @@ float fitSymmetric(int n, int nmax, const float* x, std::int8_t* L) {
     sumLX = 0;
     sumL2 = 0;
     for (int i = 0; i < n; ++i) {
-      const int l = clampi(nearest(iscale * x[i]), -nmax, nmax - 1);
-      const float w = x[i] * x[i];
-      const float lf = static_cast<float>(l);
-      sumLX += w * x[i] * lf;
-      sumL2 += w * lf * lf;
+      const float lf = static_cast<float>(clampi(nearest(iscale * x[i]), -nmax, nmax - 1));
+      sumLX += wx[i] * lf;
+      sumL2 += w[i] * lf * lf;
     }
     if (sumL2 > 0 && sumLX * sumLX > best * sumL2) {
       for (int i = 0; i < n; ++i) L[i] = static_cast<std::int8_t>(nmax + clampi(nearest(iscale * x[i]), -nmax, nmax - 1));
@@ -163,11 +183,14 @@ inline void scaleMin(int j, const std::uint8_t* q, std::uint8_t* sc, std::uint8_
 void quantizeQ8_0(const float* x, std::size_t nb, std::uint8_t* y) {
   for (std::size_t b = 0; b < nb; ++b, x += kQK8_0, y += 34) {
     float amax = 0;
-    for (std::size_t j = 0; j < kQK8_0; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+    for (std::size_t j = 0; j < kQK8_0; ++j) {
+      const float a = std::fabs(x[j]);
+      amax = a > amax ? a : amax;
+    }
     const float d = amax / 127;
     const float id = d != 0 ? 1.0f / d : 0.0f;
     put16(y, fp16(d));
-    for (std::size_t j = 0; j < kQK8_0; ++j) y[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(std::round(x[j] * id)));
+    for (std::size_t j = 0; j < kQK8_0; ++j) y[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(roundAway(x[j] * id)));
   }
 }
 
@@ -263,7 +286,7 @@ void quantizeQ6_K(const float* x, std::size_t nb, std::uint8_t* y) {
     float maxScale = 0;
     float maxAbs = 0;
     for (int j = 0; j < 16; ++j) {
-      scales[j] = fitSymmetric(16, 32, x + 16 * j, L + 16 * j);
+      scales[j] = fitSymmetric<16, 32>(x + 16 * j, L + 16 * j);
       const float a = std::fabs(scales[j]);
       if (a > maxAbs) {
         maxAbs = a;
