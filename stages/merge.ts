@@ -1,26 +1,139 @@
 /**
- * merge: base weights + LoRA delta → a 16-bit checkpoint in the Hugging Face
- * layout. W' = W + (alpha / r) · B · A for every adapted projection; other
- * tensors are converted as they are. Tensors stream one at a time, so memory
- * stays at the size of the largest tensor.
+ * merge: the adapter folded into the original 16-bit base weights (not the NF4 copy the
+ * trainer computed with): W' = W + s · B · A in fp32 for every adapted projection, s = alpha / r
+ * (alpha / √r with PEFT's use_rslora), stored in `merge.dtype`. The output is a complete Hugging
+ * Face model directory: safetensors in shards of at most `merge.maxShardBytes` (one file,
+ * model.safetensors, when it fits; model-0000i-of-0000n.safetensors with
+ * model.safetensors.index.json otherwise, as transformers' save_pretrained names them),
+ * config.json (torch_dtype set), generation_config.json, the tokenizer files and chat template.
+ *
+ * Tensors stream one at a time from the base's shards to the output's: memory stays near the
+ * largest tensor (for Qwen3-4B the 389M-value embedding), not the model.
  */
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Stage, StageError } from "../engine/index.ts"
+import { locateTensors } from "./lib/checkpoint.ts"
 import * as Safetensors from "./lib/safetensors.ts"
 import { withDefault } from "./lib/schema.ts"
 import { download } from "./download.ts"
 import { train } from "./train.ts"
 
 export const MergeParams = Schema.Struct({
-  dtype: withDefault(Schema.Literals(["fp16", "bf16"]), "fp16")
+  dtype: withDefault(Schema.Literals(["fp16", "bf16"]), "fp16"),
+  /** the largest shard (transformers' default max_shard_size, 5 GB) */
+  maxShardBytes: withDefault(Schema.Int.check(Schema.isGreaterThan(0)), 5_000_000_000)
 })
+export type MergeParams = typeof MergeParams.Type
+
+export interface MergeStep {
+  readonly done: number
+  readonly total: number
+  readonly merged: number
+  readonly scale: number
+}
+
+/**
+ * Merges `adapterDir` into `baseDir`, writing `outDir`; yields after each tensor (the stage
+ * reports progress between them). Throws an Error naming the file on bad input.
+ */
+export function* mergeModel(baseDir: string, adapterDir: string, outDir: string, p: MergeParams): Generator<MergeStep, MergeStep> {
+  const adapterCfgFile = path.join(adapterDir, "adapter_config.json")
+  const cfg = JSON.parse(fs.readFileSync(adapterCfgFile, "utf8")) as { r?: unknown; lora_alpha?: unknown; use_rslora?: unknown }
+  if (typeof cfg.r !== "number" || typeof cfg.lora_alpha !== "number" || cfg.r <= 0) throw new Error(`${adapterCfgFile}: r and lora_alpha must be numbers, r > 0`)
+  const scale = cfg.use_rslora === true ? cfg.lora_alpha / Math.sqrt(cfg.r) : cfg.lora_alpha / cfg.r
+  const ad = Safetensors.indexFiles([path.join(adapterDir, "adapter_model.safetensors")])
+  const base = locateTensors(baseDir)
+  const dtype: Safetensors.Dtype = p.dtype === "fp16" ? "F16" : "BF16"
+  const names = [...base.keys()]
+  const sizeOf = (n: string) => 2 * base.get(n)!.info.shape.reduce((a, b) => a * b, 1)
+  // shards in order, each at most maxShardBytes (a tensor larger than that gets a shard of its own)
+  const shards: Array<Array<string>> = [[]]
+  let inShard = 0
+  for (const n of names) {
+    if (inShard > 0 && inShard + sizeOf(n) > p.maxShardBytes) {
+      shards.push([])
+      inShard = 0
+    }
+    shards.at(-1)!.push(n)
+    inShard += sizeOf(n)
+  }
+  const fileOf = (i: number) => (shards.length === 1 ? "model.safetensors" : `model-${String(i + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`)
+  let done = 0
+  let merged = 0
+  const used = new Set<string>()
+  for (const [i, shard] of shards.entries()) {
+    const w = Safetensors.openWriter(
+      path.join(outDir, fileOf(i)),
+      shard.map((n) => ({ name: n, dtype, shape: base.get(n)!.info.shape })),
+      { format: "pt" }
+    )
+    try {
+      for (const name of shard) {
+        const t = base.get(name)!
+        const values = Safetensors.readTensor(t)
+        const stem = `base_model.model.${name.replace(/\.weight$/, "")}`
+        const a = ad.get(`${stem}.lora_A.weight`)
+        const b = ad.get(`${stem}.lora_B.weight`)
+        if (a && b) {
+          const A = Safetensors.readTensor(a)
+          const B = Safetensors.readTensor(b)
+          const [outF, r] = b.info.shape as [number, number]
+          const inF = a.info.shape[1]!
+          if (t.info.shape[0] !== outF || t.info.shape[1] !== inF || a.info.shape[0] !== r)
+            throw new Error(`${adapterDir}: ${stem}: A [${a.info.shape}] and B [${b.info.shape}] do not fit the base's [${t.info.shape}]`)
+          // W' = W + s·B·A, accumulated in fp32 per element
+          const delta = new Float32Array(inF)
+          for (let o = 0; o < outF; o++) {
+            delta.fill(0)
+            for (let k = 0; k < r; k++) {
+              const s = B[o * r + k]!
+              if (s === 0) continue
+              const arow = k * inF
+              for (let j = 0; j < inF; j++) delta[j] = delta[j]! + s * A[arow + j]!
+            }
+            const row = o * inF
+            for (let j = 0; j < inF; j++) values[row + j] = values[row + j]! + scale * delta[j]!
+          }
+          merged++
+          used.add(`${stem}.lora_A.weight`).add(`${stem}.lora_B.weight`)
+        }
+        const bits = dtype === "F16" ? Safetensors.toF16(values) : Safetensors.toBf16(values)
+        w.put(new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength))
+        yield { done: ++done, total: names.length, merged, scale }
+      }
+      w.finish()
+    } catch (e) {
+      w.abort()
+      throw e
+    }
+  }
+  const unused = [...ad.keys()].filter((k) => !used.has(k))
+  if (unused.length > 0) throw new Error(`${adapterDir}: ${unused.length} adapter tensors match no base weight (${unused.slice(0, 3).join(", ")})`)
+  if (shards.length > 1) {
+    const index = {
+      metadata: { total_size: names.reduce((a, n) => a + sizeOf(n), 0) },
+      weight_map: Object.fromEntries(shards.flatMap((s, i) => s.map((n) => [n, fileOf(i)])))
+    }
+    fs.writeFileSync(path.join(outDir, "model.safetensors.index.json"), JSON.stringify(index, null, 2) + "\n")
+  }
+  for (const f of fs.readdirSync(baseDir)) {
+    if (f.endsWith(".safetensors") || f === "model.safetensors.index.json") continue
+    const src = path.join(baseDir, f)
+    if (!fs.statSync(src).isFile()) continue
+    if (f === "config.json") {
+      const c = JSON.parse(fs.readFileSync(src, "utf8")) as Record<string, unknown>
+      fs.writeFileSync(path.join(outDir, f), JSON.stringify({ ...c, torch_dtype: p.dtype === "fp16" ? "float16" : "bfloat16" }, null, 2) + "\n")
+    } else fs.copyFileSync(src, path.join(outDir, f))
+  }
+  return { done, total: names.length, merged, scale }
+}
 
 export const merge = Stage.make({
   name: "merge",
-  description: "fold the adapter into 16-bit weights",
+  description: "fold the adapter into 16-bit weights, a sharded Hugging Face model directory",
   module: import.meta.url,
   // the adapter's own adapter_config.json gives r and alpha: the lora section is train's business
   params: { merge: MergeParams },
@@ -30,51 +143,18 @@ export const merge = Stage.make({
   estimate: ({ inputSizes }) => ({ bytes: { model: inputSizes["model"] ?? 0 }, seconds: 5 + (inputSizes["model"] ?? 0) / 200e6 }),
   run: (ctx) =>
     Effect.gen(function* () {
-      const weights = path.join(ctx.inputs.model, "model.safetensors")
-      if (!fs.existsSync(weights)) return yield* new StageError({ message: `${weights}: merge reads a single model.safetensors for now` })
-      const adapterFile = path.join(ctx.inputs.adapter, "adapter_model.safetensors")
-      const adapterCfg = JSON.parse(fs.readFileSync(path.join(ctx.inputs.adapter, "adapter_config.json"), "utf8")) as { r: number; lora_alpha: number }
-      const scale = adapterCfg.lora_alpha / adapterCfg.r
-      const ad = Safetensors.indexFiles([adapterFile])
-      const base = Safetensors.indexFiles([weights])
-      const out: Array<Safetensors.Tensor> = []
-      let merged = 0
-      const names = [...base.keys()]
-      yield* ctx.progress.total(names.length, "tensors")
-      for (const [i, name] of names.entries()) {
-        const t = base.get(name)!
-        const w = Safetensors.readTensor(t)
-        const stem = `base_model.model.${name.replace(/\.weight$/, "")}`
-        const a = ad.get(`${stem}.lora_A.weight`)
-        const b = ad.get(`${stem}.lora_B.weight`)
-        if (a && b) {
-          const A = Safetensors.readTensor(a)
-          const B = Safetensors.readTensor(b)
-          const [outF, r] = b.info.shape as [number, number]
-          const inF = a.info.shape[1]!
-          for (let o = 0; o < outF; o++)
-            for (let k = 0; k < r; k++) {
-              const s = scale * B[o * r + k]!
-              if (s === 0) continue
-              const row = o * inF
-              const arow = k * inF
-              for (let j = 0; j < inF; j++) w[row + j] = w[row + j]! + s * A[arow + j]!
-            }
-          merged++
-        }
-        const bits = ctx.params.merge.dtype === "fp16" ? Safetensors.toF16(w) : Safetensors.toBf16(w)
-        out.push({ name, dtype: ctx.params.merge.dtype === "fp16" ? "F16" : "BF16", shape: t.info.shape, data: new Uint8Array(bits.buffer) })
-        yield* ctx.progress.update(i + 1)
+      const steps = mergeModel(ctx.inputs.model, ctx.inputs.adapter, ctx.outputs.model, ctx.params.merge)
+      let last: MergeStep | undefined
+      let first = true
+      while (true) {
+        const r = yield* Effect.try({ try: () => steps.next(), catch: (e) => new StageError({ message: `merge: ${(e as Error).message}` }) })
+        if (first) yield* ctx.progress.total(r.value.total, "tensors")
+        first = false
+        last = r.value
+        if (r.done) break
+        yield* ctx.progress.update(r.value.done)
       }
-      Safetensors.write(path.join(ctx.outputs.model, "model.safetensors"), out, { format: "pt" })
-      for (const f of fs.readdirSync(ctx.inputs.model)) {
-        if (f.endsWith(".safetensors") || f === "model.safetensors.index.json") continue
-        const src = path.join(ctx.inputs.model, f)
-        if (f === "config.json") {
-          const cfg = JSON.parse(fs.readFileSync(src, "utf8")) as Record<string, unknown>
-          fs.writeFileSync(path.join(ctx.outputs.model, f), JSON.stringify({ ...cfg, torch_dtype: ctx.params.merge.dtype === "fp16" ? "float16" : "bfloat16" }, null, 2) + "\n")
-        } else fs.copyFileSync(src, path.join(ctx.outputs.model, f))
-      }
-      yield* ctx.log(`merged ${merged} adapted projections (scale ${scale}) into ${ctx.params.merge.dtype}`)
+      const shards = fs.readdirSync(ctx.outputs.model).filter((f) => f.endsWith(".safetensors")).length
+      yield* ctx.log(`merged ${last.merged} adapted projections (scale ${last.scale}) into ${ctx.params.merge.dtype}, ${shards} shard${shards === 1 ? "" : "s"}`)
     })
 })

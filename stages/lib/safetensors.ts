@@ -46,6 +46,80 @@ export const write = (file: string, tensors: ReadonlyArray<Tensor>, metadata: Re
   }
 }
 
+/**
+ * A safetensors file written tensor by tensor: the header (every name, dtype and shape) is
+ * known first, then each tensor's bytes are `put` in order, so memory holds one tensor at a
+ * time. Written to a temporary file beside `file` and renamed by `finish`.
+ */
+export interface StreamWriter {
+  put(data: Uint8Array): void
+  finish(): void
+  abort(): void
+}
+
+export const openWriter = (file: string, tensors: ReadonlyArray<Omit<Tensor, "data">>, metadata: Record<string, string> = {}): StreamWriter => {
+  const header: Record<string, unknown> = { __metadata__: metadata }
+  const sizes: Array<number> = []
+  let offset = 0
+  for (const t of tensors) {
+    const size = BYTES[t.dtype] * t.shape.reduce((a, b) => a * b, 1)
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + size] }
+    sizes.push(size)
+    offset += size
+  }
+  let json = Buffer.from(JSON.stringify(header), "utf8")
+  json = Buffer.concat([json, Buffer.from(" ".repeat((8 - (json.length % 8)) % 8))])
+  const tmp = `${file}.tmp-${process.pid}`
+  const fd = fs.openSync(tmp, "w")
+  let open = true
+  let next = 0
+  const abort = () => {
+    if (open) fs.closeSync(fd)
+    open = false
+    fs.rmSync(tmp, { force: true })
+  }
+  const write = (b: Uint8Array) => {
+    let off = 0
+    while (off < b.byteLength) off += fs.writeSync(fd, b, off, b.byteLength - off)
+  }
+  const len = Buffer.alloc(8)
+  len.writeBigUInt64LE(BigInt(json.length))
+  try {
+    write(len)
+    write(json)
+  } catch (e) {
+    abort()
+    throw e
+  }
+  return {
+    put(data) {
+      const t = tensors[next]
+      if (!t || data.byteLength !== sizes[next]) {
+        abort()
+        throw new SafetensorsError(`${file}: ${t ? `${t.name}: ${data.byteLength} bytes given, ${sizes[next]} expected` : "more tensors than declared"}`)
+      }
+      try {
+        write(data)
+      } catch (e) {
+        abort()
+        throw e
+      }
+      next++
+    },
+    finish() {
+      if (next !== tensors.length) {
+        abort()
+        throw new SafetensorsError(`${file}: ${next} of ${tensors.length} tensors written`)
+      }
+      fs.fsyncSync(fd)
+      fs.closeSync(fd)
+      open = false
+      fs.renameSync(tmp, file)
+    },
+    abort
+  }
+}
+
 /** Bytes per element of every dtype the format defines. */
 const DTYPE_BYTES: Record<string, number> = {
   BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, I16: 2, U16: 2, F16: 2, BF16: 2, I32: 4, U32: 4, F32: 4, F64: 8, I64: 8, U64: 8
