@@ -1,15 +1,19 @@
 /**
- * eval: metrics of the trained adapter on the validation set, and gates.
+ * eval: what the trained adapter does on the validation set, and gates.
  *
- * Today: the validation loss (mean cross-entropy over the assistant tokens) of
- * the adapter on the first `eval.maxSamples` validation sequences, and with
- * `eval.compareBase` the base model's, computed by the native core in a child
- * process. Generation-based metrics (tool-name and argument accuracy from
- * greedy decoding) are not implemented yet.
+ * Measured on `eval.maxSamples` validation examples drawn across intents (seeded, stratified:
+ * stages/evaluate/sample.ts), not the first lines of a file written in intent order:
+ * - valLoss: mean cross-entropy over the assistant tokens (teacher forcing), and valPerplexity,
+ *   its exponential; per intent in the report;
+ * - with `eval.compareBase`, the same for the base model without the adapter, so the report
+ *   shows what fine-tuning bought.
+ * Written to metrics.json (the stage's metrics) and report.md (the per-intent table).
+ * Generation-based metrics (decision, tool-name and argument accuracy from greedy decoding)
+ * need the native core's KV-cache decoding, which is not built yet.
  *
- * Gates: `eval.gates: { metric: threshold }` fail the stage when a metric
- * misses its threshold: metrics named *Loss must be at most the threshold,
- * the others at least.
+ * Gates: `eval.gates: { metric: threshold }` fail the stage when a metric misses its
+ * threshold: metrics named *Loss or *Perplexity must be at most the threshold, the others at
+ * least. The failure stops what depends on eval (upload); the rest of the plan still runs.
  */
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
@@ -20,7 +24,9 @@ import { Stage, StageError } from "../engine/index.ts"
 import { addonBuildId } from "./lib/addon.ts"
 import { withDefault } from "./lib/schema.ts"
 import { runWorker } from "./lib/worker.ts"
-import { protocol } from "./evaluate/protocol.ts"
+import { readJsonl } from "./lib/jsonl.ts"
+import { protocol, type ResultEvent } from "./evaluate/protocol.ts"
+import { stratifiedSample } from "./evaluate/sample.ts"
 import { download } from "./download.ts"
 import { tokenize } from "./tokenize.ts"
 import { train } from "./train.ts"
@@ -28,6 +34,8 @@ import { train } from "./train.ts"
 export const EvalParams = Schema.Struct({
   maxSamples: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 })), 32),
   compareBase: withDefault(Schema.Boolean, false),
+  /** the sample's seed */
+  seed: withDefault(Schema.Int, 42),
   gates: withDefault(Schema.Record(Schema.String, Schema.Finite), {})
 })
 
@@ -39,18 +47,18 @@ export const missedGates = (metrics: Readonly<Record<string, number>>, gates: Re
   Object.entries(gates).flatMap(([name, threshold]) => {
     const v = metrics[name]
     if (v === undefined) return [`no metric named ${name} (metrics: ${Object.keys(metrics).join(", ")})`]
-    const lowerIsBetter = name.endsWith("Loss")
+    const lowerIsBetter = name.endsWith("Loss") || name.endsWith("Perplexity")
     const ok = lowerIsBetter ? v <= threshold : v >= threshold
     return ok ? [] : [`${name} ${v.toFixed(4)} ${lowerIsBetter ? ">" : "<"} ${threshold}`]
   })
 
 /** The metrics this stage reports; a gate must name one of them. */
-export const METRICS = ["samples", "valLoss", "baseValLoss"] as const
+export const METRICS = ["samples", "intents", "valLoss", "valPerplexity", "baseValLoss", "baseValPerplexity"] as const
 
 const gatesProblem = (p: typeof EvalParams.Type): string | undefined => {
   for (const name of Object.keys(p.gates)) {
     if (!(METRICS as ReadonlyArray<string>).includes(name)) return `eval.gates.${name}: no such metric (metrics: ${METRICS.join(", ")})`
-    if (name === "baseValLoss" && !p.compareBase) return `eval.gates.baseValLoss: needs eval.compareBase: true`
+    if (name.startsWith("base") && !p.compareBase) return `eval.gates.${name}: needs eval.compareBase: true`
   }
   return undefined
 }
@@ -61,11 +69,11 @@ export const evaluate = Stage.make({
   module: import.meta.url,
   versions: () => ({ addon: addonBuildId() }),
   params: { eval: EvalParams },
-  inputs: { adapter: train.out.adapter, val: tokenize.out.val, model: download.out.model },
-  outputs: { metrics: Stage.file("metrics.json", { metrics: true }) },
+  inputs: { adapter: train.out.adapter, val: tokenize.out.val, valExamples: tokenize.out.valExamples, model: download.out.model },
+  outputs: { metrics: Stage.file("metrics.json", { metrics: true }), report: Stage.file("report.md") },
   resources: { memoryMB: 2000 },
   estimate: ({ params, inputSizes }) => ({
-    bytes: { metrics: 1000 },
+    bytes: { metrics: 1000, report: 5000 },
     // forward only: ~2 FLOP a parameter a token at ~150 GFLOP/s, ~600 tokens a sample
     seconds: 3 + ((params.eval.compareBase ? 2 : 1) * params.eval.maxSamples * 600 * 2 * ((inputSizes["model"] ?? 0) / 2)) / 150e9
   }),
@@ -73,20 +81,73 @@ export const evaluate = Stage.make({
   preflight: ({ params }) => gatesProblem(params.eval),
   run: (ctx) =>
     Effect.gen(function* () {
-      const { maxSamples, compareBase, gates } = ctx.params.eval
-      let metrics: Record<string, number> | undefined
+      const { maxSamples, compareBase, gates, seed } = ctx.params.eval
+      const examples = readJsonl<{ line: number; intent: string }>(ctx.inputs.valExamples)
+      const chosen = stratifiedSample(examples.map((e) => e.intent), maxSamples, seed)
+      let result: ResultEvent | undefined
       yield* runWorker({
         file: WORKER,
         label: "evaluator",
         protocol,
-        job: { modelDir: ctx.inputs.model, adapterDir: ctx.inputs.adapter, valBin: ctx.inputs.val, maxSamples, compareBase },
+        job: { modelDir: ctx.inputs.model, adapterDir: ctx.inputs.adapter, valBin: ctx.inputs.val, examples: chosen, compareBase },
         jobFile: path.join(ctx.scratchDir, "job.json"),
-        onEvent: (e) => Effect.sync(() => void (metrics = e.metrics))
+        onEvent: (e) => Effect.sync(() => void (result = e))
       })
-      if (metrics === undefined) return yield* new StageError({ message: "the evaluator ended without a result" })
+      if (result === undefined) return yield* new StageError({ message: "the evaluator ended without a result" })
+      const { metrics, report } = summarize(chosen.map((i) => examples[i]!), result)
       fs.writeFileSync(ctx.outputs.metrics, JSON.stringify(metrics, null, 2) + "\n")
+      fs.writeFileSync(ctx.outputs.report, report)
       yield* ctx.log(Object.entries(metrics).map(([k, v]) => `${k} ${Number.isInteger(v) ? v : v.toFixed(4)}`).join(", "))
       const missed = missedGates(metrics, gates)
       if (missed.length > 0) return yield* new StageError({ message: `eval.gates: ${missed.join("; ")}` })
     })
 })
+
+/** Token-weighted loss per intent and overall, their perplexities, and the Markdown report. */
+export const summarize = (
+  examples: ReadonlyArray<{ readonly line: number; readonly intent: string }>,
+  r: ResultEvent
+): { metrics: Record<string, number>; report: string } => {
+  const agg = (rows: ReadonlyArray<{ lossSum: number; tokens: number }>, idx: ReadonlyArray<number>) => {
+    let sum = 0
+    let tokens = 0
+    for (const i of idx) {
+      sum += rows[i]!.lossSum
+      tokens += rows[i]!.tokens
+    }
+    return tokens ? sum / tokens : NaN
+  }
+  const all = examples.map((_, i) => i)
+  const byIntent = new Map<string, Array<number>>()
+  examples.forEach((e, i) => byIntent.set(e.intent, [...(byIntent.get(e.intent) ?? []), i]))
+  const round = (x: number) => Math.round(x * 1e4) / 1e4
+  const metrics: Record<string, number> = { samples: examples.length, intents: byIntent.size }
+  const valLoss = agg(r.adapter, all)
+  metrics["valLoss"] = round(valLoss)
+  metrics["valPerplexity"] = round(Math.exp(valLoss))
+  if (r.base) {
+    const b = agg(r.base, all)
+    metrics["baseValLoss"] = round(b)
+    metrics["baseValPerplexity"] = round(Math.exp(b))
+  }
+  const rows = [...byIntent.entries()].sort(([a], [b]) => (a < b ? -1 : 1))
+  const lines = [
+    "# Evaluation",
+    "",
+    `${examples.length} validation examples across ${byIntent.size} intents (seeded, stratified); loss is the mean cross-entropy over assistant tokens, teacher-forced.`,
+    "",
+    `| | loss | perplexity |${r.base ? " base loss | base perplexity |" : ""}`,
+    `|---|---:|---:|${r.base ? "---:|---:|" : ""}`,
+    `| **all** | ${valLoss.toFixed(4)} | ${Math.exp(valLoss).toFixed(2)} |${r.base ? ` ${agg(r.base, all).toFixed(4)} | ${Math.exp(agg(r.base, all)).toFixed(2)} |` : ""}`,
+    "",
+    `| intent | examples | loss | perplexity |${r.base ? " base loss | Δ loss |" : ""}`,
+    `|---|---:|---:|---:|${r.base ? "---:|---:|" : ""}`,
+    ...rows.map(([intent, idx]) => {
+      const l = agg(r.adapter, idx)
+      const b = r.base ? agg(r.base, idx) : NaN
+      return `| ${intent} | ${idx.length} | ${l.toFixed(4)} | ${Math.exp(l).toFixed(2)} |${r.base ? ` ${b.toFixed(4)} | ${(l - b).toFixed(4)} |` : ""}`
+    }),
+    ""
+  ]
+  return { metrics, report: lines.join("\n") }
+}

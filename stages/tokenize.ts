@@ -15,7 +15,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Digest, Stage, StageError } from "../engine/index.ts"
 import { download } from "./download.ts"
-import { readJsonl } from "./lib/jsonl.ts"
+import { readJsonl, writeJsonl } from "./lib/jsonl.ts"
 import { SPECIAL } from "./lib/qwen3.ts"
 import { withDefault } from "./lib/schema.ts"
 import { split } from "./split.ts"
@@ -82,10 +82,16 @@ export const tokenize = Stage.make({
   module: import.meta.url,
   params: { tokenize: TokenizeParams },
   inputs: { train: split.out.train, val: split.out.val, model: download.out.model },
-  outputs: { train: Stage.file("train.bin"), val: Stage.file("val.bin"), stats: Stage.file("stats.json", { metrics: true }) },
+  outputs: {
+    train: Stage.file("train.bin"),
+    val: Stage.file("val.bin"),
+    /** one line per example kept in val.bin, in its order: the source row's line and intent (eval samples across intents) */
+    valExamples: Stage.file("val-examples.jsonl"),
+    stats: Stage.file("stats.json", { metrics: true })
+  },
   // ~1 token per 4 characters of rendered JSONL (which repeats the text 2×), 5 bytes a token
   estimate: ({ inputSizes }) => ({
-    bytes: { train: Math.round((inputSizes["train"] ?? 0) * 0.7), val: Math.round((inputSizes["val"] ?? 0) * 0.7), stats: 4000 },
+    bytes: { train: Math.round((inputSizes["train"] ?? 0) * 0.7), val: Math.round((inputSizes["val"] ?? 0) * 0.7), valExamples: Math.round((inputSizes["val"] ?? 0) / 100) + 1000, stats: 4000 },
     seconds: 2 + ((inputSizes["train"] ?? 0) + (inputSizes["val"] ?? 0)) / 30e6
   }),
   run: (ctx) =>
@@ -101,16 +107,18 @@ export const tokenize = Stage.make({
         const convs = readJsonl<Conversation>(ctx.inputs[part])
         const encoded = yield* Effect.promise(() => encoder.encodeAll(convs.map((c) => c.text)))
         const kept: Array<Encoded> = []
+        const keptFrom: Array<Conversation> = []
         let dropped = 0
         let truncated = 0
-        for (const e of encoded) {
+        encoded.forEach((e, i) => {
           if (e.ids.length <= maxSeqLen) kept.push(e)
-          else if (overflow === "drop") dropped++
+          else if (overflow === "drop") return void dropped++
           else if (e.mask.subarray(0, maxSeqLen).some((m) => m !== 0)) {
             truncated++
             kept.push({ ids: e.ids.subarray(0, maxSeqLen), mask: e.mask.subarray(0, maxSeqLen) })
-          } else dropped++ // cut before the first assistant token: nothing left to learn from
-        }
+          } else return void dropped++ // cut before the first assistant token: nothing left to learn from
+          keptFrom.push(convs[i]!)
+        })
         if (kept.length === 0) {
           const shortest = encoded.reduce((a, e) => Math.min(a, e.ids.length), Infinity)
           return yield* new StageError({
@@ -148,6 +156,7 @@ export const tokenize = Stage.make({
           exampleOffsets,
           sequenceOffsets
         })
+        if (part === "val") writeJsonl(ctx.outputs.valExamples, keptFrom.map((c) => ({ line: c.line, intent: c.intent })))
         stats[part] = {
           examples: kept.length,
           sequences: sequenceOffsets.length - 1,

@@ -1,21 +1,27 @@
 /**
- * The eval stage's protocol with its worker (stages/lib/worker.ts): the job
- * the stage writes and the worker decodes, and the one event it prints, the
- * metrics.
+ * The eval stage's protocol with its worker (stages/lib/worker.ts): the job the stage writes
+ * and the worker decodes, and the one event it prints: per sampled example, the summed loss and
+ * the number of assistant tokens it covers, for the adapter and (with compareBase) the base.
  */
 import * as Schema from "effect/Schema"
-import { Count } from "../lib/schema.ts"
 
 export const Job = Schema.Struct({
   modelDir: Schema.String,
   adapterDir: Schema.String,
   valBin: Schema.String,
-  maxSamples: Count,
+  /** indices of the examples (not packed sequences) of val.bin to measure */
+  examples: Schema.Array(Schema.Int),
   compareBase: Schema.Boolean
 })
 export type Job = typeof Job.Type
 
-export const ResultEvent = Schema.Struct({ type: Schema.Literal("result"), metrics: Schema.Record(Schema.String, Schema.Number) })
+const PerExample = Schema.Struct({ lossSum: Schema.Number, tokens: Schema.Int })
+
+export const ResultEvent = Schema.Struct({
+  type: Schema.Literal("result"),
+  adapter: Schema.Array(PerExample),
+  base: Schema.NullOr(Schema.Array(PerExample))
+})
 export type ResultEvent = typeof ResultEvent.Type
 
 export const protocol = { job: Job, events: ResultEvent }

@@ -1,10 +1,11 @@
 /**
- * The evaluation process (run by the eval stage as a child, like the trainer):
- * validation loss of the adapter, and of the base model alone when asked, over
- * the first `maxSamples` validation sequences. Prints one `result` event.
+ * The evaluation process (run by the eval stage as a child, like the trainer): teacher-forced
+ * cross-entropy over the assistant tokens of each chosen validation example, with the adapter on
+ * the NF4 base the trainer used, and of the base alone when asked. Prints one `result` event.
  */
+import * as Native from "../../native/index.ts"
 import { loadAdapter, loadQwen3 } from "../lib/checkpoint.ts"
-import { quantizeBase, validationLoss, type TrainConfig } from "../train/trainer.ts"
+import { makeBatch, quantizeBase } from "../train/trainer.ts"
 import * as Format from "../tokenize/format.ts"
 import { workerMain } from "../lib/worker.ts"
 import { protocol } from "./protocol.ts"
@@ -13,13 +14,21 @@ await workerMain(protocol, (job, emit) => {
   const { config, weights } = loadQwen3(job.modelDir)
   const base = quantizeBase(weights)
   const val = Format.read(job.valBin)
-  const input = { config, weights: base, val, t: { evalSamples: job.maxSamples } as TrainConfig }
+  // examples, not packed windows: each measured example is one sequence
+  const examples: Format.Tokenized = { ...val, sequenceOffsets: val.exampleOffsets }
   const lora = loadAdapter(job.adapterDir, config)
-  const samples = Math.min(job.maxSamples, val.sequenceOffsets.length - 1)
-  const metrics: Record<string, number> = { samples, valLoss: validationLoss(input, lora) }
+  const measure = () =>
+    job.examples.map((e) => {
+      if (e < 0 || e >= examples.exampleOffsets.length - 1) throw new Error(`example ${e} is not in ${job.valBin}`)
+      const b = makeBatch(examples, [e])
+      const r = Native.qwen3ForwardBackward(config, base, lora, b.ids, b.mask, 1, b.seqLen, false)
+      return { lossSum: r.counted ? r.loss * r.counted : 0, tokens: r.counted }
+    })
+  const adapter = measure()
+  let baseline: typeof adapter | null = null
   if (job.compareBase) {
     for (const p of lora.proj) p?.B.fill(0) // B = 0: the adapter adds nothing
-    metrics["baseValLoss"] = validationLoss(input, lora)
+    baseline = measure()
   }
-  emit({ type: "result", metrics })
+  emit({ type: "result", adapter, base: baseline })
 })
