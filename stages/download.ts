@@ -35,13 +35,35 @@ export const DatasetParams = Schema.Struct({
   sha256: Schema.optionalKey(Schema.String.check(Schema.isPattern(/^[0-9a-f]{64}$/)))
 })
 
+/**
+ * A model's config.json facts (the fields of the same names), stated in the params so the
+ * planner knows exact sizes before the model is downloaded (merge, GGUF); the download checks
+ * them against the config.json it fetches.
+ */
+export const ModelConfigFacts = Schema.Struct({
+  hidden_size: Schema.Int,
+  intermediate_size: Schema.Int,
+  num_attention_heads: Schema.Int,
+  num_key_value_heads: Schema.Int,
+  head_dim: Schema.optionalKey(Schema.Int),
+  num_hidden_layers: Schema.Int,
+  vocab_size: Schema.Int,
+  tie_word_embeddings: Schema.Boolean,
+  max_position_embeddings: Schema.Int,
+  rope_theta: Schema.Finite,
+  rms_norm_eps: Schema.Finite
+})
+export type ModelConfigFacts = typeof ModelConfigFacts.Type
+
 export const ModelParams = Schema.Struct({
   source: withDefault(Schema.String, "tiny"),
   /** tiny model only: decoder layers (2–4) */
   layers: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 2, maximum: 4 })), 2),
   seed: withDefault(Schema.Int, 0),
   /** size the planner assumes before a remote model is downloaded */
-  expectedSize: Schema.optionalKey(ByteSize)
+  expectedSize: Schema.optionalKey(ByteSize),
+  /** config.json facts of a remote model, for exact sizes in the plan */
+  config: Schema.optionalKey(ModelConfigFacts)
 })
 
 const isRemote = (s: string) => /^(hf|https?):\/\//.test(s)
@@ -353,6 +375,14 @@ export const downloadModel = (
     return { source: "tiny", revision: null, commit: null, files } satisfies ModelRecord
   })
 
+/** Where the model's config.json disagrees with the facts the params state about it. */
+export const factsProblem = (facts: ModelConfigFacts, file: string): string | undefined => {
+  const cfg = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>
+  for (const [k, v] of Object.entries(facts))
+    if (cfg[k] !== v) return `model.config.${k} is ${JSON.stringify(v)} but the model's config.json says ${JSON.stringify(cfg[k] ?? null)}; the plan's sizes came from the params`
+  return undefined
+}
+
 // ---- the stage
 
 type Params = { readonly dataset: typeof DatasetParams.Type; readonly model: typeof ModelParams.Type }
@@ -364,6 +394,11 @@ export const runDownload = (ctx: Stage.RunContext<Params, never, "dataset" | "mo
     if (offline !== undefined) return yield* fail(offline)
     const dataset = yield* downloadDataset(ctx.params.dataset, ctx.outputs.dataset, ctx, env)
     const model = yield* downloadModel(ctx.params.model, ctx.outputs.model, ctx, env)
+    const facts = ctx.params.model.config
+    if (facts !== undefined) {
+      const problem = factsProblem(facts, path.join(ctx.outputs.model, "config.json"))
+      if (problem !== undefined) return yield* fail(problem)
+    }
     const record: SourceRecord = { dataset, model }
     yield* trySync("source.json", () => fs.writeFileSync(ctx.outputs.source, JSON.stringify(record, null, 2) + "\n"))
   })

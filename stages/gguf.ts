@@ -17,7 +17,8 @@ import { Stage, StageError } from "../engine/index.ts"
 import { openGguf } from "./gguf/format.ts"
 import { modelfile } from "./gguf/modelfile.ts"
 import { FILE_TYPES, type FileType } from "./gguf/mixture.ts"
-import { planQwen3Gguf } from "./gguf/qwen3.ts"
+import { factsFromConfig, planQwen3Gguf, plannedBytes } from "./gguf/qwen3.ts"
+import { ModelParams } from "./download.ts"
 import { withDefault } from "./lib/schema.ts"
 import { merge } from "./merge.ts"
 
@@ -44,22 +45,27 @@ export const GgufParams = Schema.Struct({
 /** bytes of one GGUF file from the merged fp16 checkpoint's size (2 bytes a parameter) */
 export const ggufBytes = (type: GgufType, mergedBytes: number) => Math.round(((mergedBytes / 2) * BITS_PER_WEIGHT[type]) / 8)
 
+/** A file's size for the plan: exact from the model's config facts when the params state them, else from bits per weight. */
+const fileBytes = (p: { readonly gguf: typeof GgufParams.Type; readonly model: typeof ModelParams.Type }, type: GgufType, mergedBytes: number): number =>
+  p.model.config ? plannedBytes(factsFromConfig(p.model.config), type, p.gguf.name) + modelfile(`model-${type}.gguf`).length : ggufBytes(type, mergedBytes)
+
 export const gguf = Stage.make({
   name: "gguf",
   description: "llama.cpp GGUF files (Q4_K_M, Q5_K_M, Q8_0, F16) with Ollama Modelfiles",
   module: import.meta.url,
-  params: { gguf: GgufParams },
+  // model: its config facts, when the params state them, give exact sizes before the download
+  params: { gguf: GgufParams, model: ModelParams },
   inputs: { model: merge.out.model },
   outputs: { files: Stage.dir("files") },
   resources: { memoryMB: 3000 },
   estimate: ({ params, inputSizes }) => ({
-    bytes: { files: params.gguf.types.reduce((a, t) => a + ggufBytes(t, inputSizes["model"] ?? 0), 0) },
+    bytes: { files: params.gguf.types.reduce((a, t) => a + fileBytes(params, t, inputSizes["model"] ?? 0), 0) },
     seconds: 10 + params.gguf.types.length * ((inputSizes["model"] ?? 0) / 100e6)
   }),
   variants: {
     param: "gguf.types",
     items: (p) => p.gguf.types,
-    bytes: (item, { inputSizes }) => ggufBytes(item as GgufType, inputSizes["model"] ?? 0)
+    bytes: (item, { params, inputSizes }) => fileBytes(params, item as GgufType, inputSizes["model"] ?? 0)
   },
   run: (ctx) =>
     Effect.gen(function* () {
@@ -72,6 +78,13 @@ export const gguf = Stage.make({
         catch: (e) => new StageError({ message: `gguf: ${(e as Error).message}` })
       })
       const need = plans.reduce((a, p) => a + p.bytes, 0)
+      // the plan's sizes came from the stated facts: say when the model's own files differ (its chat template, say)
+      const facts = ctx.params.model.config
+      if (facts !== undefined)
+        for (const p of plans) {
+          const planned = plannedBytes(factsFromConfig(facts), p.type, name)
+          if (planned !== p.bytes) yield* ctx.log(`${p.file}: ${p.bytes} bytes, ${p.bytes - planned} more than planned from model.config`)
+        }
       const free = (() => {
         const s = fs.statfsSync(ctx.outputs.files)
         return s.bavail * s.bsize

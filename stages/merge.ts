@@ -18,7 +18,8 @@ import { Stage, StageError } from "../engine/index.ts"
 import { locateTensors } from "./lib/checkpoint.ts"
 import * as Safetensors from "./lib/safetensors.ts"
 import { withDefault } from "./lib/schema.ts"
-import { download } from "./download.ts"
+import { download, ModelParams } from "./download.ts"
+import { factsFromConfig, parameterCount } from "./gguf/qwen3.ts"
 import { train } from "./train.ts"
 
 export const MergeParams = Schema.Struct({
@@ -136,11 +137,16 @@ export const merge = Stage.make({
   description: "fold the adapter into 16-bit weights, a sharded Hugging Face model directory",
   module: import.meta.url,
   // the adapter's own adapter_config.json gives r and alpha: the lora section is train's business
-  params: { merge: MergeParams },
+  // model: its config facts, when the params state them, give the exact size before the download
+  params: { merge: MergeParams, model: ModelParams },
   inputs: { adapter: train.out.adapter, model: download.out.model },
   outputs: { model: Stage.dir("model") },
   resources: { memoryMB: 3000 },
-  estimate: ({ inputSizes }) => ({ bytes: { model: inputSizes["model"] ?? 0 }, seconds: 5 + (inputSizes["model"] ?? 0) / 200e6 }),
+  estimate: ({ params, inputSizes }) => ({
+    // 2 bytes a parameter, plus headers and the tokenizer files (~12 MB) when the facts are stated
+    bytes: { model: params.model.config ? 2 * parameterCount(factsFromConfig(params.model.config)) + 12_000_000 : (inputSizes["model"] ?? 0) },
+    seconds: 5 + (inputSizes["model"] ?? 0) / 200e6
+  }),
   run: (ctx) =>
     Effect.gen(function* () {
       const steps = mergeModel(ctx.inputs.model, ctx.inputs.adapter, ctx.outputs.model, ctx.params.merge)

@@ -20,7 +20,7 @@ import { writeTiny } from "../stages/download/tiny.ts"
 import { GgmlType, layout, openGguf, str, u32 } from "../stages/gguf/format.ts"
 import { chooseTypes, LLAMA_FTYPE, useMoreBits } from "../stages/gguf/mixture.ts"
 import { modelfile } from "../stages/gguf/modelfile.ts"
-import { planQwen3Gguf, writeQwen3Gguf } from "../stages/gguf/qwen3.ts"
+import { factsFromConfig, factsOf, parameterCount, planQwen3Gguf, plannedBytes, writeQwen3Gguf } from "../stages/gguf/qwen3.ts"
 import { readConfig } from "../stages/lib/checkpoint.ts"
 import { chatTemplateOf } from "../stages/lib/qwen3.ts"
 import * as Safetensors from "../stages/lib/safetensors.ts"
@@ -103,6 +103,18 @@ describe("the Q4_K_M and Q5_K_M mixtures", () => {
   })
 })
 
+describe("the planned sizes of Qwen3-4B-Instruct-2507 (the profile's config facts)", () => {
+  it("count its 4,022,468,096 parameters and give each file within 1 % of the published GGUF sizes", () => {
+    const facts = factsFromConfig({
+      hidden_size: 2560, intermediate_size: 9728, num_attention_heads: 32, num_key_value_heads: 8, head_dim: 128, num_hidden_layers: 36,
+      vocab_size: 151936, tie_word_embeddings: true, max_position_embeddings: 262144, rope_theta: 5000000, rms_norm_eps: 1e-6
+    })
+    expect(parameterCount(facts)).toBe(4_022_468_096)
+    // the sizes of the GGUF files published for this model (DESIGN.md §4): 2.49, 2.88, 4.27 GB
+    for (const [type, gb] of [["Q4_K_M", 2.49], ["Q5_K_M", 2.88], ["Q8_0", 4.27]] as const) expect(Math.abs(plannedBytes(facts, type, "x") / 1e9 - gb) / gb, type).toBeLessThan(0.01)
+  })
+})
+
 describe("GGUF files of a tiny Qwen3", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gguf-"))
   const model = path.join(dir, "model")
@@ -130,6 +142,8 @@ describe("GGUF files of a tiny Qwen3", () => {
     const c = readConfig(model)
     for (const f of FILES) {
       expect(fs.statSync(files[f]!).size).toBe(planQwen3Gguf(model, f, "tiny").bytes)
+      // and from the config facts alone, before the model exists (the planner's figure)
+      expect(plannedBytes(factsOf(model), f, "tiny"), f).toBe(fs.statSync(files[f]!).size)
       const g = await readGguf(files[f]!, { allowLocalFile: true })
       const m = g.metadata as unknown as Record<string, unknown>
       expect(m["general.architecture"]).toBe("qwen3")

@@ -18,7 +18,8 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { readConfig, locateTensors } from "../lib/checkpoint.ts"
-import { chatTemplateOf } from "../lib/qwen3.ts"
+import type { Qwen3Config } from "../../native/qwen3.ts"
+import { bundledTokenizerDir, CHAT_TEMPLATE, chatTemplateOf } from "../lib/qwen3.ts"
 import * as Safetensors from "../lib/safetensors.ts"
 import { ggufQuantize } from "../../native/index.ts"
 import { bool, f32, GgmlType, i32s, layout, str, strings, type TensorSpec, u32, type Value, writeGguf } from "./format.ts"
@@ -37,7 +38,7 @@ interface HfTokenizer {
 }
 
 /** The tokenizer's metadata: tokens padded to `vocab` rows, their types, merges, special ids. */
-export const tokenizerMetadata = (modelDir: string, vocab: number): Array<readonly [string, Value]> => {
+export const tokenizerMetadata = (modelDir: string, vocab: number, template?: string): Array<readonly [string, Value]> => {
   const file = path.join(modelDir, "tokenizer.json")
   let tok: HfTokenizer
   try {
@@ -77,7 +78,7 @@ export const tokenizerMetadata = (modelDir: string, vocab: number): Array<readon
     ["tokenizer.ggml.padding_token_id", u32(pad)],
     ["tokenizer.ggml.bos_token_id", u32(bos)],
     ["tokenizer.ggml.add_bos_token", bool(false)],
-    ["tokenizer.chat_template", str(chatTemplateOf(modelDir))]
+    ["tokenizer.chat_template", str(template ?? chatTemplateOf(modelDir))]
   ]
 }
 
@@ -134,29 +135,96 @@ export const sources = (modelDir: string): { readonly sources: Array<Source>; re
   return { sources: out, located }
 }
 
-/** The architecture's metadata from config.json. */
-export const modelMetadata = (modelDir: string, fileType: FileType, name: string): Array<readonly [string, Value]> => {
-  const c = readConfig(modelDir)
+/** What the GGUF metadata and tensor list need of a model: its config.json, read or stated. */
+export interface ModelFacts extends Qwen3Config {
+  readonly contextLength: number
+}
+
+/** The facts from config.json's fields (as the params state them). */
+export const factsFromConfig = (raw: {
+  readonly hidden_size: number
+  readonly intermediate_size: number
+  readonly num_attention_heads: number
+  readonly num_key_value_heads: number
+  readonly head_dim?: number
+  readonly num_hidden_layers: number
+  readonly vocab_size: number
+  readonly tie_word_embeddings: boolean
+  readonly max_position_embeddings: number
+  readonly rope_theta: number
+  readonly rms_norm_eps: number
+}): ModelFacts => ({
+  hidden: raw.hidden_size,
+  intermediate: raw.intermediate_size,
+  heads: raw.num_attention_heads,
+  kvHeads: raw.num_key_value_heads,
+  headDim: raw.head_dim ?? raw.hidden_size / raw.num_attention_heads,
+  layers: raw.num_hidden_layers,
+  vocab: raw.vocab_size,
+  ropeTheta: raw.rope_theta,
+  rmsEps: raw.rms_norm_eps,
+  tied: raw.tie_word_embeddings,
+  contextLength: raw.max_position_embeddings
+})
+
+/** Parameters of a model of these facts. */
+export const parameterCount = (c: ModelFacts): number => tensorsOf(c).reduce((a, t) => a + t.dims.reduce((x, y) => x * y, 1), 0)
+
+export const factsOf = (modelDir: string): ModelFacts => {
   const raw = JSON.parse(fs.readFileSync(path.join(modelDir, "config.json"), "utf8")) as Record<string, unknown>
-  const ctx = typeof raw["max_position_embeddings"] === "number" ? raw["max_position_embeddings"] : 40960
-  return [
-    ["general.architecture", str("qwen3")],
-    ["general.type", str("model")],
-    ["general.name", str(name)],
-    ["general.file_type", u32(LLAMA_FTYPE[fileType])],
-    ["general.quantization_version", u32(2)],
-    ["general.alignment", u32(32)],
-    ["qwen3.block_count", u32(c.layers)],
-    ["qwen3.context_length", u32(ctx)],
-    ["qwen3.embedding_length", u32(c.hidden)],
-    ["qwen3.feed_forward_length", u32(c.intermediate)],
-    ["qwen3.attention.head_count", u32(c.heads)],
-    ["qwen3.attention.head_count_kv", u32(c.kvHeads)],
-    ["qwen3.attention.key_length", u32(c.headDim)],
-    ["qwen3.attention.value_length", u32(c.headDim)],
-    ["qwen3.rope.freq_base", f32(c.ropeTheta)],
-    ["qwen3.attention.layer_norm_rms_epsilon", f32(c.rmsEps)]
-  ]
+  return { ...readConfig(modelDir), contextLength: typeof raw["max_position_embeddings"] === "number" ? raw["max_position_embeddings"] : 40960 }
+}
+
+/** The architecture's metadata. */
+export const modelMetadata = (c: ModelFacts, fileType: FileType, name: string): Array<readonly [string, Value]> => [
+  ["general.architecture", str("qwen3")],
+  ["general.type", str("model")],
+  ["general.name", str(name)],
+  ["general.file_type", u32(LLAMA_FTYPE[fileType])],
+  ["general.quantization_version", u32(2)],
+  ["general.alignment", u32(32)],
+  ["qwen3.block_count", u32(c.layers)],
+  ["qwen3.context_length", u32(c.contextLength)],
+  ["qwen3.embedding_length", u32(c.hidden)],
+  ["qwen3.feed_forward_length", u32(c.intermediate)],
+  ["qwen3.attention.head_count", u32(c.heads)],
+  ["qwen3.attention.head_count_kv", u32(c.kvHeads)],
+  ["qwen3.attention.key_length", u32(c.headDim)],
+  ["qwen3.attention.value_length", u32(c.headDim)],
+  ["qwen3.rope.freq_base", f32(c.ropeTheta)],
+  ["qwen3.attention.layer_norm_rms_epsilon", f32(c.rmsEps)]
+]
+
+/** The tensors of a Qwen3 model of these facts, in file order, with GGUF names and dimensions. */
+export const tensorsOf = (c: ModelFacts): Array<{ readonly name: string; readonly dims: ReadonlyArray<number> }> => {
+  const q = c.heads * c.headDim
+  const kv = c.kvHeads * c.headDim
+  const dims: Record<string, ReadonlyArray<number>> = {
+    attn_norm: [c.hidden], attn_q: [c.hidden, q], attn_k: [c.hidden, kv], attn_v: [c.hidden, kv], attn_output: [q, c.hidden],
+    attn_q_norm: [c.headDim], attn_k_norm: [c.headDim], ffn_norm: [c.hidden], ffn_gate: [c.hidden, c.intermediate], ffn_up: [c.hidden, c.intermediate],
+    ffn_down: [c.intermediate, c.hidden]
+  }
+  const out: Array<{ readonly name: string; readonly dims: ReadonlyArray<number> }> = [{ name: "token_embd.weight", dims: [c.hidden, c.vocab] }]
+  for (let l = 0; l < c.layers; l++) for (const [, g] of PROJ) out.push({ name: `blk.${l}.${g}.weight`, dims: dims[g]! })
+  out.push({ name: "output_norm.weight", dims: [c.hidden] })
+  if (!c.tied) out.push({ name: "output.weight", dims: [c.hidden, c.vocab] })
+  return out
+}
+
+const bundledTokenizer = new Map<number, Array<readonly [string, Value]>>()
+
+/**
+ * The exact size of a GGUF file for a model of these facts, before the model exists: the
+ * tensors from the facts, the tokenizer metadata from the bundled Qwen3 tokenizer (the same
+ * vocabulary and merges every Qwen3 model ships). Exact up to the chat template's length, which
+ * is the Instruct-2507 template of stages/lib/qwen3.ts here and the model's own in the file.
+ */
+export const plannedBytes = (c: ModelFacts, fileType: FileType, name: string): number => {
+  let tok = bundledTokenizer.get(c.vocab)
+  if (!tok) bundledTokenizer.set(c.vocab, (tok = tokenizerMetadata(bundledTokenizerDir(), c.vocab, CHAT_TEMPLATE)))
+  const tensors = tensorsOf(c)
+  const types = chooseTypes(fileType, tensors, c.layers)
+  return layout([...modelMetadata(c, fileType, name), ...tok], tensors.map((t, i) => ({ ...t, type: types[i]! }))).total
 }
 
 export interface GgufPlan {
@@ -169,10 +237,15 @@ export interface GgufPlan {
 
 /** The file's metadata and tensors (each producing its bytes when asked), and its exact size. */
 export const planQwen3Gguf = (modelDir: string, fileType: FileType, name: string) => {
-  const c = readConfig(modelDir)
+  const c = factsOf(modelDir)
   const { sources: src, located } = sources(modelDir)
+  const expected = tensorsOf(c)
+  src.forEach((s, i) => {
+    if (s.name !== expected[i]?.name || s.dims.join() !== expected[i]!.dims.join())
+      throw new GgufError(`${modelDir}: ${s.hf} has shape [${[...s.dims].reverse()}], config.json implies [${[...(expected[i]?.dims ?? [])].reverse()}]`)
+  })
   const types = chooseTypes(fileType, src, c.layers)
-  const metadata = [...modelMetadata(modelDir, fileType, name), ...tokenizerMetadata(modelDir, c.vocab)]
+  const metadata = [...modelMetadata(c, fileType, name), ...tokenizerMetadata(modelDir, c.vocab)]
   const tensors: Array<TensorSpec> = src.map((s, i) => ({
     name: s.name,
     dims: s.dims,
