@@ -55,6 +55,7 @@ interface Addon {
   readonly kernel: RawKernels
   readonly reference: RawKernels
   readonly qwen3ForwardBackward: Qwen3ForwardBackward
+  qwen3Generate(config: Qwen3Config, weights: Qwen3Weights, lora: LoraTensors, prompt: Int32Array, maxNew: number, stops: Int32Array, out: Int32Array): number
   ggufQuantize(type: number, x: Float32Array, out: Uint8Array): void
   ggufDequantize(type: number, q: Uint8Array, out: Float32Array): void
   /** sets the pool size (n > 0) and returns the size in use; 0 only asks */
@@ -294,4 +295,14 @@ export const ggufDequantize = (type: number, q: Uint8Array, n: number): Float32A
   if (q.length !== ggufBytes(type, n)) throw new Error(`${q.length} bytes do not hold ${n} values of ggml type ${type}`)
   addon().ggufDequantize(type, q, out)
   return out
+}
+
+/**
+ * Greedy decoding with a KV cache (native/src/qwen3.h `generate`): up to `maxNew` tokens after
+ * `prompt`, stopping after one of `stops` (included in the result).
+ */
+export const qwen3Generate = (config: Qwen3Config, weights: Qwen3Weights, lora: LoraTensors, prompt: ArrayLike<number>, maxNew: number, stops: ReadonlyArray<number>): Int32Array => {
+  const out = new Int32Array(maxNew)
+  const n = addon().qwen3Generate(config, weights, lora, Int32Array.from(prompt), maxNew, Int32Array.from(stops), out)
+  return out.subarray(0, n)
 }

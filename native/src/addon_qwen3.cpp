@@ -38,20 +38,28 @@ int intOf(const Napi::Object& o, const char* key) {
   return v.As<Napi::Number>().Int32Value();
 }
 
-template <float (*Fn)(const ft::Qwen3Config&, const ft::Qwen3Weights&, ft::Lora&, const int32_t*, const uint8_t*, int, int, bool, float*, int*)>
-Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
+// config, weights and lora from arguments 0, 1, 2; LoRA gradients (dA, dB) only when `grads`
+struct Model {
+  ft::Qwen3Config cfg{};
+  ft::Qwen3Weights w;
+  ft::Lora lora;
+};
+
+Model parseModel(const Napi::CallbackInfo& info, bool grads) {
   Napi::Env env = info.Env();
+  Model m;
   auto c = info[0].As<Napi::Object>();
-  ft::Qwen3Config cfg{intOf(c, "hidden"), intOf(c, "intermediate"), intOf(c, "heads"), intOf(c, "kvHeads"), intOf(c, "headDim"),
-                      intOf(c, "layers"), intOf(c, "vocab"), c.Get("ropeTheta").As<Napi::Number>().FloatValue(),
-                      c.Get("rmsEps").As<Napi::Number>().FloatValue()};
+  m.cfg = ft::Qwen3Config{intOf(c, "hidden"), intOf(c, "intermediate"), intOf(c, "heads"), intOf(c, "kvHeads"), intOf(c, "headDim"),
+                          intOf(c, "layers"), intOf(c, "vocab"), c.Get("ropeTheta").As<Napi::Number>().FloatValue(),
+                          c.Get("rmsEps").As<Napi::Number>().FloatValue()};
+  ft::Qwen3Config& cfg = m.cfg;
   cfg.checkpointing = c.Has("activationCheckpointing") && c.Get("activationCheckpointing").ToBoolean().Value();
   if (cfg.heads % cfg.kvHeads != 0 || cfg.headDim % 2 != 0) throw Napi::RangeError::New(env, "config: heads must be a multiple of kvHeads and headDim even");
   const size_t C = cfg.hidden, I = cfg.intermediate, HD = (size_t)cfg.heads * cfg.headDim, KD = (size_t)cfg.kvHeads * cfg.headDim;
   const size_t in[ft::NPROJ] = {C, C, C, HD, C, C, I};
   const size_t out[ft::NPROJ] = {HD, KD, KD, C, I, I, C};
   auto wo = info[1].As<Napi::Object>();
-  ft::Qwen3Weights w;
+  ft::Qwen3Weights& w = m.w;
   w.embed = f32(wo.Get("embed"), (size_t)cfg.vocab * C, "weights.embed");
   w.finalNorm = f32(wo.Get("finalNorm"), C, "weights.finalNorm");
   auto layers = wo.Get("layers").As<Napi::Array>();
@@ -69,7 +77,7 @@ Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
     w.layer.push_back(lw);
   }
   auto lo = info[2].As<Napi::Object>();
-  ft::Lora lora;
+  ft::Lora& lora = m.lora;
   lora.rank = intOf(lo, "rank");
   lora.scale = lo.Get("scale").As<Napi::Number>().FloatValue();
   if (lo.Has("dropout") && lo.Get("dropout").IsNumber()) lora.dropout = lo.Get("dropout").As<Napi::Number>().FloatValue();
@@ -87,11 +95,21 @@ Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
       const std::string p = "lora.proj[" + std::to_string(i) + "].";
       lp.A = f32(po.Get("A"), r * in[j], p + "A");
       lp.B = f32(po.Get("B"), out[j] * r, p + "B");
-      lp.dA = const_cast<float*>(f32(po.Get("dA"), r * in[j], p + "dA"));
-      lp.dB = const_cast<float*>(f32(po.Get("dB"), out[j] * r, p + "dB"));
+      if (grads) {
+        lp.dA = const_cast<float*>(f32(po.Get("dA"), r * in[j], p + "dA"));
+        lp.dB = const_cast<float*>(f32(po.Get("dB"), out[j] * r, p + "dB"));
+      }
     }
     lora.proj.push_back(lp);
   }
+  return m;
+}
+
+template <float (*Fn)(const ft::Qwen3Config&, const ft::Qwen3Weights&, ft::Lora&, const int32_t*, const uint8_t*, int, int, bool, float*, int*)>
+Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Model m = parseModel(info, true);
+  const ft::Qwen3Config& cfg = m.cfg;
   const int batch = info[5].As<Napi::Number>().Int32Value(), seqLen = info[6].As<Napi::Number>().Int32Value();
   const size_t N = (size_t)batch * seqLen;
   if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || info[3].As<Napi::Int32Array>().ElementLength() != N)
@@ -104,11 +122,32 @@ Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
   float* logits = nullptr;
   if (info.Length() > 8 && !info[8].IsUndefined() && !info[8].IsNull()) logits = const_cast<float*>(f32(info[8], N * cfg.vocab, "logits"));
   int counted = 0;
-  const float loss = Fn(cfg, w, lora, ids, info[4].As<Napi::Uint8Array>().Data(), batch, seqLen, info[7].As<Napi::Boolean>().Value(), logits, &counted);
+  const float loss = Fn(cfg, m.w, m.lora, ids, info[4].As<Napi::Uint8Array>().Data(), batch, seqLen, info[7].As<Napi::Boolean>().Value(), logits, &counted);
   auto res = Napi::Object::New(env);
   res.Set("loss", loss);
   res.Set("counted", counted);
   return res;
+}
+
+// (config, weights, lora, prompt: Int32Array, maxNew, stops: Int32Array, out: Int32Array[maxNew]) -> count
+Napi::Value Generate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Model m = parseModel(info, false);
+  auto i32 = [&](int k, const char* what) {
+    if (!info[k].IsTypedArray() || info[k].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw Napi::TypeError::New(env, std::string(what) + ": expected an Int32Array");
+    return info[k].As<Napi::Int32Array>();
+  };
+  auto prompt = i32(3, "prompt");
+  const int maxNew = info[4].As<Napi::Number>().Int32Value();
+  auto stops = i32(5, "stops");
+  auto out = i32(6, "out");
+  if (prompt.ElementLength() == 0) throw Napi::RangeError::New(env, "prompt: expected at least one token");
+  if (maxNew < 1 || out.ElementLength() < (size_t)maxNew) throw Napi::RangeError::New(env, "out: expected maxNew >= 1 entries");
+  for (size_t i = 0; i < prompt.ElementLength(); i++)
+    if (prompt[i] < 0 || prompt[i] >= m.cfg.vocab) throw Napi::RangeError::New(env, "prompt[" + std::to_string(i) + "] is outside the vocabulary");
+  const int n = ft::generate(m.cfg, m.w, m.lora, prompt.Data(), (int)prompt.ElementLength(), maxNew, stops.Data(), (int)stops.ElementLength(), out.Data());
+  return Napi::Number::New(env, n);
 }
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
@@ -176,6 +215,7 @@ namespace ft {
 void RegisterQwen3(Napi::Env env, Napi::Object exports) {
   exports.Set("qwen3ForwardBackward", Napi::Function::New(env, ForwardBackward<ft::forwardBackward>));
   exports.Set("qwen3ForwardBackwardRef", Napi::Function::New(env, ForwardBackward<ft::forwardBackward_ref>));
+  exports.Set("qwen3Generate", Napi::Function::New(env, Generate));
   exports.Set("qwen3SetThreads", Napi::Function::New(env, SetThreads));
   exports.Set("qwen3SetIsa", Napi::Function::New(env, SetIsa));
   auto s = Napi::Object::New(env);

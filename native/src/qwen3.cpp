@@ -531,6 +531,117 @@ float run(const Ops& op, const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lo
 
 }  // namespace
 
+namespace {
+
+// y[out] = W[out, in] x + s · B (A x): one row per output, rows split over the pool
+void matvec(float* y, const float* x, const float* W, const LoraPair& lp, int r, float s, int in, int out, float* la) {
+  parallelFor(out, 64, [&](long b, long e) {
+    for (long o = b; o < e; o++) y[o] = simd::dot(W + (size_t)o * in, x, in);
+  });
+  if (lp.A) {
+    for (int k = 0; k < r; k++) la[k] = simd::dot(lp.A + (size_t)k * in, x, in);
+    for (int o = 0; o < out; o++) {
+      float acc = 0.f;
+      for (int k = 0; k < r; k++) acc += lp.B[(size_t)o * r + k] * la[k];
+      y[o] += s * acc;
+    }
+  }
+}
+
+}  // namespace
+
+int generate(const Qwen3Config& cfg, const Qwen3Weights& w, const Lora& lora, const int32_t* prompt, int nPrompt, int maxNew, const int32_t* stops,
+             int nStops, int32_t* out) {
+  const int C = cfg.hidden, I = cfg.intermediate, H = cfg.heads, KV = cfg.kvHeads, D = cfg.headDim, V = cfg.vocab, L = cfg.layers;
+  const int HD = H * D, KD = KV * D, group = H / KV, half = D / 2, r = lora.rank;
+  const float s = lora.scale, eps = cfg.rmsEps, invSqrtD = 1.f / std::sqrt(static_cast<float>(D));
+  const int T = nPrompt + maxNew;
+  std::vector<Buf> K(L, Buf((size_t)T * KD)), Vc(L, Buf((size_t)T * KD));
+  // RoPE tables [T, D/2], angles in double as the training forward computes them
+  Buf cosT((size_t)T * half), sinT((size_t)T * half);
+  for (int t = 0; t < T; t++)
+    for (int i = 0; i < half; i++) {
+      const double inv = 1.0 / std::pow((double)cfg.ropeTheta, (2.0 * i) / D);
+      cosT[(size_t)t * half + i] = (float)std::cos(t * inv);
+      sinT[(size_t)t * half + i] = (float)std::sin(t * inv);
+    }
+  Buf x(C), h(C), q(HD), k(KD), v(KD), y(HD), o(C), g(I), u(I), d(C), la(std::max(r, 1)), rs(std::max(H, KV)), scores(T), logits(V);
+  auto lp = [&](int l, int p) -> const LoraPair& { return lora.proj[(size_t)l * NPROJ + p]; };
+  auto ropeAt = [&](float* vec, int heads, int pos) {
+    const float* c = &cosT[(size_t)pos * half];
+    const float* sn = &sinT[(size_t)pos * half];
+    for (int hh = 0; hh < heads; hh++) {
+      float* a = vec + (size_t)hh * D;
+      for (int i = 0; i < half; i++) {
+        const float x0 = a[i], x1 = a[i + half];
+        a[i] = x0 * c[i] - x1 * sn[i];
+        a[i + half] = x1 * c[i] + x0 * sn[i];
+      }
+    }
+  };
+  // one token at `pos` through every layer, its K and V cached; the next token's argmax when asked
+  auto step = [&](int tok, int pos, bool next) -> int {
+    std::memcpy(x.data(), w.embed + (size_t)tok * C, sizeof(float) * C);
+    for (int l = 0; l < L; l++) {
+      const LayerWeights& lw = w.layer[l];
+      float rstd;
+      rmsForward(h.data(), &rstd, x.data(), lw.inputNorm, 1, C, eps);
+      matvec(q.data(), h.data(), lw.w[PROJ_Q], lp(l, PROJ_Q), r, s, C, HD, la.data());
+      matvec(k.data(), h.data(), lw.w[PROJ_K], lp(l, PROJ_K), r, s, C, KD, la.data());
+      matvec(v.data(), h.data(), lw.w[PROJ_V], lp(l, PROJ_V), r, s, C, KD, la.data());
+      rmsForward(q.data(), rs.data(), q.data(), lw.qNorm, H, D, eps);
+      rmsForward(k.data(), rs.data(), k.data(), lw.kNorm, KV, D, eps);
+      ropeAt(q.data(), H, pos);
+      ropeAt(k.data(), KV, pos);
+      std::memcpy(&K[l][(size_t)pos * KD], k.data(), sizeof(float) * KD);
+      std::memcpy(&Vc[l][(size_t)pos * KD], v.data(), sizeof(float) * KD);
+      std::fill(y.begin(), y.end(), 0.f);
+      for (int hh = 0; hh < H; hh++) {
+        const int kh = hh / group;
+        float mx = -INFINITY;
+        for (int t = 0; t <= pos; t++) {
+          scores[t] = simd::dot(&q[(size_t)hh * D], &K[l][(size_t)t * KD + (size_t)kh * D], D) * invSqrtD;
+          if (scores[t] > mx) mx = scores[t];
+        }
+        for (int t = 0; t <= pos; t++) scores[t] -= mx;
+        simd::expInPlace(scores.data(), pos + 1);
+        float sum = 0.f;
+        for (int t = 0; t <= pos; t++) sum += scores[t];
+        for (int t = 0; t <= pos; t++) simd::axpy(&y[(size_t)hh * D], scores[t] / sum, &Vc[l][(size_t)t * KD + (size_t)kh * D], D);
+      }
+      matvec(o.data(), y.data(), lw.w[PROJ_O], lp(l, PROJ_O), r, s, HD, C, la.data());
+      for (int i = 0; i < C; i++) x[i] += o[i];
+      rmsForward(h.data(), &rstd, x.data(), lw.postNorm, 1, C, eps);
+      matvec(g.data(), h.data(), lw.w[PROJ_GATE], lp(l, PROJ_GATE), r, s, C, I, la.data());
+      matvec(u.data(), h.data(), lw.w[PROJ_UP], lp(l, PROJ_UP), r, s, C, I, la.data());
+      for (int i = 0; i < I; i++) g[i] = g[i] * sigmoid(g[i]) * u[i];
+      matvec(d.data(), g.data(), lw.w[PROJ_DOWN], lp(l, PROJ_DOWN), r, s, I, C, la.data());
+      for (int i = 0; i < C; i++) x[i] += d[i];
+    }
+    if (!next) return -1;
+    float rstd;
+    rmsForward(h.data(), &rstd, x.data(), w.finalNorm, 1, C, eps);
+    parallelFor(V, 1024, [&](long b, long e) {
+      for (long t = b; t < e; t++) logits[t] = simd::dot(w.embed + (size_t)t * C, h.data(), C);
+    });
+    int best = 0;
+    for (int t = 1; t < V; t++)
+      if (logits[t] > logits[best]) best = t;
+    return best;
+  };
+  for (int pos = 0; pos + 1 < nPrompt; pos++) step(prompt[pos], pos, false);
+  int next = step(prompt[nPrompt - 1], nPrompt - 1, true);
+  int n = 0;
+  while (n < maxNew) {
+    out[n++] = next;
+    bool stop = false;
+    for (int i = 0; i < nStops; i++) stop = stop || stops[i] == next;
+    if (stop || n == maxNew) break;
+    next = step(next, nPrompt + n - 1, true);
+  }
+  return n;
+}
+
 float forwardBackward(const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora, const int32_t* ids, const uint8_t* mask, int batch, int seqLen,
                       bool backward, float* logits, int* counted) {
   return run(kFast, cfg, w, lora, ids, mask, batch, seqLen, backward, logits, counted);

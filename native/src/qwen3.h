@@ -71,4 +71,11 @@ float forwardBackward(const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora,
 float forwardBackward_ref(const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lora, const int32_t* ids, const uint8_t* mask, int batch,
                           int seqLen, bool backward, float* logits, int* counted);
 
+// Greedy decoding with a KV cache: the prompt's tokens go through one at a time (their K and V
+// cached per layer), then up to maxNew tokens are chosen by argmax, each fed back, stopping after
+// a token in `stops`. Writes the chosen tokens to `out` (maxNew entries) and returns how many.
+// The same model as forwardBackward (tied head, RoPE, q/k norms), one position at a time.
+int generate(const Qwen3Config& cfg, const Qwen3Weights& w, const Lora& lora, const int32_t* prompt, int nPrompt, int maxNew, const int32_t* stops,
+             int nStops, int32_t* out);
+
 }  // namespace ft
