@@ -30,12 +30,18 @@ import { stratifiedSample } from "./evaluate/sample.ts"
 import { download } from "./download.ts"
 import { tokenize } from "./tokenize.ts"
 import { train } from "./train.ts"
+import { split } from "./split.ts"
+import { addTally, assistantTurns, emptyTally, type EvalConversation, metricsOf, scoreTurn, type Tally } from "./evaluate/generation.ts"
 
 export const EvalParams = Schema.Struct({
   maxSamples: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 })), 32),
   compareBase: withDefault(Schema.Boolean, false),
   /** the sample's seed */
   seed: withDefault(Schema.Int, 42),
+  /** conversations of the sample to generate on, greedily, at every assistant turn (0: none) */
+  generate: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 100_000 })), 16),
+  /** the longest generated turn, in tokens */
+  maxNewTokens: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 8192 })), 160),
   gates: withDefault(Schema.Record(Schema.String, Schema.Finite), {})
 })
 
@@ -47,13 +53,20 @@ export const missedGates = (metrics: Readonly<Record<string, number>>, gates: Re
   Object.entries(gates).flatMap(([name, threshold]) => {
     const v = metrics[name]
     if (v === undefined) return [`no metric named ${name} (metrics: ${Object.keys(metrics).join(", ")})`]
-    const lowerIsBetter = name.endsWith("Loss") || name.endsWith("Perplexity")
+    const lowerIsBetter = name.endsWith("Loss") || name.endsWith("Perplexity") || (name.endsWith("Rate") && /leak|NotInUser/i.test(name))
     const ok = lowerIsBetter ? v <= threshold : v >= threshold
     return ok ? [] : [`${name} ${v.toFixed(4)} ${lowerIsBetter ? ">" : "<"} ${threshold}`]
   })
 
 /** The metrics this stage reports; a gate must name one of them. */
-export const METRICS = ["samples", "intents", "valLoss", "valPerplexity", "baseValLoss", "baseValPerplexity"] as const
+export const GENERATION_METRICS = [
+  "turns", "decisionAccuracy", "toolNameAccuracy", "argExactMatch", "argAccuracy", "jsonValidity", "schemaValidity", "argNotInUserRate",
+  "clarificationPrecision", "clarificationRecall", "statesResultRate", "leakRate", "rougeL"
+] as const
+export const METRICS = [
+  "samples", "intents", "valLoss", "valPerplexity", "baseValLoss", "baseValPerplexity",
+  ...GENERATION_METRICS, ...GENERATION_METRICS.map((m) => `base${m.charAt(0).toUpperCase()}${m.slice(1)}`)
+] as const
 
 const gatesProblem = (p: typeof EvalParams.Type): string | undefined => {
   for (const name of Object.keys(p.gates)) {
@@ -69,7 +82,7 @@ export const evaluate = Stage.make({
   module: import.meta.url,
   versions: () => ({ addon: addonBuildId() }),
   params: { eval: EvalParams },
-  inputs: { adapter: train.out.adapter, val: tokenize.out.val, valExamples: tokenize.out.valExamples, model: download.out.model },
+  inputs: { adapter: train.out.adapter, val: tokenize.out.val, valExamples: tokenize.out.valExamples, conversations: split.out.val, model: download.out.model },
   outputs: { metrics: Stage.file("metrics.json", { metrics: true }), report: Stage.file("report.md") },
   resources: { memoryMB: 2000 },
   estimate: ({ params, inputSizes }) => ({
@@ -81,20 +94,32 @@ export const evaluate = Stage.make({
   preflight: ({ params }) => gatesProblem(params.eval),
   run: (ctx) =>
     Effect.gen(function* () {
-      const { maxSamples, compareBase, gates, seed } = ctx.params.eval
+      const { maxSamples, compareBase, gates, seed, generate, maxNewTokens } = ctx.params.eval
       const examples = readJsonl<{ line: number; intent: string }>(ctx.inputs.valExamples)
       const chosen = stratifiedSample(examples.map((e) => e.intent), maxSamples, seed)
+      // the conversations to generate on: a stratified subset of the chosen examples
+      const byLine = new Map(readJsonl<EvalConversation>(ctx.inputs.conversations).map((c) => [c.line, c]))
+      const genIdx = stratifiedSample(chosen.map((i) => examples[i]!.intent), generate, seed ^ 0x5eed)
+      const conversations = genIdx.map((k) => byLine.get(examples[chosen[k]!]!.line)).filter((c): c is EvalConversation => c !== undefined)
       let result: ResultEvent | undefined
       yield* runWorker({
         file: WORKER,
         label: "evaluator",
         protocol,
-        job: { modelDir: ctx.inputs.model, adapterDir: ctx.inputs.adapter, valBin: ctx.inputs.val, examples: chosen, compareBase },
+        job: {
+          modelDir: ctx.inputs.model,
+          adapterDir: ctx.inputs.adapter,
+          valBin: ctx.inputs.val,
+          examples: chosen,
+          compareBase,
+          generate: conversations.map((c) => ({ messages: c.messages, tools: c.tools })),
+          maxNewTokens
+        },
         jobFile: path.join(ctx.scratchDir, "job.json"),
         onEvent: (e) => Effect.sync(() => void (result = e))
       })
       if (result === undefined) return yield* new StageError({ message: "the evaluator ended without a result" })
-      const { metrics, report } = summarize(chosen.map((i) => examples[i]!), result)
+      const { metrics, report } = summarize(chosen.map((i) => examples[i]!), result, conversations)
       fs.writeFileSync(ctx.outputs.metrics, JSON.stringify(metrics, null, 2) + "\n")
       fs.writeFileSync(ctx.outputs.report, report)
       yield* ctx.log(Object.entries(metrics).map(([k, v]) => `${k} ${Number.isInteger(v) ? v : v.toFixed(4)}`).join(", "))
@@ -106,7 +131,8 @@ export const evaluate = Stage.make({
 /** Token-weighted loss per intent and overall, their perplexities, and the Markdown report. */
 export const summarize = (
   examples: ReadonlyArray<{ readonly line: number; readonly intent: string }>,
-  r: ResultEvent
+  r: ResultEvent,
+  conversations: ReadonlyArray<EvalConversation> = []
 ): { metrics: Record<string, number>; report: string } => {
   const agg = (rows: ReadonlyArray<{ lossSum: number; tokens: number }>, idx: ReadonlyArray<number>) => {
     let sum = 0
@@ -149,5 +175,53 @@ export const summarize = (
     }),
     ""
   ]
+  // generation: per turn, summed per intent and overall
+  if (r.generated.length > 0) {
+    const tallies = new Map<string, { adapter: Tally; base: Tally }>()
+    let all = { adapter: emptyTally(), base: emptyTally() }
+    for (const g of r.generated) {
+      const c = conversations[g.conversation]
+      if (!c) continue
+      const a = scoreTurn(c, g.turn, g.text)
+      const b = g.base !== null ? scoreTurn(c, g.turn, g.base) : emptyTally()
+      const t = tallies.get(c.intent) ?? { adapter: emptyTally(), base: emptyTally() }
+      tallies.set(c.intent, { adapter: addTally(t.adapter, a), base: addTally(t.base, b) })
+      all = { adapter: addTally(all.adapter, a), base: addTally(all.base, b) }
+    }
+    const gm = metricsOf(all.adapter)
+    Object.assign(metrics, gm)
+    const hasBase = r.generated.some((g) => g.base !== null)
+    const bm = hasBase ? metricsOf(all.base) : {}
+    if (hasBase) for (const [k, v] of Object.entries(bm)) metrics[`base${k.charAt(0).toUpperCase()}${k.slice(1)}`] = v
+    const show = (x: number | undefined) => (x === undefined ? "–" : x.toFixed(3))
+    const cols = ["decisionAccuracy", "toolNameAccuracy", "argExactMatch", "jsonValidity", "schemaValidity", "clarificationRecall", "statesResultRate", "leakRate", "rougeL"]
+    lines.push(
+      "## Generation",
+      "",
+      `Greedy decoding (KV cache, native) at each of ${all.adapter.turns} assistant turns of ${new Set(r.generated.map((g) => g.conversation)).size} conversations, given the turns before it; each output scored against the data's turn (stages/evaluate/generation.ts).`,
+      "",
+      `| metric | adapter |${hasBase ? " base |" : ""}`,
+      `|---|---:|${hasBase ? "---:|" : ""}`,
+      ...Object.keys(gm).map((k) => `| ${k} | ${show(gm[k])} |${hasBase ? ` ${show(bm[k])} |` : ""}`),
+      "",
+      `| intent | turns | ${cols.join(" | ")} |`,
+      `|---|---:|${cols.map(() => "---:").join("|")}|`,
+      ...[...tallies.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([intent, t]) => {
+        const m = metricsOf(t.adapter)
+        return `| ${intent} | ${t.adapter.turns} | ${cols.map((c) => show(m[c])).join(" | ")} |`
+      }),
+      "",
+      "### Examples",
+      "",
+      ...r.generated.slice(0, 6).flatMap((g) => {
+        const c = conversations[g.conversation]!
+        const ref = c.messages[g.turn]!
+        const refText = ref.tool_calls?.length ? ref.tool_calls.map((t) => `<tool_call>${JSON.stringify({ name: t.function.name, arguments: t.function.arguments })}</tool_call>`).join(" ") : ref.content
+        const cut = (x: string) => JSON.stringify(x.length > 300 ? x.slice(0, 300) + "…" : x)
+        return [`- ${c.intent} (line ${c.line}), turn ${g.turn}`, `  - data: ${cut(refText)}`, `  - adapter: ${cut(g.text)}`, ...(g.base !== null ? [`  - base: ${cut(g.base)}`] : [])]
+      }),
+      ""
+    )
+  }
   return { metrics, report: lines.join("\n") }
 }

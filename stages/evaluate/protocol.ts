@@ -11,16 +11,23 @@ export const Job = Schema.Struct({
   valBin: Schema.String,
   /** indices of the examples (not packed sequences) of val.bin to measure */
   examples: Schema.Array(Schema.Int),
-  compareBase: Schema.Boolean
+  compareBase: Schema.Boolean,
+  /** conversations to generate on: every assistant turn, given the turns before it */
+  generate: Schema.Array(Schema.Struct({ messages: Schema.Array(Schema.Unknown), tools: Schema.Array(Schema.Unknown) })),
+  maxNewTokens: Schema.Int
 })
 export type Job = typeof Job.Type
 
 const PerExample = Schema.Struct({ lossSum: Schema.Number, tokens: Schema.Int })
 
+const Generated = Schema.Struct({ conversation: Schema.Int, turn: Schema.Int, text: Schema.String, base: Schema.NullOr(Schema.String) })
+
 export const ResultEvent = Schema.Struct({
   type: Schema.Literal("result"),
   adapter: Schema.Array(PerExample),
-  base: Schema.NullOr(Schema.Array(PerExample))
+  base: Schema.NullOr(Schema.Array(PerExample)),
+  /** greedy outputs at each assistant turn of the `generate` conversations (and the base's, with compareBase) */
+  generated: Schema.Array(Generated)
 })
 export type ResultEvent = typeof ResultEvent.Type
 

@@ -3,14 +3,20 @@
  * cross-entropy over the assistant tokens of each chosen validation example, with the adapter on
  * the NF4 base the trainer used, and of the base alone when asked. Prints one `result` event.
  */
+import { Template } from "@huggingface/jinja"
+import { Tokenizer } from "@huggingface/tokenizers"
+import * as fs from "node:fs"
+import * as path from "node:path"
 import * as Native from "../../native/index.ts"
+import { chatTemplateOf, SPECIAL } from "../lib/qwen3.ts"
+import { loadEncoder } from "../tokenize.ts"
 import { loadAdapter, loadQwen3 } from "../lib/checkpoint.ts"
 import { makeBatch, quantizeBase } from "../train/trainer.ts"
 import * as Format from "../tokenize/format.ts"
 import { workerMain } from "../lib/worker.ts"
 import { protocol } from "./protocol.ts"
 
-await workerMain(protocol, (job, emit) => {
+await workerMain(protocol, async (job, emit) => {
   const { config, weights } = loadQwen3(job.modelDir)
   const base = quantizeBase(weights)
   const val = Format.read(job.valBin)
@@ -24,11 +30,29 @@ await workerMain(protocol, (job, emit) => {
       const r = Native.qwen3ForwardBackward(config, base, lora, b.ids, b.mask, 1, b.seqLen, false)
       return { lossSum: r.counted ? r.loss * r.counted : 0, tokens: r.counted }
     })
+  // greedy generation at every assistant turn, given the turns before it, rendered with the model's template
+  const template = new Template(chatTemplateOf(job.modelDir))
+  const { encoder } = await loadEncoder(job.modelDir)
+  const dir = job.modelDir
+  const decoder = new Tokenizer(JSON.parse(fs.readFileSync(path.join(dir, "tokenizer.json"), "utf8")), JSON.parse(fs.readFileSync(path.join(dir, "tokenizer_config.json"), "utf8")))
+  const prompts: Array<{ conversation: number; turn: number; text: string }> = []
+  job.generate.forEach((c, ci) => {
+    const messages = c.messages as ReadonlyArray<{ role: string }>
+    messages.forEach((m, i) => {
+      if (m.role === "assistant") prompts.push({ conversation: ci, turn: i, text: template.render({ messages: messages.slice(0, i), tools: c.tools.length ? c.tools : undefined, add_generation_prompt: true }) })
+    })
+  })
+  const encoded = await encoder.encodeAll(prompts.map((p) => p.text))
+  const stops = [SPECIAL.imEnd, SPECIAL.endoftext]
+  const gen = () => encoded.map((e) => decoder.decode(Array.from(Native.qwen3Generate(config, base, lora, e.ids, job.maxNewTokens, stops)), { skip_special_tokens: false }))
+  const adapterText = gen()
   const adapter = measure()
   let baseline: typeof adapter | null = null
+  let baseText: Array<string> | null = null
   if (job.compareBase) {
     for (const p of lora.proj) p?.B.fill(0) // B = 0: the adapter adds nothing
     baseline = measure()
+    baseText = gen()
   }
-  emit({ type: "result", adapter, base: baseline })
+  emit({ type: "result", adapter, base: baseline, generated: prompts.map((p, i) => ({ conversation: p.conversation, turn: p.turn, text: adapterText[i]!, base: baseText ? baseText[i]! : null })) })
 })
