@@ -9,12 +9,14 @@
  *   data.ts  the five data stages on 26,872 rows; tokenize vs a bare encodeBatch
  *   train.ts a full QLoRA training step vs PyTorch on two model sizes
  *   gguf.ts  quantizing to Q8_0, Q4_K, Q5_K, Q6_K vs ggml_quantize_chunk
+ *   export.ts peak memory of merge and GGUF export on a ~1 GB model
  *
  * Peers that are not installed get a "not installed" row. Run it on an idle
  * machine: the benchmarks run one after another, never in parallel.
  */
 import * as os from "node:os"
 import { dataTable } from "./data.ts"
+import { exportTable } from "./export.ts"
 import { ggufTable } from "./gguf.ts"
 import { hashTable } from "./hash.ts"
 import { noopTable } from "./noop.ts"
@@ -25,7 +27,8 @@ const benches: ReadonlyArray<readonly [string, () => string | Promise<string>]> 
   ["hash", hashTable],
   ["data", dataTable],
   ["train", trainTable],
-  ["gguf", ggufTable]
+  ["gguf", ggufTable],
+  ["export", exportTable]
 ]
 
 const cpu = os.cpus()[0]?.model ?? "unknown CPU"

@@ -100,14 +100,15 @@ export const gguf = Stage.make({
         const target = path.join(ctx.outputs.files, p.file)
         const w = openGguf(target, p.metadata, p.tensors)
         for (const t of p.tensors) {
-          const data = yield* Effect.try({
-            try: () => t.bytes(),
+          yield* Effect.try({
+            try: () => {
+              for (const piece of t.chunks()) w.put(piece)
+            },
             catch: (e) => {
               w.abort()
               return new StageError({ message: `gguf: ${p.file}: ${t.name}: ${(e as Error).message}` })
             }
           })
-          w.put(data)
           yield* ctx.progress.update(++done, p.type)
         }
         const bytes = w.finish()

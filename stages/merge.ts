@@ -29,6 +29,9 @@ export const MergeParams = Schema.Struct({
 })
 export type MergeParams = typeof MergeParams.Type
 
+/** values per piece when a tensor the adapter does not touch is converted */
+const CHUNK_VALUES = 1 << 24
+
 export interface MergeStep {
   readonly done: number
   readonly total: number
@@ -74,35 +77,44 @@ export function* mergeModel(baseDir: string, adapterDir: string, outDir: string,
     try {
       for (const name of shard) {
         const t = base.get(name)!
-        const values = Safetensors.readTensor(t)
         const stem = `base_model.model.${name.replace(/\.weight$/, "")}`
         const a = ad.get(`${stem}.lora_A.weight`)
         const b = ad.get(`${stem}.lora_B.weight`)
-        if (a && b) {
-          const A = Safetensors.readTensor(a)
-          const B = Safetensors.readTensor(b)
-          const [outF, r] = b.info.shape as [number, number]
-          const inF = a.info.shape[1]!
-          if (t.info.shape[0] !== outF || t.info.shape[1] !== inF || a.info.shape[0] !== r)
-            throw new Error(`${adapterDir}: ${stem}: A [${a.info.shape}] and B [${b.info.shape}] do not fit the base's [${t.info.shape}]`)
-          // W' = W + s·B·A, accumulated in fp32 per element
-          const delta = new Float32Array(inF)
-          for (let o = 0; o < outF; o++) {
-            delta.fill(0)
-            for (let k = 0; k < r; k++) {
-              const s = B[o * r + k]!
-              if (s === 0) continue
-              const arow = k * inF
-              for (let j = 0; j < inF; j++) delta[j] = delta[j]! + s * A[arow + j]!
-            }
-            const row = o * inF
-            for (let j = 0; j < inF; j++) values[row + j] = values[row + j]! + scale * delta[j]!
-          }
-          merged++
-          used.add(`${stem}.lora_A.weight`).add(`${stem}.lora_B.weight`)
+        const convert = (v: Float32Array) => {
+          const bits = dtype === "F16" ? Safetensors.toF16(v) : Safetensors.toBf16(v)
+          return new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength)
         }
-        const bits = dtype === "F16" ? Safetensors.toF16(values) : Safetensors.toBf16(values)
-        w.put(new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength))
+        if (!a || !b) {
+          // not adapted: converted in pieces of ~16M values, so the embedding never sits whole in memory
+          const n = t.info.shape.reduce((x, y) => x * y, 1)
+          for (let at = 0; at < n; at += CHUNK_VALUES) w.put(convert(Safetensors.readElements(t, at, Math.min(CHUNK_VALUES, n - at))))
+          yield { done: ++done, total: names.length, merged, scale }
+          continue
+        }
+        // adapted: W' = W + s·B·A over the whole matrix (the largest projection, not the embedding)
+        const values = Safetensors.readTensor(t)
+        const A = Safetensors.readTensor(a)
+        const B = Safetensors.readTensor(b)
+        const [outF, r] = b.info.shape as [number, number]
+        const inF = a.info.shape[1]!
+        if (t.info.shape[0] !== outF || t.info.shape[1] !== inF || a.info.shape[0] !== r)
+          throw new Error(`${adapterDir}: ${stem}: A [${a.info.shape}] and B [${b.info.shape}] do not fit the base's [${t.info.shape}]`)
+        // W' = W + s·B·A, accumulated in fp32 per element
+        const delta = new Float32Array(inF)
+        for (let o = 0; o < outF; o++) {
+          delta.fill(0)
+          for (let k = 0; k < r; k++) {
+            const s = B[o * r + k]!
+            if (s === 0) continue
+            const arow = k * inF
+            for (let j = 0; j < inF; j++) delta[j] = delta[j]! + s * A[arow + j]!
+          }
+          const row = o * inF
+          for (let j = 0; j < inF; j++) values[row + j] = values[row + j]! + scale * delta[j]!
+        }
+        merged++
+        used.add(`${stem}.lora_A.weight`).add(`${stem}.lora_B.weight`)
+        w.put(convert(values))
         yield { done: ++done, total: names.length, merged, scale }
       }
       w.finish()

@@ -250,7 +250,12 @@ describe("GGUF files of a tiny Qwen3", () => {
   it("a failed write leaves no file and no temporary file", () => {
     const target = path.join(dir, "broken.gguf")
     const w = openGguf(target, [["general.architecture", str("qwen3")], ["general.alignment", u32(32)]], [{ name: "a.weight", dims: [32, 2], type: GgmlType.Q8_0 }])
-    expect(() => w.put(new Uint8Array(10))).toThrow(/68 expected/)
+    w.put(new Uint8Array(10)) // a piece of the tensor: fine
+    expect(() => w.put(new Uint8Array(100))).toThrow(/110 bytes produced, 68 expected/)
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith("broken"))).toEqual([])
+    const w2 = openGguf(target, [["general.architecture", str("qwen3")]], [{ name: "a.weight", dims: [32, 2], type: GgmlType.Q8_0 }])
+    w2.put(new Uint8Array(40))
+    expect(() => w2.finish()).toThrow(/0 of 1 tensors written/)
     expect(fs.readdirSync(dir).filter((f) => f.startsWith("broken"))).toEqual([])
     expect(() => layout([["k", u32(1)], ["k", u32(2)]], [])).toThrow(/twice/)
   })

@@ -51,8 +51,8 @@ export interface TensorSpec {
   /** innermost first: a Hugging Face [out, in] weight is [in, out] here */
   readonly dims: ReadonlyArray<number>
   readonly type: GgmlType
-  /** the tensor's bytes, produced when it is written */
-  readonly bytes: () => Uint8Array
+  /** the tensor's bytes, produced when it is written, in consecutive pieces */
+  readonly chunks: () => Iterable<Uint8Array>
 }
 
 const pad = (n: number) => (ALIGNMENT - (n % ALIGNMENT)) % ALIGNMENT
@@ -153,7 +153,7 @@ export interface Layout {
 }
 
 /** The header (metadata and tensor infos, padded) and where every tensor goes. */
-export const layout = (metadata: ReadonlyArray<readonly [string, Value]>, tensors: ReadonlyArray<Omit<TensorSpec, "bytes">>): Layout => {
+export const layout = (metadata: ReadonlyArray<readonly [string, Value]>, tensors: ReadonlyArray<Omit<TensorSpec, "chunks">>): Layout => {
   const seen = new Set<string>()
   for (const [k] of metadata) {
     if (seen.has(k)) throw new Error(`GGUF metadata key ${k} twice`)
@@ -194,17 +194,19 @@ export const layout = (metadata: ReadonlyArray<readonly [string, Value]>, tensor
  */
 export interface GgufWriter {
   readonly layout: Layout
+  /** the next bytes of the current tensor: whole, or consecutive pieces (whole rows of blocks) */
   put(data: Uint8Array): void
   finish(): number
   abort(): void
 }
 
-export const openGguf = (file: string, metadata: ReadonlyArray<readonly [string, Value]>, tensors: ReadonlyArray<Omit<TensorSpec, "bytes">>): GgufWriter => {
+export const openGguf = (file: string, metadata: ReadonlyArray<readonly [string, Value]>, tensors: ReadonlyArray<Omit<TensorSpec, "chunks">>): GgufWriter => {
   const plan = layout(metadata, tensors)
   const tmp = `${file}.tmp-${process.pid}`
   const fd = fs.openSync(tmp, "w")
   let open = true
   let next = 0
+  let inTensor = 0
   let written = 0
   const zeros = Buffer.alloc(ALIGNMENT)
   const close = () => {
@@ -232,11 +234,15 @@ export const openGguf = (file: string, metadata: ReadonlyArray<readonly [string,
       try {
         const t = tensors[next]
         if (!t) throw new Error(`${file}: more tensors than the layout's ${tensors.length}`)
-        if (data.byteLength !== plan.sizes[next]) throw new Error(`tensor ${t.name}: ${data.byteLength} bytes produced, ${plan.sizes[next]} expected`)
+        if (inTensor + data.byteLength > plan.sizes[next]!) throw new Error(`tensor ${t.name}: ${inTensor + data.byteLength} bytes produced, ${plan.sizes[next]} expected`)
         const start = plan.header.length + plan.offsets[next]!
-        if (written < start) write(zeros.subarray(0, start - written))
+        if (inTensor === 0 && written < start) write(zeros.subarray(0, start - written))
         write(data)
-        next++
+        inTensor += data.byteLength
+        if (inTensor === plan.sizes[next]) {
+          next++
+          inTensor = 0
+        }
       } catch (e) {
         abort()
         throw e
@@ -268,14 +274,12 @@ export const writeGguf = (
 ): number => {
   const w = openGguf(file, metadata, tensors)
   tensors.forEach((t, i) => {
-    let data: Uint8Array
     try {
-      data = t.bytes()
+      for (const piece of t.chunks()) w.put(piece)
     } catch (e) {
       w.abort()
       throw e
     }
-    w.put(data)
     progress?.(i + 1, tensors.length)
   })
   return w.finish()

@@ -20,7 +20,11 @@ import * as path from "node:path"
 import { readConfig, locateTensors } from "../lib/checkpoint.ts"
 import type { Qwen3Config } from "../../native/qwen3.ts"
 import { bundledTokenizerDir, CHAT_TEMPLATE, chatTemplateOf } from "../lib/qwen3.ts"
-import * as Safetensors from "../lib/safetensors.ts"
+import { readElements } from "../lib/safetensors.ts"
+import type * as Safetensors from "../lib/safetensors.ts"
+
+/** values per piece when a tensor is read, converted and quantized in row ranges */
+const CHUNK_VALUES = 1 << 24
 import { ggufQuantize } from "../../native/index.ts"
 import { bool, f32, GgmlType, i32s, layout, str, strings, type TensorSpec, u32, type Value, writeGguf } from "./format.ts"
 import { chooseTypes, type FileType, LLAMA_FTYPE } from "./mixture.ts"
@@ -250,10 +254,18 @@ export const planQwen3Gguf = (modelDir: string, fileType: FileType, name: string
     name: s.name,
     dims: s.dims,
     type: types[i]!,
-    bytes: () => {
-      const values = Safetensors.readTensor(located.get(s.hf)!)
+    // whole rows at a time, ~16M values a piece: quantized blocks never span rows, so the pieces
+    // are the bytes of the whole tensor, and memory holds a piece, not the embedding
+    *chunks() {
+      const loc = located.get(s.hf)!
       const type = types[i]!
-      return type === GgmlType.F32 ? new Uint8Array(values.buffer, values.byteOffset, values.byteLength) : ggufQuantize(type, values)
+      const rowLen = s.dims[0]!
+      const rows = s.dims.slice(1).reduce((a, b) => a * b, 1)
+      const step = Math.max(1, Math.floor(CHUNK_VALUES / rowLen))
+      for (let r = 0; r < rows; r += step) {
+        const values = readElements(loc, r * rowLen, Math.min(step, rows - r) * rowLen)
+        yield type === GgmlType.F32 ? new Uint8Array(values.buffer, values.byteOffset, values.byteLength) : ggufQuantize(type, values)
+      }
     }
   }))
   return { metadata, tensors, types, bytes: layout(metadata, tensors).total }

@@ -52,6 +52,7 @@ export const write = (file: string, tensors: ReadonlyArray<Tensor>, metadata: Re
  * time. Written to a temporary file beside `file` and renamed by `finish`.
  */
 export interface StreamWriter {
+  /** the next bytes of the current tensor (a whole tensor, or consecutive pieces of it) */
   put(data: Uint8Array): void
   finish(): void
   abort(): void
@@ -73,6 +74,7 @@ export const openWriter = (file: string, tensors: ReadonlyArray<Omit<Tensor, "da
   const fd = fs.openSync(tmp, "w")
   let open = true
   let next = 0
+  let inTensor = 0
   const abort = () => {
     if (open) fs.closeSync(fd)
     open = false
@@ -93,10 +95,11 @@ export const openWriter = (file: string, tensors: ReadonlyArray<Omit<Tensor, "da
   }
   return {
     put(data) {
+      // a tensor's bytes, whole or in consecutive pieces
       const t = tensors[next]
-      if (!t || data.byteLength !== sizes[next]) {
+      if (!t || inTensor + data.byteLength > sizes[next]!) {
         abort()
-        throw new SafetensorsError(`${file}: ${t ? `${t.name}: ${data.byteLength} bytes given, ${sizes[next]} expected` : "more tensors than declared"}`)
+        throw new SafetensorsError(`${file}: ${t ? `${t.name}: ${inTensor + data.byteLength} bytes given, ${sizes[next]} expected` : "more tensors than declared"}`)
       }
       try {
         write(data)
@@ -104,7 +107,11 @@ export const openWriter = (file: string, tensors: ReadonlyArray<Omit<Tensor, "da
         abort()
         throw e
       }
-      next++
+      inTensor += data.byteLength
+      if (inTensor === sizes[next]) {
+        next++
+        inTensor = 0
+      }
     },
     finish() {
       if (next !== tensors.length) {
@@ -279,16 +286,32 @@ export const indexFiles = (files: ReadonlyArray<string>): Map<string, Located> =
 }
 
 /** Reads one tensor as fp32 (from F32, BF16 or F16). */
-export const readTensor = (t: Located): Float32Array => {
+export const readTensor = (t: Located): Float32Array => readElements(t, 0, t.info.shape.reduce((a, b) => a * b, 1))
+
+/**
+ * Reads `count` elements of a tensor from element `start` as fp32: a large tensor can be
+ * streamed in row ranges, so memory holds a range, not the tensor.
+ */
+export const readElements = (t: Located, start: number, count: number): Float32Array => {
+  const width = BYTES[t.info.dtype as Dtype]
+  if (width === undefined) throw new SafetensorsError(`${t.file}: dtype ${String(t.info.dtype)} is not supported (bf16, fp16 or fp32)`)
   const [a, b] = t.info.data_offsets
-  const buf = Buffer.allocUnsafe(b - a)
+  const bytes = count * width
+  if (start < 0 || a + (start + count) * width > b) throw new SafetensorsError(`${t.file}: elements ${start}..${start + count} are outside the tensor`)
+  // a buffer of its own (not Node's shared pool), aligned for any typed view
+  const ab = new ArrayBuffer(bytes)
+  const buf = Buffer.from(ab)
   const fd = fs.openSync(t.file, "r")
   try {
-    fs.readSync(fd, buf, 0, b - a, t.dataStart + a)
+    let off = 0
+    while (off < bytes) {
+      const n = fs.readSync(fd, buf, off, bytes - off, t.dataStart + a + start * width + off)
+      if (n === 0) throw new SafetensorsError(`${t.file}: ends inside a tensor`)
+      off += n
+    }
   } finally {
     fs.closeSync(fd)
   }
-  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + (b - a))
   switch (t.info.dtype) {
     case "F32":
       return new Float32Array(ab)
@@ -296,7 +319,5 @@ export const readTensor = (t: Located): Float32Array => {
       return fromBf16(new Uint16Array(ab))
     case "F16":
       return fromF16(new Uint16Array(ab))
-    default:
-      throw new SafetensorsError(`${t.file}: dtype ${String(t.info.dtype)} is not supported (bf16, fp16 or fp32)`)
   }
 }
