@@ -14,7 +14,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { ggufDequantize, ggufQuantize, GGUF_BLOCKS, qwen3ForwardBackward } from "../native/index.ts"
+import { addon, ggufDequantize, ggufQuantize, GGUF_BLOCKS, qwen3ForwardBackward } from "../native/index.ts"
 import type { Qwen3Weights, LoraTensors } from "../native/qwen3.ts"
 import { writeTiny } from "../stages/download/tiny.ts"
 import { GgmlType, layout, openGguf, str, u32 } from "../stages/gguf/format.ts"
@@ -76,6 +76,18 @@ describe("the quantizers", () => {
         }
       }
     })
+
+  it("gives the same bytes on one thread and on every thread of the pool", () => {
+    const x = inputs[1]![1]
+    const pool = addon().qwen3SetThreads(0)
+    for (const [, type] of TYPES) {
+      addon().qwen3SetThreads(1)
+      const one = ggufQuantize(type, x)
+      addon().qwen3SetThreads(Math.max(2, pool))
+      expect(Buffer.compare(Buffer.from(one), Buffer.from(ggufQuantize(type, x)))).toBe(0)
+    }
+    addon().qwen3SetThreads(pool)
+  })
 
   it("F16: rounds to nearest even, keeps subnormals, overflows to infinity, as ggml does", () => {
     const edge = Float32Array.from([0, -0, 1, -1, 65504, 65519.99, 65520, 1e9, -1e9, 6.1e-5, 6.0e-5, 5.96e-8, 2.98e-8, 2.99e-8, 1e-9, 1 + 2 ** -11, 1 + 3 * 2 ** -11, Infinity, -Infinity, 0.1, 0.2, 0.3])

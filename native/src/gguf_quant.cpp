@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "check.h"
+#include "threads.h"
 
 namespace gguf {
 namespace {
@@ -444,11 +445,23 @@ void quantize(Type t, const float* src, std::size_t n, std::uint8_t* dst) {
     case Type::F16:
       for (std::size_t i = 0; i < n; ++i) put16(dst + 2 * i, fp16(src[i]));
       return;
-    case Type::Q8_0: quantizeQ8_0(src, nb, dst); return;
-    case Type::Q4_K: quantizeK(src, nb, dst, 4); return;
-    case Type::Q5_K: quantizeK(src, nb, dst, 5); return;
-    case Type::Q6_K: quantizeQ6_K(src, nb, dst); return;
+    default: break;
   }
+  // blocks are independent: the pool takes contiguous block ranges, the bytes do not depend on
+  // the thread count
+  const std::size_t per = blockValues(t), bytes = blockBytes(t);
+  ft::parallelFor(static_cast<long>(nb), 16, [&](long b, long e) {
+    const float* x = src + static_cast<std::size_t>(b) * per;
+    std::uint8_t* y = dst + static_cast<std::size_t>(b) * bytes;
+    const std::size_t count = static_cast<std::size_t>(e - b);
+    switch (t) {
+      case Type::Q8_0: quantizeQ8_0(x, count, y); break;
+      case Type::Q4_K: quantizeK(x, count, y, 4); break;
+      case Type::Q5_K: quantizeK(x, count, y, 5); break;
+      case Type::Q6_K: quantizeQ6_K(x, count, y); break;
+      default: break;
+    }
+  });
 }
 
 void dequantize(Type t, const std::uint8_t* src, std::size_t n, float* dst) {
