@@ -31,7 +31,7 @@ interface Row {
 }
 
 /** Best wall time of `runs` calls after one warm-up call. */
-const best = (runs: number, f: () => void): number => {
+export const best = (runs: number, f: () => void): number => {
   f()
   let ms = Infinity
   for (let i = 0; i < runs; i++) {

@@ -67,25 +67,22 @@ class Out {
     this.buf.copy(next, 0, 0, this.length)
     this.buf = next
   }
+  private put(n: number, write: (buf: Buffer, at: number) => void) {
+    this.room(n)
+    write(this.buf, this.length)
+    this.length += n
+  }
   u32(v: number) {
-    this.room(4)
-    this.buf.writeUInt32LE(v, this.length)
-    this.length += 4
+    this.put(4, (b, at) => b.writeUInt32LE(v, at))
   }
   i32(v: number) {
-    this.room(4)
-    this.buf.writeInt32LE(v, this.length)
-    this.length += 4
+    this.put(4, (b, at) => b.writeInt32LE(v, at))
   }
   u64(v: number) {
-    this.room(8)
-    this.buf.writeBigUInt64LE(BigInt(v), this.length)
-    this.length += 8
+    this.put(8, (b, at) => b.writeBigUInt64LE(BigInt(v), at))
   }
   f32(v: number) {
-    this.room(4)
-    this.buf.writeFloatLE(v, this.length)
-    this.length += 4
+    this.put(4, (b, at) => b.writeFloatLE(v, at))
   }
   u8(v: number) {
     this.room(1)
