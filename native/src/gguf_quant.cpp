@@ -151,22 +151,30 @@ float fitSymmetric(const float* x, std::int8_t* L) {
   }
   float scale = sumL2 != 0 ? sumLX / sumL2 : 0.0f;
   float best = scale * sumLX;
-  for (int step = -9; step <= 9; ++step) {
-    if (step == 0) continue;
-    iscale = -(fn + 0.1f * static_cast<float>(step)) / max;
-    sumLX = 0;
-    sumL2 = 0;
-    for (int i = 0; i < n; ++i) {
-      const float lf = static_cast<float>(clampi(nearest(iscale * x[i]), -nmax, nmax - 1));
-      sumLX += wx[i] * lf;
-      sumL2 += w[i] * lf * lf;
-    }
-    if (sumL2 > 0 && sumLX * sumLX > best * sumL2) {
-      for (int i = 0; i < n; ++i) L[i] = static_cast<std::int8_t>(nmax + clampi(nearest(iscale * x[i]), -nmax, nmax - 1));
-      scale = sumLX / sumL2;
-      best = scale * sumLX;
-    }
+  // The 18 candidate scales depend only on the largest value, not on the choices before them:
+  // their sums all in one pass over the values. Each candidate's two sums still add in value
+  // order (the same roundings as one candidate at a time), but the 36 independent chains
+  // overlap in the CPU. (fitScaleMin cannot do this: there a better candidate moves the min
+  // that the next candidates start from.)
+  constexpr int kSteps = 18;
+  float cand[kSteps], cLX[kSteps] = {}, cL2[kSteps] = {};
+  for (int c = 0; c < kSteps; ++c) {
+    const int step = c < 9 ? c - 9 : c - 8;  // −9..−1, 1..9
+    cand[c] = -(fn + 0.1f * static_cast<float>(step)) / max;
   }
+  for (int i = 0; i < n; ++i)
+    for (int c = 0; c < kSteps; ++c) {
+      const float lf = static_cast<float>(clampi(nearest(cand[c] * x[i]), -nmax, nmax - 1));
+      cLX[c] += wx[i] * lf;
+      cL2[c] += w[i] * lf * lf;
+    }
+  // the choice, in the order the candidates are tried
+  for (int c = 0; c < kSteps; ++c)
+    if (cL2[c] > 0 && cLX[c] * cLX[c] > best * cL2[c]) {
+      for (int i = 0; i < n; ++i) L[i] = static_cast<std::int8_t>(nmax + clampi(nearest(cand[c] * x[i]), -nmax, nmax - 1));
+      scale = cLX[c] / cL2[c];
+      best = scale * cLX[c];
+    }
   return scale;
 }
 
