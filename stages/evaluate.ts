@@ -31,7 +31,7 @@ import { download } from "./download.ts"
 import { tokenize } from "./tokenize.ts"
 import { train } from "./train.ts"
 import { split } from "./split.ts"
-import { addTally, assistantTurns, emptyTally, type EvalConversation, metricsOf, scoreTurn, type Tally } from "./evaluate/generation.ts"
+import { addTally, emptyTally, type EvalConversation, metricsOf, scoreTurn, type Tally } from "./evaluate/generation.ts"
 
 export const EvalParams = Schema.Struct({
   maxSamples: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 })), 32),

@@ -51,8 +51,9 @@ export const ggmlDequantize = (type: number, q: Uint8Array, n: number): Float32A
   return out
 }
 
-// llama.h of llama.cpp as shipped with node-llama-cpp 3.21.1 (its tag v0.4.0)
-const QuantizeParams = koffi.struct("llama_model_quantize_params", {
+// llama.h of llama.cpp as shipped with node-llama-cpp 3.21.1 (its tag v0.4.0): registered with
+// koffi by name, which the function signatures below refer to
+koffi.struct("llama_model_quantize_params", {
   nthread: "int32_t",
   ftype: "int",
   output_tensor_type: "int",
@@ -85,7 +86,6 @@ export const llamaQuantize = (input: string, output: string, ftype: number, nthr
       quantize: lib.func("uint32_t llama_model_quantize(const char *fname_inp, const char *fname_out, const llama_model_quantize_params *params)")
     }
   }
-  void QuantizeParams
   const params = { ...llama.defaults(), ftype, nthread }
   return llama.quantize(input, output, params)
 }

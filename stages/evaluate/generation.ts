@@ -230,6 +230,3 @@ export const metricsOf = (t: Tally): Record<string, number> => {
   }
   return Object.fromEntries(Object.entries(m).filter((e): e is [string, number] => e[1] !== undefined))
 }
-
-/** The assistant turns of a conversation, as indices into its messages. */
-export const assistantTurns = (c: EvalConversation): Array<number> => c.messages.flatMap((m, i) => (m.role === "assistant" ? [i] : []))
