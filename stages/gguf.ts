@@ -45,6 +45,8 @@ export const GgufParams = Schema.Struct({
 /** bytes of one GGUF file from the merged fp16 checkpoint's size (2 bytes a parameter) */
 export const ggufBytes = (type: GgufType, mergedBytes: number) => Math.round(((mergedBytes / 2) * BITS_PER_WEIGHT[type]) / 8)
 
+const FROM_ADAPTER = "gguf.from: adapter (GGUF straight from base + adapter, without the merged copy on disk) is not built yet; use gguf.from: merged"
+
 /** A file's size for the plan: exact from the model's config facts when the params state them, else from bits per weight. */
 const fileBytes = (p: { readonly gguf: typeof GgufParams.Type; readonly model: typeof ModelParams.Type }, type: GgufType, mergedBytes: number): number =>
   p.model.config ? plannedBytes(factsFromConfig(p.model.config), type, p.gguf.name) + modelfile(`model-${type}.gguf`).length : ggufBytes(type, mergedBytes)
@@ -67,11 +69,12 @@ export const gguf = Stage.make({
     items: (p) => p.gguf.types,
     bytes: (item, { params, inputSizes }) => fileBytes(params, item as GgufType, inputSizes["model"] ?? 0)
   },
+  // refused when the plan is made, not after training
+  preflight: ({ params }) => (params.gguf.from === "adapter" ? FROM_ADAPTER : undefined),
   run: (ctx) =>
     Effect.gen(function* () {
       const { types, from, name } = ctx.params.gguf
-      if (from === "adapter")
-        return yield* new StageError({ message: "gguf.from: adapter (writing GGUF from base + adapter without a merged copy) is not built yet; use gguf.from: merged" })
+      if (from === "adapter") return yield* new StageError({ message: FROM_ADAPTER })
       const types_ = [...new Set(types)]
       const plans = yield* Effect.try({
         try: () => types_.map((t) => ({ type: t, file: `model-${t}.gguf`, ...planQwen3Gguf(ctx.inputs.model, t, name) })),
