@@ -40,23 +40,27 @@ export interface Decision {
  * that reads them has to run.
  */
 /** For a stage with an effect outside the store: why that effect is not in place for `key`, or undefined. */
-const externalProblem = (ws: Workspace, stage: AnyStage, key: Digest.Digest): string | undefined =>
-  stage.external?.check({ params: ws.params.get(stage.name), workspace: ws.root, key, digestFile: (abs) => ws.stats.hashFile(abs).digest })
+const externalProblem = (ws: Workspace, stage: AnyStage, key: Digest.Digest): Effect.Effect<string | undefined> => {
+  const r = stage.external?.check({ params: ws.params.get(stage.name), workspace: ws.root, key, digestFile: (abs) => ws.stats.hashFile(abs).digest })
+  return Effect.isEffect(r) ? r : Effect.succeed(r)
+}
 
 export const decide = (ws: Workspace, stage: AnyStage, upstream: Known, forced: boolean): Effect.Effect<Decision, ConfigError> =>
-  Effect.map(fingerprint(ws, stage, upstream), (fp) => decideFrom(ws, stage, fp, forced))
+  Effect.flatMap(fingerprint(ws, stage, upstream), (fp) => {
+    const d = decideFrom(ws, stage, fp, forced)
+    // a cache hit or a restore does not redo what the stage does outside the store: check that too
+    if (d.action === "run" || stage.external === undefined) return Effect.succeed(d)
+    return Effect.map(externalProblem(ws, stage, d.key!), (problem): Decision =>
+      problem === undefined ? d : { ...d, action: "run", source: null, reasons: [...d.reasons, problem], restore: undefined, hit: undefined }
+    )
+  })
 
 const decideFrom = (ws: Workspace, stage: AnyStage, fp: Fingerprint, forced: boolean): Decision => {
   const key = stageKey(fp)
   const prev = ws.lock[stage.name]
   const base = { key, fingerprint: fp, pending: [], forced }
   if (forced) return { ...base, action: "run", source: null, reasons: ["forced"], restore: undefined }
-  // a cache hit or a restore does not redo what the stage does outside the store: check that too
   const run = (reasons: Array<string>): Decision => ({ ...base, action: "run", source: null, reasons, restore: undefined })
-  const unlessExternal = (d: Decision): Decision => {
-    const external = externalProblem(ws, stage, key)
-    return external === undefined ? d : run([...d.reasons, external])
-  }
   if (prev && prev.key === key) {
     const problems: Array<string> = []
     const broken: Array<OutputRec> = []
@@ -68,9 +72,9 @@ const decideFrom = (ws: Workspace, stage: AnyStage, fp: Fingerprint, forced: boo
         broken.push(o)
       }
     }
-    if (problems.length === 0) return unlessExternal({ ...base, action: "cached", source: null, reasons: [], restore: undefined })
+    if (problems.length === 0) return { ...base, action: "cached", source: null, reasons: [], restore: undefined }
     const fix = ws.cache.get(stage.name, key, { known: prev, needed: (o) => broken.includes(o) })
-    if (fix) return unlessExternal({ ...base, action: "restore", source: fix.source, reasons: problems, restore: fix.entry, hit: fix })
+    if (fix) return { ...base, action: "restore", source: fix.source, reasons: problems, restore: fix.entry, hit: fix }
     // a fresh clone: the committed lock knows the stage, this workspace has none of it
     if (broken.length === prev.outputs.length && problems.every((p) => p.startsWith("output missing")) && !broken.some((o) => ws.store.has(o.digest)))
       return run(["never run here (the lock has it; out/ and the cache do not)"])
@@ -78,7 +82,7 @@ const decideFrom = (ws: Workspace, stage: AnyStage, fp: Fingerprint, forced: boo
   }
   const reasons = reasonsFor(fp, prev)
   const hit = ws.cache.get(stage.name, key)
-  if (hit) return unlessExternal({ ...base, action: "restore", source: hit.source, reasons, restore: hit.entry, hit })
+  if (hit) return { ...base, action: "restore", source: hit.source, reasons, restore: hit.entry, hit }
   return run(reasons)
 }
 

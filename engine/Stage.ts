@@ -106,8 +106,12 @@ export interface ExternalContext<P> {
  * in place for this key.
  */
 export interface External<P> {
-  /** undefined when the target holds what this key produces, else why it does not (a reason in the plan) */
-  readonly check: (ctx: ExternalContext<P>) => string | undefined
+  /**
+   * undefined when the target holds what this key produces, else why it does not (a reason in
+   * the plan). An Effect for targets that must be asked over the network (a bucket, a Hub repo);
+   * it cannot fail: a target that cannot be reached is a reason to run.
+   */
+  readonly check: (ctx: ExternalContext<P>) => string | undefined | Effect.Effect<string | undefined>
 }
 
 export interface RunContext<P, I extends string, O extends string> {

@@ -138,3 +138,22 @@ describe("the child-process service", () => {
     })
   )
 })
+
+describe("an effect outside the store, checked by an Effect", () => {
+  it.live("a cached stage whose remote target lacks its output reruns, with the check's reason; one that has it stays cached", () =>
+    Effect.gen(function* () {
+      const f = yield* fixture
+      yield* run(load(f), "c")
+      const withCheck = (answer: string | undefined) =>
+        f.stages.map((s) => (s.name === "c" ? { ...s, external: { check: () => Effect.sleep("5 millis").pipe(Effect.as(answer)) } } : s))
+      const plan = (stages: ReadonlyArray<AnyStage>) =>
+        Planner.plan(Effect.runSync(Workspace.load(f.root, stages, { root: f.root, sets: [], warn: () => {}, fs: nodeFs })), { target: "c" })
+      const gone = yield* plan(withCheck("remote target holds another publish"))
+      const c = gone.stages.find((s) => s.name === "c")!
+      assert.strictEqual(c.action, "run")
+      assert.deepStrictEqual(c.reasons, ["remote target holds another publish"])
+      const there = yield* plan(withCheck(undefined))
+      assert.strictEqual(there.stages.find((s) => s.name === "c")!.action, "cached")
+    })
+  )
+})
