@@ -92,8 +92,9 @@ const runCommand = (def: Definition) =>
         const options = { target, force: o.force, forceDownstream: o.forceDownstream }
         if (o.dryRun) {
           const plan = yield* Planner.plan(ws, options)
-          if (o.json) console.log(JSON.stringify(PlanView.toJson(plan), null, 2))
-          else console.log(PlanView.render(plan).join("\n"))
+          const previews = yield* Planner.previews(ws, plan)
+          if (o.json) console.log(JSON.stringify(PlanView.toJson(plan, undefined, previews), null, 2))
+          else console.log(PlanView.render(plan, previews).join("\n"))
           // the exit code the real run would have at its pre-flight check, so CI can gate on a dry run
           if (plan.totals.stagesToRun > 0 && !plan.disk.ok) return yield* PlanView.budgetError(plan)
           return

@@ -11,13 +11,14 @@ import { formatBytes, formatSeconds } from "./Units.ts"
 export const pad = (s: string, n: number) => (s.length >= n ? s : s + " ".repeat(n - s.length))
 
 /** The plan as `run --dry-run` prints it: a line per stage, the disk check, the time, the warnings. */
-export const render = (plan: Plan): Array<string> => {
+export const render = (plan: Plan, previews: ReadonlyMap<string, ReadonlyArray<string>> = new Map()): Array<string> => {
   const width = Math.max(...plan.stages.map((s) => s.name.length), 5)
   const lines = [`plan${plan.target ? ` for ${plan.target}` : ""}: ${plan.stages.length} stages, ${plan.totals.stagesToRun} to run or restore`]
   for (const s of plan.stages) {
     const cost = s.action === "run" ? `  [~${formatBytes(s.estimate.diskBytes)}, ~${formatSeconds(s.estimate.seconds)}]` : ""
     const action = s.action === "restore" ? `restore (${s.source})` : s.action
     lines.push(`  ${pad(s.name, width)}  ${pad(action, 15)}${s.reasons.join("; ")}${cost}`)
+    for (const l of previews.get(s.name) ?? []) lines.push(`  ${pad("", width)}    ${l}`)
   }
   if (plan.totals.stagesToRun > 0) {
     const d = plan.disk
@@ -49,7 +50,8 @@ export const budgetError = (plan: Plan): DiskBudgetError => {
 /** The JSON shape of DESIGN.md (`run --dry-run --json`, and `run --json` with measured values). */
 export const toJson = (
   p: Plan,
-  measured?: ReadonlyMap<string, { action: string; bytes: number | null; seconds: number | null; reasons?: ReadonlyArray<string> }>
+  measured?: ReadonlyMap<string, { action: string; bytes: number | null; seconds: number | null; reasons?: ReadonlyArray<string> }>,
+  previews?: ReadonlyMap<string, ReadonlyArray<string>>
 ) => ({
   target: p.target,
   stages: p.stages.map((s) => {
@@ -61,7 +63,8 @@ export const toJson = (
       reasons: m?.reasons ?? s.reasons,
       estimate: { diskBytes: s.estimate.diskBytes, seconds: s.estimate.seconds },
       bytes: m?.bytes ?? null,
-      seconds: m?.seconds ?? null
+      seconds: m?.seconds ?? null,
+      ...(previews?.has(s.name) ? { preview: previews.get(s.name) } : {})
     }
   }),
   disk: {

@@ -225,3 +225,23 @@ export const plan = (ws: Workspace, options: PlanOptions): Effect.Effect<Plan, C
       totals: { stagesToRun: toRun.length + stages.filter((s) => s.action === "restore").length, seconds: toRun.reduce((a, s) => a + s.estimate.seconds, 0) }
     }
   })
+
+/**
+ * For `--dry-run`: what each stage that runs would do outside the store (the
+ * stages that declare an external preview), once its inputs are in place.
+ */
+export const previews = (ws: Workspace, plan: Plan): Effect.Effect<Map<string, ReadonlyArray<string>>> =>
+  Effect.gen(function* () {
+    const out = new Map<string, ReadonlyArray<string>>()
+    for (const s of plan.stages) {
+      const stage = ws.dag.byName.get(s.name)
+      const preview = stage?.external?.preview
+      if (stage === undefined || preview === undefined || s.action !== "run" || s.key === undefined) continue
+      const inputs: Record<string, string> = {}
+      for (const [k, ref] of Object.entries(stage.inputs)) inputs[k] = ws.abs(ws.outputPath(ref.stage, ref.output))
+      if (!Object.values(inputs).every((p) => ws.fs.existsSync(p))) continue
+      const key = s.key
+      out.set(s.name, yield* preview({ params: ws.params.get(s.name), workspace: ws.root, key, inputs, digestFile: (abs) => ws.stats.hashFile(abs).digest }))
+    }
+    return out
+  })

@@ -7,7 +7,7 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { formatSeconds } from "./Units.ts"
+import { formatBytes, formatSeconds } from "./Units.ts"
 
 /** The handle a stage reports progress through. */
 export interface Progress {
@@ -63,7 +63,8 @@ export class Console {
     const elapsed = (this.now() - b.startedAt) / 1000
     const eta = frac > 0 && frac < 1 ? formatSeconds((elapsed / frac) * (1 - frac)) : frac >= 1 ? "0s" : "?"
     const pct = `${Math.floor(frac * 100)}%`.padStart(4)
-    return `[${stage}] ${pct} ${b.done}/${b.total} ${b.unit} ETA ${eta}${b.note ? `  ${b.note}` : ""}`
+    const amount = b.unit === "bytes" ? `${formatBytes(b.done)}/${formatBytes(b.total)}${elapsed > 0 ? ` at ${formatBytes(b.done / elapsed)}/s` : ""}` : `${b.done}/${b.total} ${b.unit}`
+    return `[${stage}] ${pct} ${amount} ETA ${eta}${b.note ? `  ${b.note}` : ""}`
   }
 
   private redraw(): void {

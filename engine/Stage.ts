@@ -112,6 +112,17 @@ export interface External<P> {
    * it cannot fail: a target that cannot be reached is a reason to run.
    */
   readonly check: (ctx: ExternalContext<P>) => string | undefined | Effect.Effect<string | undefined>
+  /**
+   * What a run would do outside the store, as lines for `--dry-run` (the files a publish
+   * would send, with sizes). Asked only when the stage runs and its inputs are in place;
+   * it cannot fail: a target it cannot ask is a line saying so.
+   */
+  readonly preview?: (ctx: PreviewContext<P>) => Effect.Effect<ReadonlyArray<string>>
+}
+
+export interface PreviewContext<P> extends ExternalContext<P> {
+  /** absolute paths of the inputs, as `run` gets them */
+  readonly inputs: Readonly<Record<string, string>>
 }
 
 export interface RunContext<P, I extends string, O extends string> {

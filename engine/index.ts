@@ -15,3 +15,5 @@ export { ChildProcesses } from "./Services.ts"
 // Re-exported so stage modules need only the engine import.
 export * as Effect from "effect/Effect"
 export * as Schema from "effect/Schema"
+// Remote stores shared by the publish targets and the remote cache.
+export * as S3 from "../cache/S3.ts"

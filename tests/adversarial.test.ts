@@ -83,7 +83,7 @@ describe("1. publishing never deletes what it did not write; 3. what was publish
     let r = cli(ws, ["run", "upload", "--set", "upload.target=dir://pub"])
     expect(r.code, r.stderr).toBe(0)
     const manifest = JSON.parse(read(ws, "pub/.pipeline-publish.json")) as { files: Array<{ path: string }> }
-    expect(manifest.files.map((f) => f.path)).toContain("metrics/metrics.json")
+    expect(manifest.files.map((f) => f.path)).toContain("eval/metrics.json")
     // a file the user adds: the next publish refuses instead of deleting it
     fs.writeFileSync(path.join(ws, "pub", "README.txt"), "my notes\n")
     r = cli(ws, ["run", "upload", "--set", "upload.target=dir://pub", "--set", "eval.maxSamples=1"])
@@ -93,27 +93,27 @@ describe("1. publishing never deletes what it did not write; 3. what was publish
     fs.rmSync(path.join(ws, "pub", "README.txt"))
     r = cli(ws, ["run", "upload", "--set", "upload.target=dir://pub", "--set", "eval.maxSamples=1"])
     expect(r.code, r.stderr).toBe(0)
-    expect(JSON.parse(read(ws, "pub/metrics/metrics.json")).samples).toBe(1)
+    expect(JSON.parse(read(ws, "pub/eval/metrics.json")).samples).toBe(1)
     expect(fs.readdirSync(path.dirname(path.join(ws, "pub"))).filter((n) => n.includes(".publish-"))).toEqual([])
   })
 
   it("a restored upload republishes: the published copy always matches the outputs, and status checks it", () => {
     let r = cli(ws, ["run", "--set", "eval.maxSamples=1"])
     expect(r.code, r.stderr).toBe(0)
-    expect(JSON.parse(read(ws, "out/published/metrics/metrics.json")).samples).toBe(1)
+    expect(JSON.parse(read(ws, "out/published/eval/metrics.json")).samples).toBe(1)
     r = cli(ws, ["run"]) // eval is restored from the run-cache; upload's old entry would be too
     expect(r.code, r.stderr).toBe(0)
     expect(JSON.parse(read(ws, "out/eval/metrics.json")).samples).toBeGreaterThan(1) // the params file's maxSamples again
-    expect(read(ws, "out/published/metrics/metrics.json")).toBe(read(ws, "out/eval/metrics.json"))
+    expect(read(ws, "out/published/eval/metrics.json")).toBe(read(ws, "out/eval/metrics.json"))
     expect(r.stdout).toMatch(/upload: running \(.*dir:\/\/out\/published holds another publish/)
     expect(cli(ws, ["status", "--ci"]).code).toBe(0)
     // an edit of the published copy is seen too
-    const published = path.join(ws, "out/published/metrics/metrics.json")
+    const published = path.join(ws, "out/published/eval/metrics.json")
     fs.writeFileSync(published, "{}\n")
     const s = cli(ws, ["status", "upload"])
-    expect(s.stdout).toMatch(/upload\s+stale \(published file modified: dir:\/\/out\/published\/metrics\/metrics\.json\)/)
+    expect(s.stdout).toMatch(/upload\s+stale \(published file modified: dir:\/\/out\/published\/eval\/metrics\.json\)/)
     expect(cli(ws, ["run"]).code).toBe(0)
-    expect(read(ws, "out/published/metrics/metrics.json")).toBe(read(ws, "out/eval/metrics.json"))
+    expect(read(ws, "out/published/eval/metrics.json")).toBe(read(ws, "out/eval/metrics.json"))
   })
 })
 

@@ -12,8 +12,21 @@
  *    drop the connection half-way through the body, answer 503, or answer 404.
  *
  * Every request is recorded (path, range, authorization) with the body bytes sent.
+ *
+ * It also takes writes, as the Hub does for `@huggingface/hub`'s `createRepo`,
+ * `pathsInfo` and `commit` (this stands in for the real Hub; it speaks the
+ * few endpoints those calls use, with the "basic" LFS transfer):
+ *  - `POST /api/repos/create` (409 when the repo exists);
+ *  - `POST /api/models/<repo>/paths-info/<rev>`: size, git blob id, and for LFS
+ *    files (`*.safetensors`, `*.gguf`, `*.bin`, or 10 MB and more) the sha256;
+ *  - `POST /api/models/<repo>/preupload/<rev>`: which files go through LFS;
+ *  - `POST /<repo>.git/info/lfs/objects/batch`: an upload URL on the cdn for
+ *    each blob it does not hold yet (the cdn checks the sha256 of what is PUT);
+ *  - `POST /api/models/<repo>/commit/<rev>`: NDJSON `header`, `file`,
+ *    `lfsFile`, `deletedFile`; the files become the repo's new commit.
+ * Writes want `Authorization: Bearer <token>` (else 401).
  */
-import { createHash } from "node:crypto"
+import { createHash, randomBytes } from "node:crypto"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 
@@ -45,6 +58,8 @@ interface Fault {
   readonly pathPart: string
   remaining: number
 }
+
+const randomHex = (n: number) => randomBytes(n / 2).toString("hex")
 
 const etagOf = (b: Buffer) => `"${createHash("sha256").update(b).digest("hex").slice(0, 32)}"`
 
@@ -111,7 +126,23 @@ export class TestHub {
     return f.kind
   }
 
+  /** A model repo's files now (after commits), or undefined. */
+  files(id: string): Readonly<Record<string, Buffer | string>> | undefined {
+    return this.repos.find((r) => r.kind === "model" && r.id === id)?.files
+  }
+
+  /** Bytes PUT to the cdn (LFS uploads) and sent inline in commits, per repo path. */
+  readonly received = new Map<string, number>()
+
+  commits = 0
+
   private handle(server: "hub" | "cdn", req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (req.method === "POST" || req.method === "PUT") {
+      const chunks: Array<Buffer> = []
+      req.on("data", (c: Buffer) => chunks.push(c))
+      req.on("end", () => this.write(server, req, res, Buffer.concat(chunks)))
+      return
+    }
     const path = decodeURI((req.url ?? "/").split("?")[0]!)
     const hit: Hit = {
       server,
@@ -153,6 +184,90 @@ export class TestHub {
     if (m[4]!.endsWith(".safetensors"))
       return answer(302, { "x-repo-commit": repo.commit, location: `${this.cdnUrl}/blobs/${createHash("sha256").update(b).digest("hex")}` })
     return this.body(req, res, hit, b, { "x-repo-commit": repo.commit })
+  }
+
+  private isLfs(path: string, size: number): boolean {
+    return /\.(safetensors|gguf|bin)$/.test(path) || size >= 10_000_000
+  }
+
+  private write(server: "hub" | "cdn", req: http.IncomingMessage, res: http.ServerResponse, body: Buffer): void {
+    const path = decodeURI((req.url ?? "/").split("?")[0]!)
+    const hit: Hit = { server, method: req.method ?? "POST", path, range: undefined, authorization: req.headers.authorization, status: 0, bodyBytes: body.length }
+    this.hits.push(hit)
+    const json = (status: number, value: unknown) => {
+      const text = JSON.stringify(value)
+      hit.status = status
+      res.writeHead(status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(text)) })
+      res.end(text)
+    }
+    const early = this.takeFault(path, ["503", "404"])
+    if (early === "503") return json(503, { error: "Service Unavailable" })
+    if (server === "cdn") {
+      const m = /^\/upload\/([0-9a-f]{64})$/.exec(path)
+      if (m === null || req.method !== "PUT") return json(404, { error: "Not found" })
+      if (createHash("sha256").update(body).digest("hex") !== m[1]) return json(400, { error: "sha256 mismatch" })
+      this.blobs.set(m[1]!, body)
+      hit.status = 200
+      res.writeHead(200, { etag: `"${m[1]!.slice(0, 32)}"`, "content-length": "0" })
+      return void res.end()
+    }
+    if (req.headers.authorization !== `Bearer ${this.token}`) return json(401, { error: "Invalid credentials in Authorization header" })
+    const parse = () => JSON.parse(body.toString("utf8")) as Record<string, any>
+    if (path === "/api/repos/create") {
+      const b = parse()
+      const id = `${b["organization"]}/${b["name"]}`
+      if (this.repos.some((r) => r.kind === "model" && r.id === id)) return json(409, { error: "You already created this model repo" })
+      this.repos.push({ kind: "model", id, commit: randomHex(40), files: {}, private: b["visibility"] === "private" || b["private"] === true })
+      return json(200, { url: `${this.hubUrl}/${id}` })
+    }
+    const lfs = /^\/([^/]+\/[^/]+)\.git\/info\/lfs\/objects\/batch$/.exec(path)
+    if (lfs) {
+      const b = parse()
+      const objects = (b["objects"] as Array<{ oid: string; size: number }>).map((o) =>
+        this.blobs.has(o.oid) ? { oid: o.oid, size: o.size } : { oid: o.oid, size: o.size, actions: { upload: { href: `${this.cdnUrl}/upload/${o.oid}` } } }
+      )
+      return json(200, { transfer: "basic", objects })
+    }
+    const api = /^\/api\/models\/([^/]+\/[^/]+)\/(paths-info|preupload|commit)\/(.+)$/.exec(path)
+    if (api === null) return json(404, { error: "Not found" })
+    const idx = this.repos.findIndex((r) => r.kind === "model" && r.id === api[1])
+    if (idx < 0) return json(404, { error: "Repository not found" })
+    const repo = this.repos[idx]!
+    if (api[2] === "paths-info") {
+      const paths = parse()["paths"] as Array<string>
+      return json(
+        200,
+        paths.flatMap((p) => {
+          const c = repo.files[p]
+          if (c === undefined) return []
+          const b = Buffer.from(c)
+          const oid = createHash("sha1").update(`blob ${b.length}\0`).update(b).digest("hex")
+          return [{ type: "file", path: p, size: b.length, oid, ...(this.isLfs(p, b.length) ? { lfs: { oid: createHash("sha256").update(b).digest("hex"), size: b.length, pointerSize: 134 } } : {}) }]
+        })
+      )
+    }
+    if (api[2] === "preupload") {
+      const files = parse()["files"] as Array<{ path: string; size: number }>
+      return json(200, { files: files.map((f) => ({ path: f.path, uploadMode: this.isLfs(f.path, f.size) ? "lfs" : "regular", shouldIgnore: false })) })
+    }
+    // commit
+    const next: Record<string, Buffer | string> = { ...repo.files }
+    for (const line of body.toString("utf8").split("\n").filter((l) => l.trim() !== "")) {
+      const { key, value } = JSON.parse(line) as { key: string; value: Record<string, any> }
+      if (key === "file") {
+        const content = Buffer.from(value["content"], value["encoding"] === "base64" ? "base64" : "utf8")
+        next[value["path"]] = content
+        this.received.set(value["path"], (this.received.get(value["path"]) ?? 0) + content.length)
+      } else if (key === "lfsFile") {
+        const blob = this.blobs.get(value["oid"])
+        if (blob === undefined) return json(422, { error: `LFS object ${value["oid"]} was never uploaded` })
+        next[value["path"]] = blob
+      } else if (key === "deletedFile") delete next[value["path"]]
+    }
+    const commit = randomHex(40)
+    this.repos[idx] = { ...repo, commit, files: next }
+    this.commits++
+    return json(200, { commitOid: commit, commitUrl: `${this.hubUrl}/${repo.id}/commit/${commit}` })
   }
 
   /** 200 or 206 for `Range: bytes=N-`, honouring If-Range; maybe dropped half-way. */

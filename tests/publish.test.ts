@@ -18,11 +18,15 @@ const sources = () => {
   return { adapter: path.join(dir, "adapter"), metrics: path.join(dir, "metrics.json") }
 }
 
+/** name → source as the layout places it: a directory under its name, a file inside a folder of its name */
+const placed = (sources: Readonly<Record<string, string>>) =>
+  Object.entries(sources).map(([name, src]) => ({ rel: fs.statSync(src).isDirectory() ? name : `${name}/${path.basename(src)}`, src }))
+
 describe("publish", () => {
   it("writes the files and a manifest, and recognises its own copy by key and bytes", () => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), "pub-"))
     const dest = path.join(root, "published")
-    const m = publish(sources(), dest, "dir://published", "k1", digest)
+    const m = publish(placed(sources()), dest, "dir://published", "k1", digest)
     assert.deepStrictEqual(m.files.map((f) => f.path), ["adapter/sub/c.json", "adapter/w.bin", "metrics/metrics.json"])
     assert.strictEqual(fs.readFileSync(path.join(dest, "metrics", "metrics.json"), "utf8"), '{"x":1}')
     assert.strictEqual(fs.statSync(path.join(dest, "metrics", "metrics.json")).mode & 0o777, 0o644)
@@ -38,14 +42,14 @@ describe("publish", () => {
   it("replaces only a previous publish, leaves no leftovers, and refuses a directory holding anything else", () => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), "pub-"))
     const dest = path.join(root, "published")
-    publish(sources(), dest, "dir://p", "k1", digest)
-    const again = publish({ metrics: sources().metrics }, dest, "dir://p", "k2", digest)
+    publish(placed(sources()), dest, "dir://p", "k1", digest)
+    const again = publish(placed({ metrics: sources().metrics }), dest, "dir://p", "k2", digest)
     assert.deepStrictEqual(again.files.map((f) => f.path), ["metrics/metrics.json"])
     assert.deepStrictEqual(fs.readdirSync(dest).sort(), [MANIFEST, "metrics"])
     assert.deepStrictEqual(fs.readdirSync(root), ["published"])
     fs.mkdirSync(path.join(dest, "notes"))
     fs.writeFileSync(path.join(dest, "notes", "mine.txt"), "mine")
-    assert.throws(() => publish(sources(), dest, "dir://p", "k3", digest), "dir://p holds 2 entries that no publish wrote (notes/, notes/mine.txt)")
+    assert.throws(() => publish(placed(sources()), dest, "dir://p", "k3", digest), "dir://p holds 2 entries that no publish wrote (notes/, notes/mine.txt)")
     assert.strictEqual(fs.readFileSync(path.join(dest, "notes", "mine.txt"), "utf8"), "mine")
     const other = path.join(root, "other")
     fs.mkdirSync(other)
@@ -63,7 +67,7 @@ describe("publish", () => {
     fs.mkdirSync(path.join(root, ".published.publish-old-123-0badf00d"))
     fs.mkdirSync(path.join(root, ".published.publish-new-123-0badf00d"))
     fs.mkdirSync(path.join(root, ".published.keep"))
-    publish(sources(), dest, "dir://p", "k1", digest)
+    publish(placed(sources()), dest, "dir://p", "k1", digest)
     assert.deepStrictEqual(fs.readdirSync(root).sort(), [".published.keep", "published"])
   })
 })

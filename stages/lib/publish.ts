@@ -26,6 +26,8 @@ export interface PublishedFile {
   readonly path: string
   readonly size: number
   readonly digest: string
+  /** on a remote target: what the target calls this content (an S3 ETag, a Hub blob or LFS oid) */
+  readonly remote?: string
 }
 
 export interface Manifest {
@@ -34,11 +36,15 @@ export interface Manifest {
   readonly files: ReadonlyArray<PublishedFile>
 }
 
-const isManifest = (u: unknown): u is Manifest => {
+export const isManifest = (u: unknown): u is Manifest => {
   const m = u as Partial<Manifest> | null
   return (
     typeof m === "object" && m !== null && m.publisher === "finetune-pipeline" && typeof m.key === "string" && Array.isArray(m.files) &&
-    m.files.every((f) => typeof f === "object" && f !== null && typeof f.path === "string" && typeof f.size === "number" && typeof f.digest === "string")
+    m.files.every(
+      (f) =>
+        typeof f === "object" && f !== null && typeof f.path === "string" && typeof f.size === "number" && typeof f.digest === "string" &&
+        (f.remote === undefined || typeof f.remote === "string")
+    )
   )
 }
 
@@ -127,13 +133,13 @@ const removeTree = (p: string): void => {
 const leftover = (base: string) => new RegExp(`^\\.${base.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.publish-(new|old)-\\d+-[0-9a-f]{8}$`)
 
 /**
- * Publishes `sources` (name → a file or a directory) into `dest` as
- * `dest/<name>/…`, recording the manifest. Refuses (throws with a one-line
+ * Publishes `placed` (each a file or a directory, and the path it takes under
+ * `dest`) into `dest`, recording the manifest. Refuses (throws with a one-line
  * message) when `targetProblem` says so. `digestFile` hashes the published
  * copies in place, so the manifest says what is really there.
  */
 export const publish = (
-  sources: Readonly<Record<string, string>>,
+  placed: ReadonlyArray<{ readonly rel: string; readonly src: string }>,
   dest: string,
   label: string,
   key: string,
@@ -150,11 +156,7 @@ export const publish = (
   const staged = path.join(parent, `.${base}.publish-new-${tag()}`)
   try {
     const copied: Array<string> = []
-    for (const [name, src] of Object.entries(sources)) {
-      const st = fs.statSync(src)
-      const to = st.isDirectory() ? path.join(staged, name) : path.join(staged, name, path.basename(src))
-      fs.cpSync(src, to, { recursive: true, dereference: true, mode: fs.constants.COPYFILE_FICLONE })
-    }
+    for (const { rel, src } of placed) fs.cpSync(src, path.join(staged, rel), { recursive: true, dereference: true, mode: fs.constants.COPYFILE_FICLONE })
     for (const e of listAll(staged)) {
       const abs = path.join(staged, e.rel)
       if (e.isDir) fs.chmodSync(abs, 0o755)
