@@ -3,7 +3,7 @@ import { defineConfig } from "vitest/config"
 export default defineConfig({
   test: {
     include: ["tests/**/*.test.ts"],
-    globalSetup: ["tests/setup/build-native.ts"],
+    globalSetup: ["tests/setup/build-native.ts", "tests/setup/tmpdir.ts"],
     testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: "forks",

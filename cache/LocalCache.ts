@@ -14,9 +14,13 @@ export class LocalCache<E extends CachedResult> implements Cache<E> {
   private readonly store: Store
   private readonly runs: RunCache<E>
 
-  constructor(store: Store, runs: RunCache<E>) {
+  private readonly origin: (stage: string, key: Digest) => string | undefined
+
+  /** `origin`: where an entry came from when not from this workspace (a remote's name, for the plan) */
+  constructor(store: Store, runs: RunCache<E>, origin: (stage: string, key: Digest) => string | undefined = () => undefined) {
     this.store = store
     this.runs = runs
+    this.origin = origin
   }
 
   /** Whether every object the outputs need is here and intact. */
@@ -24,9 +28,9 @@ export class LocalCache<E extends CachedResult> implements Cache<E> {
     return outputs.every((o) => this.store.canRestore(o))
   }
 
-  private hit(entry: E): Hit<E> {
+  private hit(stage: string, entry: E): Hit<E> {
     return {
-      source: "local",
+      source: this.origin(stage, entry.key) ?? "local",
       entry,
       available: (o) => this.store.canRestore(o),
       apply: (dir, stage, wanted = () => true) => {
@@ -39,7 +43,7 @@ export class LocalCache<E extends CachedResult> implements Cache<E> {
   readonly get = (stage: string, key: Digest, options: { readonly known?: E; readonly needed?: (o: OutputRecord) => boolean } = {}): Hit<E> | undefined => {
     const entry = options.known !== undefined && options.known.key === key ? options.known : this.runs.get(stage, key)?.entry
     if (entry === undefined) return undefined
-    return this.has(entry.outputs.filter(options.needed ?? (() => true))) ? this.hit(entry) : undefined
+    return this.has(entry.outputs.filter(options.needed ?? (() => true))) ? this.hit(stage, entry) : undefined
   }
 
   readonly put = (stage: string, entry: E, createdAt: Date): boolean => {

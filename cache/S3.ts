@@ -17,21 +17,23 @@
  *   checking that the file is the same one.
  * - Downloads stream into a temp file beside the destination and are renamed
  *   into place only when complete, so a half-fetched object is never seen.
+ * - The SDK is imported on the first call, not when the CLI starts (it doubles
+ *   the start-up time of every command otherwise).
  * - Every failure is an `S3Error` with one line naming the operation and the
  *   object (`PUT s3://bucket/key: AccessDenied: …`); `transient` says whether
  *   it was the network or the server (5xx, throttling) rather than the
  *   request.
  */
-import {
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  UploadPartCommand
+import type {
+  CompleteMultipartUploadCommandOutput,
+  CreateMultipartUploadCommandOutput,
+  DeleteObjectsCommandOutput,
+  GetObjectCommandOutput,
+  HeadObjectCommandOutput,
+  ListObjectsV2CommandOutput,
+  PutObjectCommandOutput,
+  UploadPartCommandOutput,
+  S3Client
 } from "@aws-sdk/client-s3"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
@@ -172,22 +174,33 @@ const readPart = (fd: number, start: number, length: number): Buffer => {
 /** An S3 service over one client; `destroy` closes its sockets. */
 export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void } => {
   const endpoint = config.endpoint
-  const client = new S3Client({
-    ...(endpoint !== undefined ? { endpoint } : {}),
-    region: config.region ?? process.env["AWS_REGION"] ?? process.env["AWS_DEFAULT_REGION"] ?? "us-east-1",
-    forcePathStyle: config.pathStyle ?? endpoint !== undefined,
-    requestChecksumCalculation: "WHEN_REQUIRED",
-    responseChecksumValidation: "WHEN_REQUIRED",
-    maxAttempts: 3,
-    requestHandler: { connectionTimeout: 10_000, requestTimeout: config.timeoutMs ?? 60_000 }
-  })
+  let client: S3Client | undefined
+  let sdk: typeof import("@aws-sdk/client-s3") | undefined
+  /** the SDK's module and the client, made on the first call */
+  const open = async () => {
+    sdk ??= await import("@aws-sdk/client-s3")
+    client ??= new sdk.S3Client({
+      ...(endpoint !== undefined ? { endpoint } : {}),
+      region: config.region ?? process.env["AWS_REGION"] ?? process.env["AWS_DEFAULT_REGION"] ?? "us-east-1",
+      forcePathStyle: config.pathStyle ?? endpoint !== undefined,
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+      maxAttempts: 3,
+      requestHandler: { connectionTimeout: 10_000, requestTimeout: config.timeoutMs ?? 60_000 }
+    })
+    return { c: client, m: sdk }
+  }
+  type Sdk = typeof import("@aws-sdk/client-s3")
+  /** sends the command `make` builds from the lazily imported SDK; `O` is that command's output type */
+  const send = <O>(make: (m: Sdk) => unknown, abortSignal: AbortSignal): Promise<O> =>
+    open().then(({ c, m }) => (c.send as unknown as (command: unknown, options: { abortSignal: AbortSignal }) => Promise<O>).call(c, make(m), { abortSignal }))
   const url = (bucket: string, key: string) => `s3://${bucket}/${key}`
   const call = <A>(op: string, where: string, f: (signal: AbortSignal) => Promise<A>): Effect.Effect<A, S3Error> =>
     Effect.tryPromise({ try: (signal) => f(signal), catch: toError(op, where) })
 
   const head: S3["head"] = (bucket, key) =>
     Effect.tryPromise({
-      try: (abortSignal) => client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal }),
+      try: (abortSignal) => send<HeadObjectCommandOutput>((m) => new m.HeadObjectCommand({ Bucket: bucket, Key: key }), abortSignal),
       catch: (e) => e
     }).pipe(
       Effect.map((r): ObjectInfo | undefined => ({ key, size: r.ContentLength ?? 0, etag: unquote(r.ETag), metadata: r.Metadata ?? {} })),
@@ -200,7 +213,7 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
       let token: string | undefined
       do {
         const r = yield* call("LIST", url(bucket, prefix), (abortSignal) =>
-          client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }), { abortSignal })
+          send<ListObjectsV2CommandOutput>((m) => new m.ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }), abortSignal)
         )
         for (const o of r.Contents ?? []) if (o.Key !== undefined) out.push({ key: o.Key, size: o.Size ?? 0, etag: unquote(o.ETag) })
         token = r.IsTruncated ? r.NextContinuationToken : undefined
@@ -210,7 +223,7 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
 
   const getBody = (bucket: string, key: string) =>
     Effect.tryPromise({
-      try: (abortSignal) => client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal }),
+      try: (abortSignal) => send<GetObjectCommandOutput>((m) => new m.GetObjectCommand({ Bucket: bucket, Key: key }), abortSignal),
       catch: (e) => e
     }).pipe(Effect.catch((e) => (statusOf(e) === 404 || (e as SdkError).name === "NoSuchKey" ? Effect.succeed(undefined) : Effect.fail(toError("GET", url(bucket, key))(e)))))
 
@@ -242,9 +255,7 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
   const putText: S3["putText"] = (bucket, key, text, metadata) =>
     Effect.map(
       call("PUT", url(bucket, key), (abortSignal) =>
-        client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: text, ContentType: key.endsWith(".json") ? "application/json" : "text/plain; charset=utf-8", Metadata: { ...metadata } }), {
-          abortSignal
-        })
+        send<PutObjectCommandOutput>((m) => new m.PutObjectCommand({ Bucket: bucket, Key: key, Body: text, ContentType: key.endsWith(".json") ? "application/json" : "text/plain; charset=utf-8", Metadata: { ...metadata } }), abortSignal)
       ),
       (r) => ({ key, size: Buffer.byteLength(text), etag: unquote(r.ETag), metadata: { ...metadata } })
     )
@@ -257,7 +268,7 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
       const metadata = { ...options.metadata }
       if (st.size < partSize) {
         const body = yield* Effect.try({ try: () => fs.readFileSync(file), catch: (e) => new S3Error({ message: `PUT ${where}: cannot read ${file}: ${(e as Error).message}`, transient: false }) })
-        const r = yield* call("PUT", where, (abortSignal) => client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentLength: body.length, Metadata: metadata }), { abortSignal }))
+        const r = yield* call("PUT", where, (abortSignal) => send<PutObjectCommandOutput>((m) => new m.PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentLength: body.length, Metadata: metadata }), abortSignal))
         options.onBytes?.(st.size, st.size)
         return { key, size: st.size, etag: unquote(r.ETag), metadata }
       }
@@ -266,7 +277,7 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
       const same = previous !== undefined && previous.bucket === bucket && previous.key === key && previous.size === st.size && previous.mtimeMs === st.mtimeMs && previous.partSize === partSize
       const uploadId = same
         ? previous.uploadId
-        : (yield* call("CREATE-MULTIPART", where, (abortSignal) => client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, Metadata: metadata }), { abortSignal }))).UploadId!
+        : (yield* call("CREATE-MULTIPART", where, (abortSignal) => send<CreateMultipartUploadCommandOutput>((m) => new m.CreateMultipartUploadCommand({ Bucket: bucket, Key: key, Metadata: metadata }), abortSignal))).UploadId!
       const parts: Record<string, string> = same ? { ...previous.parts } : {}
       const save = () => {
         if (options.stateFile !== undefined) writeFileAtomic(options.stateFile, JSON.stringify({ bucket, key, size: st.size, mtimeMs: st.mtimeMs, partSize, uploadId, parts } satisfies PartState))
@@ -283,7 +294,7 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
         Effect.gen(function* () {
           const body = readPart(fd, (n - 1) * partSize, lengthOf(n))
           const r = yield* call(`PUT part ${n}/${count}`, where, (abortSignal) =>
-            client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: body, ContentLength: body.length }), { abortSignal })
+            send<UploadPartCommandOutput>((m) => new m.UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: body, ContentLength: body.length }), abortSignal)
           )
           parts[n] = unquote(r.ETag)
           save()
@@ -293,14 +304,15 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
       const finished = yield* Effect.forEach(todo, uploadPart, { concurrency: options.concurrency ?? 4, discard: true }).pipe(
         Effect.andThen(
           call("COMPLETE-MULTIPART", where, (abortSignal) =>
-            client.send(
-              new CompleteMultipartUploadCommand({
-                Bucket: bucket,
-                Key: key,
-                UploadId: uploadId,
-                MultipartUpload: { Parts: Array.from({ length: count }, (_, i) => ({ PartNumber: i + 1, ETag: `"${parts[i + 1]}"` })) }
-              }),
-              { abortSignal }
+            send<CompleteMultipartUploadCommandOutput>(
+              (m) =>
+                new m.CompleteMultipartUploadCommand({
+                  Bucket: bucket,
+                  Key: key,
+                  UploadId: uploadId,
+                  MultipartUpload: { Parts: Array.from({ length: count }, (_, i) => ({ PartNumber: i + 1, ETag: `"${parts[i + 1]}"` })) }
+                }),
+              abortSignal
             )
           )
         ),
@@ -323,7 +335,7 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
       Array.from({ length: Math.ceil(keys.length / 1000) }, (_, i) => keys.slice(i * 1000, (i + 1) * 1000)),
       (batch) =>
         call("DELETE", url(bucket, batch[0]!), (abortSignal) =>
-          client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }), { abortSignal })
+          send<DeleteObjectsCommandOutput>((m) => new m.DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }), abortSignal)
         ).pipe(
           Effect.flatMap((r) => {
             const failed = r.Errors ?? []
@@ -335,7 +347,7 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
       { discard: true }
     )
 
-  return { url, head, list, getText, getFile, putText, putFile, remove, destroy: () => client.destroy() }
+  return { url, head, list, getText, getFile, putText, putFile, remove, destroy: () => client?.destroy() }
 }
 
 /** The service, for code that gets its S3 from the context (a layer per configured store). */

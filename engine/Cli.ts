@@ -3,6 +3,8 @@
  *
  *   pipeline run [TARGET] [--dry-run] [--json] [-f] [--force-downstream] [--config FILE] [--set k=v]... [--wait]
  *   pipeline status [TARGET] [--json] [--ci]
+ *   pipeline push [TARGET] [--remote NAME|URL]
+ *   pipeline pull [TARGET] [--only] [--remote NAME|URL]
  *   pipeline dag [--format text|mermaid]
  *   pipeline verify
  *   pipeline gc [--older-than DATE|AGE] [--max-size SIZE] [--dry-run]
@@ -16,6 +18,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Cause from "effect/Cause"
 import * as Option from "effect/Option"
+import * as Result from "effect/Result"
 import { Argument, CliOutput, Command, Flag } from "effect/cli"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as fs from "node:fs"
@@ -24,6 +27,7 @@ import {
   ConfigError,
   CorruptCacheError,
   exitCode,
+  RemoteFailed,
   GraphError,
   render,
   StaleLockError,
@@ -31,6 +35,8 @@ import {
   type PipelineError
 } from "./Errors.ts"
 import * as Executor from "./Executor.ts"
+import * as Remote from "./Remote.ts"
+import * as RemoteBackends from "../cache/Remote.ts"
 import * as Maintenance from "./Maintenance.ts"
 import * as Planner from "./Planner.ts"
 import * as PlanView from "./PlanView.ts"
@@ -41,7 +47,7 @@ import { formatBytes, formatSeconds, parseBytes } from "./Units.ts"
 import * as WorkspaceLock from "./WorkspaceLock.ts"
 import { Workspace } from "./Workspace.ts"
 
-const KNOWN = new Set(["ConfigError", "UsageError", "GraphError", "DiskBudgetError", "WorkspaceLockedError", "StageFailed", "StaleLockError", "CorruptCacheError"])
+const KNOWN = new Set(["ConfigError", "UsageError", "GraphError", "DiskBudgetError", "WorkspaceLockedError", "StageFailed", "StaleLockError", "CorruptCacheError", "RemoteFailed"])
 const isPipelineError = (u: unknown): u is PipelineError => typeof u === "object" && u !== null && KNOWN.has((u as { _tag?: string })._tag ?? "")
 
 /** Runs code that may throw our tagged errors; anything else stays a defect (a bug). */
@@ -63,6 +69,33 @@ const loadWorkspace = (def: Definition, config: Option.Option<string>, sets: Rea
 const configFlag = Flag.String("config").pipe(Flag.withDescription("params file (default pipeline.yaml)"), Flag.optional)
 const setFlag = Flag.String("set").pipe(Flag.withDescription("override a param for this run: --set train.lr=1e-4"), Flag.atLeast(0))
 const jsonFlag = Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("print JSON"))
+const remoteFlag = Flag.String("remote").pipe(
+  Flag.withDescription("a remote cache: a name from pipeline.yaml's remotes, or a URL (s3://bucket/prefix, http(s)://host/path)"),
+  Flag.optional
+)
+
+/**
+ * The remote a command talks to: `--remote NAME` or URL; without it, the one remote configured
+ * or the one marked `default: true` when `fallback`, else none.
+ */
+const selectRemote = (ws: Workspace, flag: Option.Option<string>, fallback: boolean): Effect.Effect<RemoteBackends.Backend | undefined, ConfigError> => {
+  const remotes = ws.engine.remotes
+  const asked = Option.getOrUndefined(flag)
+  const names = [...remotes.keys()]
+  if (asked === undefined) {
+    if (!fallback || remotes.size === 0) return Effect.succeed(undefined)
+    const pick = remotes.size === 1 ? names[0]! : names.find((n) => remotes.get(n)!.default)
+    if (pick === undefined) return Effect.fail(new ConfigError({ message: `${remotes.size} remotes are configured (${names.join(", ")}) and none is marked default: true; pick one with --remote` }))
+    return Effect.succeed(RemoteBackends.open(pick, remotes.get(pick)!))
+  }
+  const spec = remotes.get(asked)
+  if (spec !== undefined) return Effect.succeed(RemoteBackends.open(asked, spec))
+  if (!/^(s3|https?|file):\/\//.test(asked)) return Effect.fail(new ConfigError({ message: `--remote ${asked}: no such remote in ${ws.configName} (remotes: ${names.join(", ") || "none"}); or give a URL` }))
+  const problem = RemoteBackends.urlProblem(asked)
+  if (problem !== undefined) return Effect.fail(new ConfigError({ message: `--remote ${problem}` }))
+  return Effect.succeed(RemoteBackends.open("remote", { url: asked }))
+}
+
 const targetArg = Argument.String("target").pipe(Argument.withDescription("stage to bring up to date (default: all)"), Argument.optional)
 
 const checkTarget = (ws: Workspace, target: Option.Option<string>): Effect.Effect<string | undefined, UsageError> => {
@@ -83,26 +116,41 @@ const runCommand = (def: Definition) =>
       forceDownstream: Flag.Boolean("force-downstream").pipe(Flag.withDefault(false), Flag.withDescription("rerun everything after the first stage that runs")),
       config: configFlag,
       set: setFlag,
-      wait: Flag.Boolean("wait").pipe(Flag.withDefault(false), Flag.withDescription("wait for another run to release the workspace instead of failing"))
+      wait: Flag.Boolean("wait").pipe(Flag.withDefault(false), Flag.withDescription("wait for another run to release the workspace instead of failing")),
+      remote: remoteFlag
     },
     (o) =>
       Effect.gen(function* () {
         const ws = yield* loadWorkspace(def, o.config, o.set)
         const target = yield* checkTarget(ws, o.target)
         const options = { target, force: o.force, forceDownstream: o.forceDownstream }
+        const remote = yield* selectRemote(ws, o.remote, false)
         if (o.dryRun) {
-          const plan = yield* Planner.plan(ws, options)
-          const previews = yield* Planner.previews(ws, plan)
-          if (o.json) console.log(JSON.stringify(PlanView.toJson(plan, undefined, previews), null, 2))
-          else console.log(PlanView.render(plan, previews).join("\n"))
+          // the plan is shown even when a pre-flight check fails (a profile for a GPU, planned on a laptop)
+          const plan = yield* Planner.plan(ws, { ...options, planDespitePreflight: true })
+          const problems = Planner.preflightProblems(ws, plan.stages.map((s) => s.name))
+          const previews = problems.length === 0 ? yield* Planner.previews(ws, plan) : new Map<string, ReadonlyArray<string>>()
+          if (o.json) console.log(JSON.stringify({ ...PlanView.toJson(plan, undefined, previews), preflight: problems }, null, 2))
+          else console.log([...PlanView.render(plan, previews), ...problems.map((p) => `pre-flight: ${p}`)].join("\n"))
+          if (remote !== undefined && !o.json) {
+            const can = yield* Effect.orElseSucceed(Remote.restorable(remote, plan), () => undefined)
+            console.log(can === undefined ? `remote ${remote.name}: cannot be reached` : `remote ${remote.name} can restore: ${can.length === 0 ? "none of the stages that run" : can.join(", ")}${can.length > 0 ? " (and what they make computable after)" : ""}`)
+          }
           // the exit code the real run would have at its pre-flight check, so CI can gate on a dry run
           if (plan.totals.stagesToRun > 0 && !plan.disk.ok) return yield* PlanView.budgetError(plan)
+          if (problems.length > 0) return yield* new ConfigError({ message: problems[0]! })
           return
         }
         yield* Effect.scoped(
           Effect.gen(function* () {
             yield* WorkspaceLock.acquire(ws.stateDir, { wait: o.wait, command: `run${target ? ` ${target}` : ""}` })
             const out = yield* Output
+            let pushTo = remote
+            if (remote !== undefined) {
+              const got = yield* Remote.prefetch(ws, remote, options, (l) => out.line(`warning: ${l}`))
+              if (!got.ok) pushTo = undefined
+              else if (got.stages.length > 0) out.line(`remote ${remote.name}: ${Remote.describe("fetched", got.transfer)} for ${got.stages.join(", ")}`)
+            }
             const plan = yield* Planner.plan(ws, options)
             if (plan.totals.stagesToRun === 0) {
               for (const s of plan.stages) out.line(`  ${s.name}: cached`)
@@ -118,6 +166,11 @@ const runCommand = (def: Definition) =>
             const counts = new Map<string, number>()
             for (const r of results.values()) counts.set(r.action, (counts.get(r.action) ?? 0) + 1)
             out.line(`done in ${formatSeconds((Date.now() - started) / 1000)}: ${[...counts].map(([a, n]) => `${n} ${a}`).join(", ")}`)
+            const ran = [...results.values()].filter((r) => r.action === "ran").map((r) => r.name)
+            if (pushTo !== undefined && ran.length > 0) {
+              const pushed = yield* Effect.result(Remote.push(ws, pushTo, ran, (l) => out.line(`warning: ${l}`)))
+              out.line(Result.isSuccess(pushed) ? `remote ${pushTo.name}: ${Remote.describe("pushed", pushed.success)}` : `warning: remote ${pushTo.name}: ${pushed.failure.message}; not pushed`)
+            }
             if (o.json) console.log(JSON.stringify(PlanView.toJson(plan, results), null, 2))
             const failure = Executor.firstFailure(results)
             if (failure) return yield* failure
@@ -153,7 +206,8 @@ const statusCommand = (def: Definition) =>
       json: jsonFlag,
       ci: Flag.Boolean("ci").pipe(Flag.withDefault(false), Flag.withDescription("exit 4 when any stage is stale")),
       config: configFlag,
-      set: setFlag
+      set: setFlag,
+      remote: remoteFlag
     },
     (o) =>
       Effect.gen(function* () {
@@ -171,9 +225,68 @@ const statusCommand = (def: Definition) =>
           console.log(stale.length === 0 ? "everything is up to date" : `${stale.length} of ${plan.stages.length} stages stale`)
           for (const l of PlanView.metricsTable(metrics)) console.log(l)
         }
+        const remote = yield* selectRemote(ws, o.remote, false)
+        if (remote !== undefined && stale.length > 0 && !o.json) {
+          const can = yield* Effect.orElseSucceed(Remote.restorable(remote, plan), () => undefined)
+          remote.close()
+          console.log(can === undefined ? `remote ${remote.name} (${remote.url}): cannot be reached` : `remote ${remote.name} can restore: ${can.length === 0 ? "none of the stale stages" : can.join(", ")}`)
+        }
         if (o.ci && stale.length > 0) return yield* new StaleLockError({ message: `${stale.length} stages are stale: ${stale.map((s) => s.name).join(", ")}` })
       })
   ).pipe(Command.withDescription("what is stale and why (no side effects)"))
+
+/** The remote push and pull talk to: `--remote`, else the default one; a config error when there is none. */
+const requireRemote = (ws: Workspace, flag: Option.Option<string>) =>
+  Effect.flatMap(selectRemote(ws, flag, true), (r) =>
+    r === undefined ? Effect.fail(new ConfigError({ message: `no remote: add one to ${ws.configName} (remotes: { team: { url: s3://bucket/prefix } }) or give --remote URL` })) : Effect.succeed(r)
+  )
+
+const pushCommand = (def: Definition) =>
+  Command.make(
+    "push",
+    { target: targetArg, remote: remoteFlag, config: configFlag, set: setFlag },
+    (o) =>
+      Effect.gen(function* () {
+        const ws = yield* loadWorkspace(def, o.config, o.set)
+        const target = yield* checkTarget(ws, o.target)
+        const remote = yield* requireRemote(ws, o.remote)
+        const names = yield* Dag.closure(ws.dag, target)
+        const t = yield* Remote.push(ws, remote, names, (l) => console.log(l)).pipe(
+          Effect.mapError((e) => new RemoteFailed({ message: `push to ${remote.name}: ${e.message} (what was sent stays; push again to go on)` })),
+          Effect.ensuring(Effect.sync(() => remote.close()))
+        )
+        console.log(`${remote.name} (${remote.url}): ${Remote.describe("pushed", t)}`)
+      })
+  ).pipe(Command.withDescription("upload the target's outputs and run-cache entries (default: every stage) that the remote lacks"))
+
+const pullCommand = (def: Definition) =>
+  Command.make(
+    "pull",
+    {
+      target: targetArg,
+      only: Flag.Boolean("only").pipe(Flag.withDefault(false), Flag.withDescription("the target's own outputs, not its ancestors'")),
+      remote: remoteFlag,
+      config: configFlag,
+      set: setFlag
+    },
+    (o) =>
+      Effect.gen(function* () {
+        const ws = yield* loadWorkspace(def, o.config, o.set)
+        const target = yield* checkTarget(ws, o.target)
+        if (o.only && target === undefined) return yield* new UsageError({ message: "pull --only needs a target stage" })
+        const remote = yield* requireRemote(ws, o.remote)
+        const t = yield* Effect.scoped(
+          Effect.andThen(
+            WorkspaceLock.acquire(ws.stateDir, { wait: false, command: `pull${target ? ` ${target}` : ""}` }),
+            Remote.pull(ws, remote, target, o.only, (l) => console.log(l)).pipe(
+              Effect.mapError((e) => (e._tag === "RemoteError" ? new RemoteFailed({ message: `pull from ${remote.name}: ${e.message} (what arrived intact stays; pull again to go on)` }) : e)),
+              Effect.ensuring(Effect.sync(() => remote.close()))
+            )
+          )
+        )
+        console.log(`${remote.name} (${remote.url}): ${Remote.describe("fetched", t)}`)
+      })
+  ).pipe(Command.withDescription("fetch the target's outputs as pipeline.lock records them (default: every stage) and put them in out/"))
 
 const dagCommand = (def: Definition) =>
   Command.make(
@@ -237,7 +350,7 @@ const gcCommand = (def: Definition) =>
 export const command = (def: Definition) =>
   Command.make("pipeline").pipe(
     Command.withDescription("a declarative, cached pipeline runner"),
-    Command.withSubcommands([runCommand(def), statusCommand(def), dagCommand(def), verifyCommand(def), gcCommand(def)])
+    Command.withSubcommands([runCommand(def), statusCommand(def), pushCommand(def), pullCommand(def), dagCommand(def), verifyCommand(def), gcCommand(def)])
   )
 
 /** Runs the CLI and returns the exit code; user errors are one line on stderr. */

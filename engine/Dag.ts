@@ -52,15 +52,16 @@ export const make = (stages: ReadonlyArray<AnyStage>): Effect.Effect<Dag, GraphE
 /** The target and everything it needs, in run order. No target: the whole pipeline. */
 export const closure = (dag: Dag, target: string | undefined): Effect.Effect<Array<string>, GraphError> =>
   Effect.suspend(() => {
-    if (target === undefined) return Effect.succeed([...dag.order])
-    if (!dag.byName.has(target)) return Effect.fail(new GraphError({ message: `unknown stage ${target} (stages: ${dag.order.join(", ")})` }))
+    if (target !== undefined && !dag.byName.has(target)) return Effect.fail(new GraphError({ message: `unknown stage ${target} (stages: ${dag.order.join(", ")})` }))
     const needed = new Set<string>()
     const visit = (n: string): void => {
       if (needed.has(n)) return
       needed.add(n)
       for (const ref of Object.values(dag.byName.get(n)!.inputs)) visit(ref.stage)
     }
-    visit(target)
+    // no target: every stage, but an on-demand one only when another needs it
+    if (target !== undefined) visit(target)
+    else for (const s of dag.stages) if (!s.onDemand) visit(s.name)
     return Effect.succeed(dag.order.filter((n) => needed.has(n)))
   })
 

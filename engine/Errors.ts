@@ -55,6 +55,11 @@ export class CorruptCacheError extends Schema.TaggedError<CorruptCacheError>()("
   message: Schema.String
 }) {}
 
+/** `push` or `pull` could not talk to the remote, or it held something bad. Exit 1. */
+export class RemoteFailed extends Schema.TaggedError<RemoteFailed>()("RemoteFailed", {
+  message: Schema.String
+}) {}
+
 export type PipelineError =
   | ConfigError
   | UsageError
@@ -64,6 +69,7 @@ export type PipelineError =
   | StageFailed
   | StaleLockError
   | CorruptCacheError
+  | RemoteFailed
 
 export const exitCode = (e: PipelineError): number => {
   switch (e._tag) {
@@ -78,6 +84,7 @@ export const exitCode = (e: PipelineError): number => {
       return 4
     case "StageFailed":
     case "CorruptCacheError":
+    case "RemoteFailed":
       return 1
   }
 }

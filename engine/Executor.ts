@@ -48,7 +48,7 @@ export interface StageResult {
 const sum = (xs: ReadonlyArray<{ size: number }>) => xs.reduce((a, x) => a + x.size, 0)
 
 /** Builds out/<stage>/ in a temp dir (`build` writes its outputs there), then swaps it in. */
-const materialize = (ws: Workspace, stage: AnyStage, outputs: ReadonlyArray<OutputRec>, build: (dir: string) => void): void => {
+export const materialize = (ws: Workspace, stage: AnyStage, outputs: ReadonlyArray<OutputRec>, build: (dir: string) => void): void => {
   const built = path.join(ws.tmpDir, `mat-${stage.name}-${randomBytes(4).toString("hex")}`)
   ws.fs.mkdirSync(built, { recursive: true })
   try {

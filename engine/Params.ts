@@ -8,6 +8,7 @@
  */
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import { urlProblem as remoteUrlProblem } from "../cache/Remote.ts"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
 import * as Exit from "effect/Exit"
@@ -142,9 +143,46 @@ export interface EngineConfig {
   readonly gpus: number
   /** outputs to treat as temporary, as `stage.output` */
   readonly temporary: ReadonlyArray<string>
+  /** remote caches by name (cache/Remote.ts) */
+  readonly remotes: ReadonlyMap<string, RemoteSpec>
 }
 
-const ENGINE_SECTIONS = new Set(["budget", "resources", "temporary"])
+export interface RemoteSpec {
+  readonly url: string
+  readonly endpoint?: string | undefined
+  readonly region?: string | undefined
+  readonly pathStyle?: boolean | undefined
+  /** the one `--remote` means when it is not given (with several remotes) */
+  readonly default: boolean
+}
+
+const ENGINE_SECTIONS = new Set(["budget", "resources", "temporary", "remotes"])
+
+const decodeRemotes = (raw: unknown, where: string): Effect.Effect<Map<string, RemoteSpec>, ConfigError> =>
+  Effect.gen(function* () {
+    const out = new Map<string, RemoteSpec>()
+    if (raw === undefined || raw === null) return out
+    if (!isRecord(raw)) return yield* fail(`${where}: remotes: expected a mapping like { team: { url: s3://bucket/cache } }`)
+    for (const [name, r] of Object.entries(raw)) {
+      const at = `${where}: remotes.${name}`
+      if (!/^[a-z][a-z0-9_-]*$/.test(name)) return yield* fail(`${at}: a remote's name is lower-case letters, digits, - and _`)
+      if (!isRecord(r) || typeof r["url"] !== "string") return yield* fail(`${at}: expected { url: s3://bucket/prefix | http(s)://host/path }`)
+      for (const k of Object.keys(r)) if (!["url", "endpoint", "region", "pathStyle", "default"].includes(k)) return yield* fail(`${at}.${k}: unknown key`)
+      const problem = remoteUrlProblem(r["url"])
+      if (problem !== undefined) return yield* fail(`${at}.url: ${problem}`)
+      for (const k of ["endpoint", "region"] as const) if (r[k] !== undefined && typeof r[k] !== "string") return yield* fail(`${at}.${k}: expected a string`)
+      for (const k of ["pathStyle", "default"] as const) if (r[k] !== undefined && typeof r[k] !== "boolean") return yield* fail(`${at}.${k}: expected true or false`)
+      out.set(name, {
+        url: r["url"],
+        endpoint: r["endpoint"] as string | undefined,
+        region: r["region"] as string | undefined,
+        pathStyle: r["pathStyle"] as boolean | undefined,
+        default: r["default"] === true
+      })
+    }
+    if ([...out.values()].filter((r) => r.default).length > 1) return yield* fail(`${where}: remotes: more than one is marked default: true`)
+    return out
+  })
 
 export const decodeEngineConfig = (doc: Doc, where: string): Effect.Effect<EngineConfig, ConfigError> =>
   Effect.gen(function* () {
@@ -178,7 +216,8 @@ export const decodeEngineConfig = (doc: Doc, where: string): Effect.Effect<Engin
     const temporary: unknown = doc["temporary"] ?? []
     if (!Array.isArray(temporary) || temporary.some((t) => typeof t !== "string" || !/^[^.]+\.[^.]+$/.test(t)))
       return yield* fail(`${where}: temporary: expected a list of stage.output names`)
-    return { budgetBytes, memoryMB, gpus, temporary: temporary as Array<string> }
+    const remotes = yield* decodeRemotes(doc["remotes"], where)
+    return { budgetBytes, memoryMB, gpus, temporary: temporary as Array<string>, remotes }
   })
 
 /** Decodes every stage's sections; unknown top-level sections are errors too. */

@@ -17,7 +17,7 @@ export const render = (plan: Plan, previews: ReadonlyMap<string, ReadonlyArray<s
   for (const s of plan.stages) {
     const cost = s.action === "run" ? `  [~${formatBytes(s.estimate.diskBytes)}, ~${formatSeconds(s.estimate.seconds)}]` : ""
     const action = s.action === "restore" ? `restore (${s.source})` : s.action
-    lines.push(`  ${pad(s.name, width)}  ${pad(action, 15)}${s.reasons.join("; ")}${cost}`)
+    lines.push(`  ${pad(s.name, width)}  ${pad(action, Math.max(15, action.length + 1))}${s.reasons.join("; ")}${cost}`)
     for (const l of previews.get(s.name) ?? []) lines.push(`  ${pad("", width)}    ${l}`)
   }
   if (plan.totals.stagesToRun > 0) {

@@ -39,6 +39,8 @@ export interface PlanOptions {
   readonly forceDownstream?: boolean
   /** skip the disk simulation (status) */
   readonly skipDisk?: boolean
+  /** make the plan even when a stage's pre-flight check fails (`--dry-run` shows the plan, then the problems) */
+  readonly planDespitePreflight?: boolean
 }
 
 // ---------------------------------------------------------------- the plan
@@ -173,23 +175,25 @@ const planStages = (
   return { stages, sizes }
   })
 
-/** Each planned stage's own pre-flight check (e.g. a publish target inside the workspace): a config error, before anything runs. */
-const preflight = (ws: Workspace, names: ReadonlyArray<string>): Effect.Effect<void, ConfigError> =>
-  Effect.forEach(
-    names,
-    (name) => {
-      const stage = ws.dag.byName.get(name)!
-      const problem = stage.preflight?.({ params: ws.params.get(name), workspace: ws.root, owns: (abs) => ws.owns(abs) })
-      return problem === undefined ? Effect.void : Effect.fail(new ConfigError({ message: `stage ${name}: ${problem}` }))
-    },
-    { discard: true }
-  )
+/** Each planned stage's own pre-flight check (e.g. a publish target inside the workspace), as one line each. */
+export const preflightProblems = (ws: Workspace, names: ReadonlyArray<string>): Array<string> =>
+  names.flatMap((name) => {
+    const stage = ws.dag.byName.get(name)!
+    const problem = stage.preflight?.({ params: ws.params.get(name), workspace: ws.root, owns: (abs) => ws.owns(abs) })
+    return problem === undefined ? [] : [`stage ${name}: ${problem}`]
+  })
+
+/** The pre-flight checks as a config error, before anything runs. */
+const preflight = (ws: Workspace, names: ReadonlyArray<string>): Effect.Effect<void, ConfigError> => {
+  const problems = preflightProblems(ws, names)
+  return problems.length === 0 ? Effect.void : Effect.fail(new ConfigError({ message: problems[0]! }))
+}
 
 /** The plan for `options.target` (default: every stage). Wrong params or inputs are failures (ConfigError), not throws. */
 export const plan = (ws: Workspace, options: PlanOptions): Effect.Effect<Plan, ConfigError | GraphError> =>
   Effect.gen(function* () {
     const names = yield* Dag.closure(ws.dag, options.target)
-    yield* preflight(ws, names)
+    if (options.planDespitePreflight !== true) yield* preflight(ws, names)
     const { stages, sizes } = yield* planStages(ws, names, options)
     const toRun = stages.filter((s) => s.action === "run")
     const emptyDisk: DiskPlan.DiskReport = {
@@ -205,8 +209,9 @@ export const plan = (ws: Workspace, options: PlanOptions): Effect.Effect<Plan, C
         if (!isWithin(ws.abs(rel), ws.root)) warnings.push(`${name}: input ${rel} lies outside the workspace${rel === ws.abs(rel) ? "" : ` (${ws.abs(rel)})`}`)
     }
     // Downstream stages that are not part of this run would still have to fit later.
-    if (!options.skipDisk && options.target !== undefined && names.length < ws.dag.order.length) {
-      const all = yield* planStages(ws, ws.dag.order, { ...options, target: undefined, force: false })
+    const everything = yield* Dag.closure(ws.dag, undefined)
+    if (!options.skipDisk && options.target !== undefined && names.length < everything.length) {
+      const all = yield* planStages(ws, everything, { ...options, target: undefined, force: false })
       const later = all.stages.map((s) => (names.includes(s.name) ? stages.find((x) => x.name === s.name)! : s))
       const full = DiskPlan.diskReport(ws, later, all.sizes)
       const short = Disk.shortfall(full, { usedBytes: full.usedBytes, freeBytes: full.freeBytes, budgetBytes: full.budgetBytes ?? undefined })

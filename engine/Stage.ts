@@ -159,6 +159,17 @@ export interface Stage<
   readonly codeFiles: ReadonlyArray<string>
   readonly params: ParamSections
   readonly inputs: Readonly<Record<I, OutputRef>>
+  /**
+   * The inputs these params read, when that depends on them (a GGUF made from the merged
+   * model, or straight from base + adapter); undefined: all of them. The workspace keeps only
+   * these, so the DAG, the key and the plan see only what a run reads.
+   */
+  readonly inputsFor: ((params: P) => ReadonlyArray<I>) | undefined
+  /**
+   * Runs only when a stage that runs reads its outputs, or when it is the target (an
+   * intermediate, as make has them): `pipeline run` leaves it out when nothing needs it.
+   */
+  readonly onDemand: boolean
   readonly outputs: Readonly<Record<O, OutputDecl>>
   /** external files (workspace-relative) read by the stage, e.g. a local dataset */
   readonly deps: (params: P) => ReadonlyArray<string>
@@ -185,6 +196,10 @@ export interface StageSpec<Name extends string, S extends ParamSections, I exten
   readonly codeFiles?: ReadonlyArray<string>
   readonly params: S
   readonly inputs?: Readonly<Record<I, OutputRef>>
+  /** see Stage.inputsFor */
+  readonly inputsFor?: (params: ParamsOf<S>) => ReadonlyArray<I>
+  /** see Stage.onDemand */
+  readonly onDemand?: boolean
   readonly outputs: Readonly<Record<O, OutputDecl>>
   readonly deps?: (params: ParamsOf<S>) => ReadonlyArray<string>
   readonly versions?: (params: ParamsOf<S>, workspace: string) => Readonly<Record<string, string>>
@@ -214,6 +229,8 @@ export const make = <const Name extends string, S extends ParamSections, I exten
     codeFiles: spec.codeFiles ?? [],
     params: spec.params,
     inputs: spec.inputs ?? ({} as Record<I, OutputRef>),
+    inputsFor: spec.inputsFor,
+    onDemand: spec.onDemand ?? false,
     outputs: spec.outputs,
     deps: spec.deps ?? (() => []),
     versions: spec.versions ?? (() => ({})),

@@ -57,6 +57,8 @@ export class Workspace {
   readonly runs: RunCache<Lockfile.LockEntry>
   /** what the planner and executor ask for results by key (cache/Cache.ts): the store and run-cache, for now */
   readonly cache: Cache<Lockfile.LockEntry>
+  /** entries fetched from a remote in this process (`stage key` → the remote's name), for the plan's "restore (team)" */
+  readonly origins = new Map<string, string>()
   readonly dag: Dag.Dag
   readonly lock: Lockfile.Lock
   readonly params: ReadonlyMap<string, Record<string, unknown>>
@@ -99,7 +101,10 @@ export class Workspace {
       }
       const params = yield* Params.decodeStageParams(merged, stages, where)
       const lock = yield* Lockfile.read(path.join(root, "pipeline.lock"), "pipeline.lock", memo)
-      return new Workspace({ root, files, warn, memo, dag, configName, engine, params, lock })
+      // the inputs these params read (Stage.inputsFor): the DAG, keys and plans see only those
+      const selected = yield* selectInputs(stages, params, where)
+      const active = selected === stages ? dag : yield* Dag.make(selected)
+      return new Workspace({ root, files, warn, memo, dag: active, configName, engine, params, lock })
     })
   }
 
@@ -127,7 +132,7 @@ export class Workspace {
     this.store = new Store(path.join(this.stateDir, "cache"), this.stats, this.warn, this.fs)
     this.runs = new RunCache(path.join(this.stateDir, "runs"), Lockfile.decodeEntry, this.warn, this.fs)
     this.memo = parts.memo
-    this.cache = new LocalCache(this.store, this.runs)
+    this.cache = new LocalCache(this.store, this.runs, (stage, key) => this.origins.get(`${stage} ${key}`))
     this.dag = parts.dag
     this.configName = parts.configName
     this.engine = parts.engine
@@ -217,3 +222,25 @@ export class Workspace {
     Lockfile.write(this.lockFile, this.lock, this.dag.order)
   }
 }
+
+/** The stages with only the inputs their params read (Stage.inputsFor); `stages` itself when none chooses. */
+const selectInputs = (
+  stages: ReadonlyArray<AnyStage>,
+  params: ReadonlyMap<string, unknown>,
+  where: string
+): Effect.Effect<ReadonlyArray<AnyStage>, ConfigError> =>
+  Effect.gen(function* () {
+    if (!stages.some((s) => s.inputsFor !== undefined)) return stages
+    const out: Array<AnyStage> = []
+    for (const s of stages) {
+      if (s.inputsFor === undefined) {
+        out.push(s)
+        continue
+      }
+      const names = s.inputsFor(params.get(s.name))
+      const unknown = names.filter((n) => !(n in s.inputs))
+      if (unknown.length > 0) return yield* new ConfigError({ message: `${where}: stage ${s.name} chose inputs it does not declare: ${unknown.join(", ")}` })
+      out.push({ ...s, inputs: Object.fromEntries(names.map((n) => [n, s.inputs[n]!])) })
+    }
+    return out
+  })

@@ -2,6 +2,12 @@
  * gguf: llama.cpp files from the merged model, one per `gguf.types` (default Q4_K_M, Q5_K_M,
  * Q8_0; F16 too), named `model-<TYPE>.gguf`, each with an Ollama `model-<TYPE>.Modelfile`.
  *
+ * `gguf.from: adapter` reads the base model and the adapter instead of the merged model, and
+ * merges each weight as it is written (stages/gguf/merged.ts): the same bytes, without the
+ * merged 16-bit copy on disk. merge is on demand, so when nothing else reads its output (an
+ * upload without `merged` in `upload.include`) it does not run, and a disk that cannot hold
+ * base, merged copy and GGUF files together holds base and GGUF files.
+ *
  * Written by our own GGUF writer (stages/gguf/format.ts) and quantizers (native, byte-identical
  * to ggml's), tensor by tensor: memory stays near the largest tensor. Every file's exact size is
  * computed from the tensor shapes before a byte is written, and the stage fails at once when the
@@ -18,9 +24,13 @@ import { openGguf } from "./gguf/format.ts"
 import { modelfile } from "./gguf/modelfile.ts"
 import { FILE_TYPES, type FileType } from "./gguf/mixture.ts"
 import { factsFromConfig, planQwen3Gguf, plannedBytes } from "./gguf/qwen3.ts"
-import { ModelParams } from "./download.ts"
+import { download, ModelParams } from "./download.ts"
 import { withDefault } from "./lib/schema.ts"
-import { merge } from "./merge.ts"
+import { merge, MergeParams } from "./merge.ts"
+import { mergedReader } from "./gguf/merged.ts"
+import { train } from "./train.ts"
+
+const modelBytes = (inputSizes: Readonly<Record<string, number>>) => inputSizes["model"] ?? inputSizes["base"] ?? 0
 
 export const GGUF_TYPES = FILE_TYPES
 export type GgufType = FileType
@@ -36,7 +46,7 @@ export const BITS_PER_WEIGHT: Record<GgufType, number> = {
 
 export const GgufParams = Schema.Struct({
   types: withDefault(Schema.Array(Schema.Literals(GGUF_TYPES)), ["Q4_K_M", "Q5_K_M", "Q8_0"]),
-  /** merged: from the merged 16-bit model (the only path written so far) */
+  /** merged: from the merged 16-bit model; adapter: from base + adapter, merged weight by weight, no merged copy on disk */
   from: withDefault(Schema.Literals(["merged", "adapter"]), "merged"),
   /** general.name in the files */
   name: withDefault(Schema.String, "finetune-pipeline")
@@ -44,8 +54,6 @@ export const GgufParams = Schema.Struct({
 
 /** bytes of one GGUF file from the merged fp16 checkpoint's size (2 bytes a parameter) */
 export const ggufBytes = (type: GgufType, mergedBytes: number) => Math.round(((mergedBytes / 2) * BITS_PER_WEIGHT[type]) / 8)
-
-const FROM_ADAPTER = "gguf.from: adapter (GGUF straight from base + adapter, without the merged copy on disk) is not built yet; use gguf.from: merged"
 
 /** A file's size for the plan: exact from the model's config facts when the params state them, else from bits per weight. */
 const fileBytes = (p: { readonly gguf: typeof GgufParams.Type; readonly model: typeof ModelParams.Type }, type: GgufType, mergedBytes: number): number =>
@@ -56,28 +64,33 @@ export const gguf = Stage.make({
   description: "llama.cpp GGUF files (Q4_K_M, Q5_K_M, Q8_0, F16) with Ollama Modelfiles",
   module: import.meta.url,
   // model: its config facts, when the params state them, give exact sizes before the download
-  params: { gguf: GgufParams, model: ModelParams },
-  inputs: { model: merge.out.model },
+  // merge: its dtype, for the values a GGUF from base + adapter must round through
+  params: { gguf: GgufParams, model: ModelParams, merge: MergeParams },
+  inputs: { model: merge.out.model, base: download.out.model, adapter: train.out.adapter },
+  inputsFor: (p) => (p.gguf.from === "merged" ? ["model"] : ["base", "adapter"]),
   outputs: { files: Stage.dir("files") },
   resources: { memoryMB: 3000 },
+  // the model's 16-bit size: the merged copy's, or the base's (2 bytes a parameter either way)
   estimate: ({ params, inputSizes }) => ({
-    bytes: { files: params.gguf.types.reduce((a, t) => a + fileBytes(params, t, inputSizes["model"] ?? 0), 0) },
-    seconds: 10 + params.gguf.types.length * ((inputSizes["model"] ?? 0) / 100e6)
+    bytes: { files: params.gguf.types.reduce((a, t) => a + fileBytes(params, t, modelBytes(inputSizes)), 0) },
+    seconds: 10 + params.gguf.types.length * (modelBytes(inputSizes) / 100e6)
   }),
   variants: {
     param: "gguf.types",
     items: (p) => p.gguf.types,
-    bytes: (item, { params, inputSizes }) => fileBytes(params, item as GgufType, inputSizes["model"] ?? 0)
+    bytes: (item, { params, inputSizes }) => fileBytes(params, item as GgufType, modelBytes(inputSizes))
   },
-  // refused when the plan is made, not after training
-  preflight: ({ params }) => (params.gguf.from === "adapter" ? FROM_ADAPTER : undefined),
   run: (ctx) =>
     Effect.gen(function* () {
       const { types, from, name } = ctx.params.gguf
-      if (from === "adapter") return yield* new StageError({ message: FROM_ADAPTER })
       const types_ = [...new Set(types)]
+      const inputs = ctx.inputs as Partial<Record<"model" | "base" | "adapter", string>>
+      const modelDir = from === "merged" ? inputs.model! : inputs.base!
       const plans = yield* Effect.try({
-        try: () => types_.map((t) => ({ type: t, file: `model-${t}.gguf`, ...planQwen3Gguf(ctx.inputs.model, t, name) })),
+        try: () => {
+          const read = from === "adapter" ? mergedReader(inputs.base!, inputs.adapter!, ctx.params.merge.dtype) : undefined
+          return types_.map((t) => ({ type: t, file: `model-${t}.gguf`, ...planQwen3Gguf(modelDir, t, name, read) }))
+        },
         catch: (e) => new StageError({ message: `gguf: ${(e as Error).message}` })
       })
       const need = plans.reduce((a, p) => a + p.bytes, 0)

@@ -39,16 +39,73 @@ export interface MergeStep {
   readonly scale: number
 }
 
+/** A PEFT adapter, read: its scale (alpha/r, or alpha/√r with rsLoRA) and its A and B per base weight. */
+export interface Adapter {
+  readonly dir: string
+  readonly scale: number
+  readonly tensors: Map<string, Safetensors.Located>
+  /** the A and B of a base weight (`model.layers.0.self_attn.q_proj.weight`), or undefined */
+  readonly of: (weight: string) => { readonly a: Safetensors.Located; readonly b: Safetensors.Located; readonly stem: string } | undefined
+}
+
+export const readAdapter = (adapterDir: string): Adapter => {
+  const adapterCfgFile = path.join(adapterDir, "adapter_config.json")
+  const cfg = JSON.parse(fs.readFileSync(adapterCfgFile, "utf8")) as { r?: unknown; lora_alpha?: unknown; use_rslora?: unknown }
+  if (typeof cfg.r !== "number" || typeof cfg.lora_alpha !== "number" || cfg.r <= 0) throw new Error(`${adapterCfgFile}: r and lora_alpha must be numbers, r > 0`)
+  const scale = cfg.use_rslora === true ? cfg.lora_alpha / Math.sqrt(cfg.r) : cfg.lora_alpha / cfg.r
+  const tensors = Safetensors.indexFiles([path.join(adapterDir, "adapter_model.safetensors")])
+  return {
+    dir: adapterDir,
+    scale,
+    tensors,
+    of: (weight) => {
+      const stem = `base_model.model.${weight.replace(/\.weight$/, "")}`
+      const a = tensors.get(`${stem}.lora_A.weight`)
+      const b = tensors.get(`${stem}.lora_B.weight`)
+      return a && b ? { a, b, stem } : undefined
+    }
+  }
+}
+
+/**
+ * The merged values of an adapted base weight: W + s·B·A, accumulated in fp32 per element
+ * (over the whole matrix: the largest projection, not the embedding, sits in memory).
+ */
+export const mergedWeight = (t: Safetensors.Located, lora: { a: Safetensors.Located; b: Safetensors.Located; stem: string }, ad: Adapter): Float32Array => {
+  const values = Safetensors.readTensor(t)
+  const A = Safetensors.readTensor(lora.a)
+  const B = Safetensors.readTensor(lora.b)
+  const [outF, r] = lora.b.info.shape as [number, number]
+  const inF = lora.a.info.shape[1]!
+  if (t.info.shape[0] !== outF || t.info.shape[1] !== inF || lora.a.info.shape[0] !== r)
+    throw new Error(`${ad.dir}: ${lora.stem}: A [${lora.a.info.shape}] and B [${lora.b.info.shape}] do not fit the base's [${t.info.shape}]`)
+  const delta = new Float32Array(inF)
+  for (let o = 0; o < outF; o++) {
+    delta.fill(0)
+    for (let k = 0; k < r; k++) {
+      const s = B[o * r + k]!
+      if (s === 0) continue
+      const arow = k * inF
+      for (let j = 0; j < inF; j++) delta[j] = delta[j]! + s * A[arow + j]!
+    }
+    const row = o * inF
+    for (let j = 0; j < inF; j++) values[row + j] = values[row + j]! + ad.scale * delta[j]!
+  }
+  return values
+}
+
+/** The values as `merge.dtype` stores them (what reading the merged model gives back). */
+export const roundTo = (dtype: MergeParams["dtype"], v: Float32Array): Float32Array =>
+  dtype === "fp16" ? Safetensors.fromF16(Safetensors.toF16(v)) : Safetensors.fromBf16(Safetensors.toBf16(v))
+
 /**
  * Merges `adapterDir` into `baseDir`, writing `outDir`; yields after each tensor (the stage
  * reports progress between them). Throws an Error naming the file on bad input.
  */
 export function* mergeModel(baseDir: string, adapterDir: string, outDir: string, p: MergeParams): Generator<MergeStep, MergeStep> {
-  const adapterCfgFile = path.join(adapterDir, "adapter_config.json")
-  const cfg = JSON.parse(fs.readFileSync(adapterCfgFile, "utf8")) as { r?: unknown; lora_alpha?: unknown; use_rslora?: unknown }
-  if (typeof cfg.r !== "number" || typeof cfg.lora_alpha !== "number" || cfg.r <= 0) throw new Error(`${adapterCfgFile}: r and lora_alpha must be numbers, r > 0`)
-  const scale = cfg.use_rslora === true ? cfg.lora_alpha / Math.sqrt(cfg.r) : cfg.lora_alpha / cfg.r
-  const ad = Safetensors.indexFiles([path.join(adapterDir, "adapter_model.safetensors")])
+  const adapter = readAdapter(adapterDir)
+  const { scale } = adapter
+  const ad = adapter.tensors
   const base = locateTensors(baseDir)
   const dtype: Safetensors.Dtype = p.dtype === "fp16" ? "F16" : "BF16"
   const names = [...base.keys()]
@@ -77,41 +134,20 @@ export function* mergeModel(baseDir: string, adapterDir: string, outDir: string,
     try {
       for (const name of shard) {
         const t = base.get(name)!
-        const stem = `base_model.model.${name.replace(/\.weight$/, "")}`
-        const a = ad.get(`${stem}.lora_A.weight`)
-        const b = ad.get(`${stem}.lora_B.weight`)
+        const lora = adapter.of(name)
         const convert = (v: Float32Array) => {
           const bits = dtype === "F16" ? Safetensors.toF16(v) : Safetensors.toBf16(v)
           return new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength)
         }
-        if (!a || !b) {
+        if (!lora) {
           // not adapted: converted in pieces of ~16M values, so the embedding never sits whole in memory
           const n = t.info.shape.reduce((x, y) => x * y, 1)
           for (let at = 0; at < n; at += CHUNK_VALUES) w.put(convert(Safetensors.readElements(t, at, Math.min(CHUNK_VALUES, n - at))))
           yield { done: ++done, total: names.length, merged, scale }
           continue
         }
-        // adapted: W' = W + s·B·A over the whole matrix (the largest projection, not the embedding)
-        const values = Safetensors.readTensor(t)
-        const A = Safetensors.readTensor(a)
-        const B = Safetensors.readTensor(b)
-        const [outF, r] = b.info.shape as [number, number]
-        const inF = a.info.shape[1]!
-        if (t.info.shape[0] !== outF || t.info.shape[1] !== inF || a.info.shape[0] !== r)
-          throw new Error(`${adapterDir}: ${stem}: A [${a.info.shape}] and B [${b.info.shape}] do not fit the base's [${t.info.shape}]`)
-        // W' = W + s·B·A, accumulated in fp32 per element
-        const delta = new Float32Array(inF)
-        for (let o = 0; o < outF; o++) {
-          delta.fill(0)
-          for (let k = 0; k < r; k++) {
-            const s = B[o * r + k]!
-            if (s === 0) continue
-            const arow = k * inF
-            for (let j = 0; j < inF; j++) delta[j] = delta[j]! + s * A[arow + j]!
-          }
-          const row = o * inF
-          for (let j = 0; j < inF; j++) values[row + j] = values[row + j]! + scale * delta[j]!
-        }
+        const values = mergedWeight(t, lora, adapter)
+        const stem = lora.stem
         merged++
         used.add(`${stem}.lora_A.weight`).add(`${stem}.lora_B.weight`)
         w.put(convert(values))
@@ -151,6 +187,8 @@ export const merge = Stage.make({
   // the adapter's own adapter_config.json gives r and alpha: the lora section is train's business
   // model: its config facts, when the params state them, give the exact size before the download
   params: { merge: MergeParams, model: ModelParams },
+  // runs when something reads the merged model (gguf from it, an upload that publishes it)
+  onDemand: true,
   inputs: { adapter: train.out.adapter, model: download.out.model },
   outputs: { model: Stage.dir("model") },
   resources: { memoryMB: 3000 },

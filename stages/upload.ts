@@ -38,8 +38,12 @@ import { hubTarget } from "./upload/hub.ts"
 import { checkPublished, describePreview, previewPublish, publishTo, type RemoteTarget } from "./upload/remote.ts"
 import { s3Target } from "./upload/s3.ts"
 
+const PARTS = ["adapter", "merged", "gguf", "eval"] as const
+
 export const UploadParams = Schema.Struct({
   target: withDefault(Schema.String, "dir://out/published"),
+  /** what to publish; without `merged`, the merged model is not made unless gguf reads it */
+  include: withDefault(Schema.Array(Schema.Literals(PARTS)).check(Schema.isMinLength(1)), [...PARTS]),
   /** hf://: create the repo private (a publish is never public by accident) */
   private: withDefault(Schema.Boolean, true),
   /** hf://: the branch to commit to */
@@ -128,9 +132,14 @@ const problemOf = (params: Params, workspace: string, owns: (abs: string) => str
 }
 
 /** The card for these params and inputs. */
-const cardFor = (params: Params, inputs: { metrics: string; adapter: string; merged: string; gguf: string; report: string }, digestFile: (abs: string) => string, repo: string | undefined) => {
-  const metrics = JSON.parse(fs.readFileSync(inputs.metrics, "utf8")) as Record<string, number>
-  const files = localFiles(placements(inputs, inputs.metrics), digestFile).filter((f) => f.path !== "README.md")
+type Inputs = Partial<Record<"adapter" | "merged" | "gguf" | "metrics" | "report", string>>
+
+/** The files to publish other than the card. */
+const inputFiles = (inputs: Inputs, digestFile: (abs: string) => string) => localFiles(placements(inputs, ""), digestFile).filter((f) => f.path !== "README.md")
+
+const cardFor = (params: Params, inputs: Inputs, digestFile: (abs: string) => string, repo: string | undefined) => {
+  const metrics = inputs.metrics === undefined ? {} : (JSON.parse(fs.readFileSync(inputs.metrics, "utf8")) as Record<string, number>)
+  const files = inputFiles(inputs, digestFile)
   return modelCard({
     title: repo ?? "Customer-support tool-calling model",
     repo,
@@ -151,6 +160,7 @@ export const upload = Stage.make({
   module: import.meta.url,
   params: { upload: UploadParams, dataset: DatasetParams, model: ModelParams, lora: LoraParams, train: TrainParams },
   inputs: { adapter: train.out.adapter, merged: merge.out.model, gguf: gguf.out.files, metrics: evaluate.out.metrics, report: evaluate.out.report },
+  inputsFor: (p) => p.upload.include.flatMap((part) => (part === "eval" ? (["metrics", "report"] as const) : ([part] as const))),
   outputs: { manifest: Stage.file("manifest.json"), card: Stage.file("README.md") },
   estimate: () => ({ bytes: { manifest: 10_000, card: 10_000 }, seconds: 5 }),
   preflight: ({ params, workspace, owns }) => problemOf(params, workspace, owns),
@@ -164,7 +174,7 @@ export const upload = Stage.make({
     preview: ({ params, workspace, inputs, digestFile }) => {
       const t = parseTarget(params.upload.target, workspace)
       if ("problem" in t || t.kind === "dir") return Effect.succeed([])
-      const files = localFiles(placements(inputs as never, (inputs as { metrics: string }).metrics), digestFile).filter((f) => f.path !== "README.md")
+      const files = inputFiles(inputs, digestFile)
       return Effect.scoped(Effect.flatMap(remoteTarget(params, t, workspace, CHECK_TIMEOUT_MS), (r) => previewPublish(r, files))).pipe(
         Effect.map((p) => [...describePreview(params.upload.target, p), "  + README.md (the model card) and the manifest"]),
         Effect.catch((e) => Effect.succeed([`cannot ask ${params.upload.target} what it holds: ${e.message}`]))

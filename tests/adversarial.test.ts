@@ -266,7 +266,7 @@ describe("5. params that cannot make sense are refused when decoded, exit 2", ()
     ["split.valFraction=0", "split.valFraction: Expected a value greater than 0, got 0"],
     ["eval.gates={accuracy: 0.9}", "stage eval: eval.gates.accuracy: no such metric (metrics: samples, intents, valLoss, valPerplexity, baseValLoss, baseValPerplexity, turns, decisionAccuracy, toolNameAccuracy"],
     ["train.device=cuda", "stage train: train.device cuda: the CUDA backend is not built yet; use cpu"],
-    ["gguf.from=adapter", "stage gguf: gguf.from: adapter (GGUF straight from base + adapter, without the merged copy on disk) is not built yet"]
+    ["upload.include=[]", "upload.include: Expected a value with a length of at least 1, got []"]
   ])("--set %s", (set, says) => {
     const r = cli(ws, ["run", "--dry-run", "--set", set])
     expect(r.code, r.stderr).toBe(2)

@@ -27,6 +27,7 @@ import * as Safetensors from "../stages/lib/safetensors.ts"
 import { Rng } from "../stages/lib/rng.ts"
 import { loadEncoder } from "../stages/tokenize.ts"
 import { ggmlDequantize, ggmlQuantize, llamaQuantize } from "./ggml.ts"
+import { cli, makeDemoWorkspace, REPO } from "./helpers.ts"
 
 const bytesOf = (type: number, n: number) => (n / GGUF_BLOCKS[type]![0]) * GGUF_BLOCKS[type]![1]
 const TYPES: ReadonlyArray<readonly [string, number]> = [["F16", 1], ["Q8_0", 8], ["Q4_K", 12], ["Q5_K", 13], ["Q6_K", 14]]
@@ -124,6 +125,29 @@ describe("the planned sizes of Qwen3-4B-Instruct-2507 (the profile's config fact
     expect(parameterCount(facts)).toBe(4_022_468_096)
     // the sizes of the GGUF files published for this model (DESIGN.md §4): 2.49, 2.88, 4.27 GB
     for (const [type, gb] of [["Q4_K_M", 2.49], ["Q5_K_M", 2.88], ["Q8_0", 4.27]] as const) expect(Math.abs(plannedBytes(facts, type, "x") / 1e9 - gb) / gb, type).toBeLessThan(0.01)
+  })
+
+  it("the reference profile's plan: as shipped it needs about 26 GB and fails its 20 GB budget; from the adapter, without the merged copy, it fits", () => {
+    const ws = makeDemoWorkspace()
+    const profile = path.join(REPO, "profiles", "qwen3-4b-t4.yaml")
+    const shipped = cli(ws, ["run", "--dry-run", "--config", profile])
+    expect(shipped.code, shipped.stderr).toBe(3)
+    expect(shipped.stdout).toMatch(/^ {2}merge {4}/m)
+    expect(shipped.stdout).toMatch(/^ {2}gguf .*\[~9\.7 GB/m) // 2.497 + 2.890 + 4.280 GB, and the Modelfiles
+    const need = Number(/disk: writes up to ([\d.]+) GB/.exec(shipped.stdout)![1])
+    expect(need).toBeGreaterThan(25)
+    expect(need).toBeLessThan(27)
+    expect(shipped.stdout).toContain("pre-flight: stage train: train.device cuda") // the plan is shown all the same
+    expect(shipped.stderr).toMatch(/^error: the plan does not fit .*Ways to fit: /)
+
+    const fits = cli(ws, ["run", "--dry-run", "--config", profile, "--set", "gguf.from=adapter", "--set", "upload.include=[adapter, gguf, eval]"])
+    expect(fits.stdout).not.toMatch(/^ {2}merge /m) // on demand, and nothing reads it now
+    expect(fits.stdout).toMatch(/^ {2}gguf .*\[~9\.7 GB/m)
+    const fitting = Number(/disk: writes up to ([\d.]+) GB.*: ok$/m.exec(fits.stdout)![1])
+    expect(fitting).toBeLessThan(20)
+    // what is left is this machine's: no CUDA backend here
+    expect(fits.code).toBe(2)
+    expect(fits.stderr.trim()).toBe("error: stage train: train.device cuda: the CUDA backend is not built yet; use cpu")
   })
 })
 

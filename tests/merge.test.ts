@@ -13,6 +13,9 @@ import { loadAdapter, loadQwen3, locateTensors, readConfig, writeAdapter } from 
 import * as Safetensors from "../stages/lib/safetensors.ts"
 import { Rng } from "../stages/lib/rng.ts"
 import { mergeModel } from "../stages/merge.ts"
+import { mergedReader } from "../stages/gguf/merged.ts"
+import { writeGguf } from "../stages/gguf/format.ts"
+import { planQwen3Gguf } from "../stages/gguf/qwen3.ts"
 
 const sameBits = (a: Float32Array, b: Float32Array) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0
 
@@ -129,5 +132,28 @@ describe("merge", () => {
     fs.mkdirSync(out)
     expect(() => drain(mergeModel(base, bad, out, { dtype: "fp16", maxShardBytes: 5e9 }))).toThrow(/q_proj: A \[8,100\] and B \[256,8\] do not fit the base's \[256,256\]/)
     expect(fs.readdirSync(out)).toEqual([])
+  })
+
+  it("gguf.from: adapter writes the bytes of the GGUF made from the merged model, without the merged copy", () => {
+    for (const dtype of ["fp16", "bf16"] as const) {
+      const { out } = run(`for-gguf-${dtype}`, 5_000_000_000, dtype)
+      for (const type of dtype === "fp16" ? (["Q4_K_M", "Q8_0", "F16"] as const) : (["Q5_K_M"] as const)) {
+        const fromMerged = path.join(dir, `merged-${dtype}-${type}.gguf`)
+        const fromAdapter = path.join(dir, `adapter-${dtype}-${type}.gguf`)
+        const m = planQwen3Gguf(out, type, "t")
+        writeGguf(fromMerged, m.metadata, m.tensors)
+        const a = planQwen3Gguf(base, type, "t", mergedReader(base, adapter, dtype))
+        expect(a.bytes).toBe(m.bytes)
+        writeGguf(fromAdapter, a.metadata, a.tensors)
+        expect(fs.readFileSync(fromAdapter).equals(fs.readFileSync(fromMerged)), `${dtype} ${type}`).toBe(true)
+      }
+    }
+    // an adapter whose tensors land on no base weight is refused, naming it
+    const other = path.join(dir, "bad-adapter")
+    fs.cpSync(adapter, other, { recursive: true })
+    const t = Safetensors.indexFiles([path.join(other, "adapter_model.safetensors")])
+    const tensors = [...t.entries()].map(([name, loc]) => ({ name: name.replace("layers.0.", "layers.7."), dtype: "F32" as const, shape: loc.info.shape, data: ((f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength))(Safetensors.readTensor(loc)) }))
+    Safetensors.write(path.join(other, "adapter_model.safetensors"), tensors)
+    expect(() => mergedReader(base, other, "fp16")).toThrow(/adapter tensors match no base weight \(base_model\.model\.model\.layers\.7\./)
   })
 })

@@ -262,3 +262,21 @@ describe("the S3 service's multipart upload", () => {
     }
   }, 120_000)
 })
+
+describe("gguf.from: adapter through the CLI", () => {
+  it("makes the same GGUF bytes without running merge, and a publish without the merged model", async () => {
+    const before = new Map(fs.readdirSync(path.join(ws, "out/gguf/files")).map((f) => [f, fs.readFileSync(path.join(ws, "out/gguf/files", f))]))
+    const sets = ["--set", "gguf.from=adapter", "--set", "upload.include=[adapter, gguf, eval]", "--set", "upload.target=dir://out/lean"]
+    const dry = await run(ws, ["run", "--dry-run", ...sets])
+    expect(dry.code, dry.stderr).toBe(0)
+    expect(dry.stdout).not.toMatch(/^ {2}merge /m)
+    const r = await run(ws, ["run", ...sets])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/gguf: running \(params changed: gguf\.from merged -> adapter/)
+    expect(r.stdout).not.toContain("merge: running")
+    for (const [f, bytes] of before) expect(fs.readFileSync(path.join(ws, "out/gguf/files", f)).equals(bytes), f).toBe(true)
+    const published = fs.readdirSync(path.join(ws, "out/lean")).sort()
+    expect(published).toEqual([".pipeline-publish.json", "README.md", "adapter", "eval", "gguf"])
+    expect(read(ws, "out/lean/README.md")).not.toContain("subfolder=\"merged\"")
+  }, 180_000)
+})

@@ -240,7 +240,12 @@ export interface GgufPlan {
 }
 
 /** The file's metadata and tensors (each producing its bytes when asked), and its exact size. */
-export const planQwen3Gguf = (modelDir: string, fileType: FileType, name: string) => {
+/** Reads `count` values of a tensor from `start`: the model's own values, or merged ones (stages/gguf.ts with `gguf.from: adapter`). */
+export type TensorReader = (hf: string, loc: Safetensors.Located, start: number, count: number) => Float32Array
+
+const readStored: TensorReader = (_hf, loc, start, count) => readElements(loc, start, count)
+
+export const planQwen3Gguf = (modelDir: string, fileType: FileType, name: string, read: TensorReader = readStored) => {
   const c = factsOf(modelDir)
   const { sources: src, located } = sources(modelDir)
   const expected = tensorsOf(c)
@@ -263,7 +268,7 @@ export const planQwen3Gguf = (modelDir: string, fileType: FileType, name: string
       const rows = s.dims.slice(1).reduce((a, b) => a * b, 1)
       const step = Math.max(1, Math.floor(CHUNK_VALUES / rowLen))
       for (let r = 0; r < rows; r += step) {
-        const values = readElements(loc, r * rowLen, Math.min(step, rows - r) * rowLen)
+        const values = read(s.hf, loc, r * rowLen, Math.min(step, rows - r) * rowLen)
         yield type === GgmlType.F32 ? new Uint8Array(values.buffer, values.byteOffset, values.byteLength) : ggufQuantize(type, values)
       }
     }

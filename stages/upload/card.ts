@@ -62,6 +62,8 @@ export const modelCard = (c: CardInput): string => {
   ]
   const ggufs = c.files.filter((f) => f.path.endsWith(".gguf")).map((f) => f.path)
   const modelfiles = c.files.filter((f) => f.path.endsWith(".Modelfile")).map((f) => f.path)
+  const hasMerged = c.files.some((f) => f.path.startsWith("merged/"))
+  const hasAdapter = c.files.some((f) => f.path.startsWith("adapter/"))
   const repoArg = c.repo !== undefined ? yamlString(c.repo) : '"<this directory>"'
   const metricNames = Object.keys(c.metrics).filter((k) => !/^base[A-Z]/.test(k))
   const hasBase = metricNames.some((k) => c.metrics[`base${k[0]!.toUpperCase()}${k.slice(1)}`] !== undefined)
@@ -80,15 +82,27 @@ export const modelCard = (c: CardInput): string => {
     "",
     "## Use",
     "",
-    "```python",
-    "from transformers import AutoModelForCausalLM, AutoTokenizer",
-    `model = AutoModelForCausalLM.from_pretrained(${repoArg}, subfolder="merged")`,
-    `tokenizer = AutoTokenizer.from_pretrained(${repoArg}, subfolder="merged")`,
-    ...(base !== undefined
-      ? ["# or the adapter on its base:", "from peft import PeftModel", `model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(${yamlString(base)}), ${repoArg}, subfolder="adapter")`]
+    ...(hasMerged || (hasAdapter && base !== undefined)
+      ? [
+          "```python",
+          "from transformers import AutoModelForCausalLM, AutoTokenizer",
+          ...(hasMerged
+            ? [
+                `model = AutoModelForCausalLM.from_pretrained(${repoArg}, subfolder="merged")`,
+                `tokenizer = AutoTokenizer.from_pretrained(${repoArg}, subfolder="merged")`
+              ]
+            : []),
+          ...(hasAdapter && base !== undefined
+            ? [
+                ...(hasMerged ? ["# or the adapter on its base:"] : []),
+                "from peft import PeftModel",
+                `model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(${yamlString(base)}), ${repoArg}, subfolder="adapter")`
+              ]
+            : []),
+          "```",
+          ""
+        ]
       : []),
-    "```",
-    "",
     ...(ggufs.length > 0
       ? [
           "```sh",

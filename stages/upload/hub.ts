@@ -17,7 +17,7 @@
  * the write token. The token goes in the Authorization header to that
  * endpoint and nowhere else: not in a URL, a message, the manifest or a key.
  */
-import { commitIter, createRepo, type CommitOperation, pathsInfo } from "@huggingface/hub"
+import type { CommitOperation } from "@huggingface/hub"
 import * as Effect from "effect/Effect"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
@@ -43,6 +43,9 @@ interface PathInfo {
   readonly oid: string
   readonly lfsOid: string | undefined
 }
+
+/** The Hub library, imported when a Hub target is used (not when the CLI starts). */
+const hubLib = () => import("@huggingface/hub")
 
 /** sha256 and git blob sha1 of a file, in one pass. */
 export const hubIds = (abs: string): Promise<string> =>
@@ -101,7 +104,7 @@ export const hubTarget = (o: HubTargetOptions): RemoteTarget => {
         const out = new Map<string, PathInfo>()
         for (let i = 0; i < paths.length; i += 100) {
           try {
-            const got = await pathsInfo({ repo, paths: paths.slice(i, i + 100) as Array<string>, revision: o.revision, hubUrl: o.endpoint, ...credentials })
+            const got = await (await hubLib()).pathsInfo({ repo, paths: paths.slice(i, i + 100) as Array<string>, revision: o.revision, hubUrl: o.endpoint, ...credentials })
             for (const p of got) if (p.type === "file") out.set(p.path, { size: p.size, oid: p.oid ?? "", lfsOid: p.lfs?.oid })
           } catch (e) {
             // a repo (or revision) that does not exist yet holds nothing
@@ -148,7 +151,7 @@ export const hubTarget = (o: HubTargetOptions): RemoteTarget => {
       yield* Effect.tryPromise({
         try: async () => {
           try {
-            await createRepo({ repo, private: o.private, hubUrl: o.endpoint, accessToken: o.token! })
+            await (await hubLib()).createRepo({ repo, private: o.private, hubUrl: o.endpoint, accessToken: o.token! })
           } catch (e) {
             if ((e as { statusCode?: number }).statusCode !== 409) throw e // 409: it exists
           }
@@ -177,7 +180,7 @@ export const hubTarget = (o: HubTargetOptions): RemoteTarget => {
       const done = new Map<string, number>()
       yield* Effect.tryPromise({
         try: async (signal) => {
-          const it = commitIter({
+          const it = (await hubLib()).commitIter({
             repo,
             accessToken: o.token!,
             hubUrl: o.endpoint,

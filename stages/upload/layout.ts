@@ -28,14 +28,16 @@ export interface Placement {
   readonly src: string
 }
 
-export const placements = (inputs: { adapter: string; merged: string; gguf: string; metrics: string; report: string }, card: string): Array<Placement> => [
-  { rel: "README.md", src: card },
-  { rel: "adapter", src: inputs.adapter },
-  { rel: "merged", src: inputs.merged },
-  { rel: "gguf", src: inputs.gguf },
-  { rel: "eval/metrics.json", src: inputs.metrics },
-  { rel: "eval/report.md", src: inputs.report }
-]
+/** The placements of the inputs `upload.include` chose (the others are absent). */
+export const placements = (inputs: Partial<Record<"adapter" | "merged" | "gguf" | "metrics" | "report", string>>, card: string): Array<Placement> =>
+  [
+    { rel: "README.md", src: card },
+    { rel: "adapter", src: inputs.adapter },
+    { rel: "merged", src: inputs.merged },
+    { rel: "gguf", src: inputs.gguf },
+    { rel: "eval/metrics.json", src: inputs.metrics },
+    { rel: "eval/report.md", src: inputs.report }
+  ].filter((p): p is Placement => p.src !== undefined && p.src !== "")
 
 /** Every file the placements name, sorted by target path; symlinks are followed (store links). */
 export const localFiles = (placed: ReadonlyArray<Placement>, digestFile: (abs: string) => string): Array<LocalFile> => {

@@ -1,0 +1,271 @@
+/**
+ * The remote cache as the engine uses it (cache/Remote.ts has the backends):
+ *
+ * - `push`: the objects and run-cache entries of the stages' lock entries
+ *   that the remote lacks: a HEAD for each first (eight at a time), then the
+ *   missing objects, files before the tree manifests that list them, and the
+ *   entries last, so an entry on the remote means its objects are there. A
+ *   push killed half-way leaves objects the next push finds and skips.
+ * - `fetchEntry` / `fetchOutputs`: an entry, then the objects its outputs need
+ *   that the local store lacks; each object is checked against its digest on
+ *   arrival and only then moved into the store. A corrupt or partial one is
+ *   deleted and reported, never stored.
+ * - `pull`: the lock's entries of the stages (or only the target's, with
+ *   `--only`), fetched and materialised in out/; nothing runs.
+ * - `prefetch` (`run --remote`): before a run, each stage the plan would run
+ *   whose key the remote knows is fetched, so the plan restores it instead;
+ *   the plan says `restore (team)`.
+ *
+ * A remote that errors is switched off for the rest of the command with one
+ * warning (a cache is an optimisation), except in `push` and `pull`, whose
+ * whole job it is: there the error is the command's.
+ */
+import * as Effect from "effect/Effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { randomBytes } from "node:crypto"
+import * as Digest from "../cache/Digest.ts"
+import { type Backend, entryRel, objectRel, RemoteError } from "../cache/Remote.ts"
+import * as Dag from "./Dag.ts"
+import { materialize } from "./Executor.ts"
+import * as Lockfile from "./Lockfile.ts"
+import * as Planner from "./Planner.ts"
+import { formatBytes } from "./Units.ts"
+import type { Workspace } from "./Workspace.ts"
+
+export interface Transfer {
+  objects: number
+  bytes: number
+  /** objects the other side already had */
+  present: number
+  entries: number
+}
+
+const emptyTransfer = (): Transfer => ({ objects: 0, bytes: 0, present: 0, entries: 0 })
+
+export const describe = (verb: string, t: Transfer): string =>
+  `${verb} ${t.objects} object${t.objects === 1 ? "" : "s"} (${formatBytes(t.bytes)}) and ${t.entries} entr${t.entries === 1 ? "y" : "ies"}; ${t.present} already there`
+
+/** Every object a lock entry's outputs need, files first, then the trees that list them. */
+const objectsOf = (ws: Workspace, entry: Lockfile.LockEntry): { files: Array<Digest.Digest>; trees: Array<Digest.Digest>; missing: number } => {
+  const files: Array<Digest.Digest> = []
+  const trees: Array<Digest.Digest> = []
+  let missing = 0
+  for (const o of entry.outputs) {
+    if (!ws.store.canRestore(o)) {
+      missing++
+      continue
+    }
+    if (o.kind === "file") files.push(o.digest)
+    else {
+      trees.push(o.digest)
+      for (const e of ws.store.readTree(o.digest)?.entries ?? []) files.push(e.digest)
+    }
+  }
+  return { files, trees, missing }
+}
+
+/** Pushes the lock entries of `names` and their objects that the remote lacks. */
+export const push = (ws: Workspace, remote: Backend, names: ReadonlyArray<string>, log: (line: string) => void): Effect.Effect<Transfer, RemoteError> =>
+  Effect.gen(function* () {
+    const t = emptyTransfer()
+    const entries: Array<[string, Lockfile.LockEntry]> = []
+    const files = new Set<Digest.Digest>()
+    const trees = new Set<Digest.Digest>()
+    for (const name of names) {
+      const entry = ws.lock[name]
+      if (entry === undefined) continue
+      const o = objectsOf(ws, entry)
+      if (o.missing > 0) {
+        log(`${name}: not pushed: ${o.missing} of its outputs are not in the local cache (run it first)`)
+        continue
+      }
+      o.files.forEach((d) => files.add(d))
+      o.trees.forEach((d) => trees.add(d))
+      entries.push([name, entry])
+    }
+    const send = (digests: ReadonlyArray<Digest.Digest>) =>
+      Effect.gen(function* () {
+        const there = yield* Effect.forEach(digests, (d) => remote.has(objectRel(d)), { concurrency: 8 })
+        const todo = digests.filter((_, i) => !there[i])
+        t.present += digests.length - todo.length
+        yield* Effect.forEach(
+          todo,
+          (d) =>
+            Effect.gen(function* () {
+              const file = ws.store.objectPath(d)
+              yield* remote.putFile(objectRel(d), file)
+              t.objects++
+              t.bytes += fs.statSync(file).size
+            }),
+          { concurrency: 4, discard: true }
+        )
+      })
+    yield* send([...files])
+    yield* send([...trees])
+    for (const [name, entry] of entries) {
+      if (yield* remote.has(entryRel(name, entry.key))) continue
+      yield* remote.putText(entryRel(name, entry.key), JSON.stringify(entry))
+      t.entries++
+    }
+    return t
+  })
+
+/** The remote's entry for a stage's key, checked like a local run-cache entry; undefined when it has none. */
+export const fetchEntry = (remote: Backend, stage: string, key: Digest.Digest): Effect.Effect<Lockfile.LockEntry | undefined, RemoteError> =>
+  Effect.flatMap(remote.getText(entryRel(stage, key)), (text) => {
+    if (text === undefined) return Effect.succeed(undefined)
+    let raw: unknown
+    try {
+      raw = JSON.parse(text)
+    } catch {
+      return Effect.fail(new RemoteError({ message: `${remote.url}/${entryRel(stage, key)}: not JSON; it is ignored` }))
+    }
+    const e = Lockfile.decodeEntry(raw, stage)
+    if (typeof e === "string") return Effect.fail(new RemoteError({ message: `${remote.url}/${entryRel(stage, key)}: ${e}; it is ignored` }))
+    if (e.key !== key) return Effect.fail(new RemoteError({ message: `${remote.url}/${entryRel(stage, key)}: holds the entry of another key; it is ignored` }))
+    return Effect.succeed(e)
+  })
+
+/** Fetches one object into the store, checked against its digest; a bad one is deleted and reported. */
+const fetchObject = (ws: Workspace, remote: Backend, d: Digest.Digest, t: Transfer): Effect.Effect<void, RemoteError> =>
+  Effect.gen(function* () {
+    if (ws.store.intact(d)) {
+      t.present++
+      return
+    }
+    fs.mkdirSync(ws.tmpDir, { recursive: true })
+    const tmp = path.join(ws.tmpDir, `fetch-${Digest.digestHex(d).slice(0, 16)}-${randomBytes(4).toString("hex")}`)
+    try {
+      const got = yield* remote.getFile(objectRel(d), tmp)
+      if (!got) return yield* new RemoteError({ message: `${remote.url}/${objectRel(d)}: missing on the remote (an entry names it)` })
+      const actual = Digest.ofFile(tmp)
+      if (actual.digest !== d) return yield* new RemoteError({ message: `${remote.url}/${objectRel(d)}: its bytes do not match its digest (corrupt or partial); discarded` })
+      ws.store.ingestFile(tmp)
+      t.objects++
+      t.bytes += actual.bytes
+    } finally {
+      fs.rmSync(tmp, { force: true })
+    }
+  })
+
+/** Fetches the objects the outputs need that the store lacks (trees first, then their files). */
+export const fetchOutputs = (ws: Workspace, remote: Backend, outputs: ReadonlyArray<Lockfile.OutputRec>, t: Transfer): Effect.Effect<void, RemoteError> =>
+  Effect.forEach(
+    outputs,
+    (o) =>
+      Effect.gen(function* () {
+        if (ws.store.canRestore(o)) {
+          t.present += ws.store.objectsOf(o).length
+          return
+        }
+        yield* fetchObject(ws, remote, o.digest, t)
+        if (o.kind === "dir") {
+          const tree = ws.store.readTree(o.digest)
+          if (tree === undefined) return yield* new RemoteError({ message: `${remote.url}/${objectRel(o.digest)}: not a valid tree; discarded` })
+          yield* Effect.forEach(tree.entries, (e) => fetchObject(ws, remote, e.digest, t), { concurrency: 4, discard: true })
+        }
+      }),
+    { discard: true }
+  )
+
+/** Whether out/ holds exactly the outputs (through the stat cache). */
+const inPlace = (ws: Workspace, outputs: ReadonlyArray<Lockfile.OutputRec>) =>
+  outputs.every((o) => {
+    const abs = ws.abs(o.path)
+    if (!fs.existsSync(abs)) return false
+    if (o.kind === "file") return ws.stats.hashFile(abs).digest === o.digest
+    const tree = ws.store.readTree(o.digest)
+    return tree !== undefined && tree.entries.every((e) => fs.existsSync(path.join(abs, e.path)) && ws.stats.hashFile(path.join(abs, e.path)).digest === e.digest)
+  })
+
+/**
+ * Pulls the lock's entries for `target`'s closure (every stage without a target; only the
+ * target with `only`) and materialises them in out/. Stages the lock does not know are named.
+ */
+export const pull = (
+  ws: Workspace,
+  remote: Backend,
+  target: string | undefined,
+  only: boolean,
+  log: (line: string) => void
+): Effect.Effect<Transfer, RemoteError | import("./Errors.ts").GraphError> =>
+  Effect.gen(function* () {
+    const names = only && target !== undefined ? [target] : yield* Dag.closure(ws.dag, target)
+    const t = emptyTransfer()
+    for (const name of names) {
+      const entry = ws.lock[name]
+      if (entry === undefined) {
+        log(`${name}: not in pipeline.lock, nothing to pull`)
+        continue
+      }
+      const stage = ws.dag.byName.get(name)!
+      yield* fetchOutputs(ws, remote, entry.outputs, t)
+      ws.runs.put(name, entry, new Date())
+      t.entries++
+      if (inPlace(ws, entry.outputs)) continue
+      yield* Effect.try({
+        try: () => materialize(ws, stage, entry.outputs, (dir) => ws.cache.get(name, entry.key, { known: entry })!.apply(dir, name)),
+        catch: (e) => new RemoteError({ message: `${name}: materialising its outputs failed: ${(e as Error).message}` })
+      })
+      log(`${name}: pulled`)
+    }
+    ws.saveCaches()
+    return t
+  })
+
+/**
+ * Before a run: for each stage the plan would run whose key is known, asks the remote for its
+ * entry and fetches its outputs, until no more stage can be restored. Returns what it fetched;
+ * on a remote error it warns and stops (the run goes on without the remote).
+ */
+export const prefetch = (
+  ws: Workspace,
+  remote: Backend,
+  options: Planner.PlanOptions,
+  warn: (line: string) => void
+): Effect.Effect<{ transfer: Transfer; stages: Array<string>; ok: boolean }> =>
+  Effect.gen(function* () {
+    const t = emptyTransfer()
+    const stages: Array<string> = []
+    const asked = new Set<string>()
+    for (;;) {
+      const plan = yield* Effect.orElseSucceed(Planner.plan(ws, { ...options, skipDisk: true, planDespitePreflight: true }), () => undefined)
+      if (plan === undefined) break
+      const candidates = plan.stages.filter((s) => s.action === "run" && s.key !== undefined && !s.forced && !asked.has(`${s.name} ${s.key}`))
+      if (candidates.length === 0) break
+      let found = false
+      for (const s of candidates) {
+        asked.add(`${s.name} ${s.key}`)
+        const entry = yield* fetchEntry(remote, s.name, s.key!)
+        if (entry === undefined) continue
+        yield* fetchOutputs(ws, remote, entry.outputs, t)
+        ws.runs.put(s.name, entry, new Date())
+        ws.origins.set(`${s.name} ${entry.key}`, remote.name)
+        t.entries++
+        stages.push(s.name)
+        found = true
+      }
+      if (!found) break
+    }
+    return { transfer: t, stages, ok: true }
+  }).pipe(
+    Effect.catch((e: RemoteError) =>
+      Effect.sync(() => {
+        warn(`remote ${remote.name} (${remote.url}): ${e.message}; going on without it`)
+        return { transfer: emptyTransfer(), stages: [], ok: false }
+      })
+    )
+  )
+
+
+/** Of the stages a plan runs, those whose key the remote has an entry for (asking only; nothing is fetched). */
+export const restorable = (remote: Backend, plan: Planner.Plan): Effect.Effect<Array<string>, RemoteError> =>
+  Effect.map(
+    Effect.forEach(
+      plan.stages.filter((s) => s.action !== "cached" && s.key !== undefined),
+      (s) => Effect.map(remote.has(entryRel(s.name, s.key!)), (has) => (has ? [s.name] : [])),
+      { concurrency: 8 }
+    ),
+    (xs) => xs.flat()
+  )

@@ -1,0 +1,296 @@
+/**
+ * The remote cache, one suite run against every backend, each a real server on
+ * loopback started here: a directory (`file://`), nginx with WebDAV PUT (Debian's
+ * package; `.ci/run` installs it) for HTTP, and `s3rver` (npm) for S3. Through
+ * the real CLI on the fixture pipeline (a → b → c, and `liar`, which writes as
+ * many megabytes as it is told).
+ */
+import { S3Client, PutObjectCommand, CreateBucketCommand } from "@aws-sdk/client-s3"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import S3rver from "s3rver"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as Digest from "../cache/Digest.ts"
+import { cliAsync, makeWorkspace, read, runs } from "./helpers.ts"
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = net.createServer()
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(port))
+    })
+  })
+
+const waitPort = async (port: number) => {
+  for (let i = 0; i < 200; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = net.connect(port, "127.0.0.1", () => (c.destroy(), resolve(true)))
+      c.on("error", () => resolve(false))
+    })
+    if (ok) return
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  throw new Error(`nothing listens on ${port}`)
+}
+
+/** A backend under test: the remotes section for pipeline.yaml, and a way to reach its stored objects. */
+interface Server {
+  readonly name: string
+  readonly remotes: string
+  readonly env: Record<string, string>
+  /** the stored object names under cas/ */
+  readonly objects: () => Promise<Array<string>>
+  /** replaces a stored object's bytes */
+  readonly corrupt: (rel: string, bytes: Buffer) => Promise<void>
+  readonly stop: () => Promise<void>
+  readonly start: () => Promise<void>
+}
+
+const dirServer = async (): Promise<Server> => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "remote-dir-"))
+  return {
+    name: "file",
+    remotes: `remotes: { team: { url: "file://${root}" } }\n`,
+    env: {},
+    objects: async () => (fs.existsSync(path.join(root, "cas")) ? fs.readdirSync(path.join(root, "cas")).filter((n) => !n.startsWith(".")) : []),
+    corrupt: async (rel, bytes) => fs.writeFileSync(path.join(root, rel), bytes),
+    stop: async () => {},
+    start: async () => {}
+  }
+}
+
+const nginxServer = async (): Promise<Server> => {
+  const prefix = fs.mkdtempSync(path.join(os.tmpdir(), "nginx-"))
+  fs.chmodSync(prefix, 0o700)
+  const data = path.join(prefix, "data")
+  fs.mkdirSync(data)
+  fs.mkdirSync(path.join(prefix, "body"))
+  const port = await freePort()
+  // one process, no workers (so a kill is a kill), as root: the temp dir is 0700 (DESIGN.md: else every request is 403/500)
+  fs.writeFileSync(
+    path.join(prefix, "nginx.conf"),
+    `user root;
+daemon off;
+master_process off;
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}/body;
+  server {
+    listen 127.0.0.1:${port};
+    root ${data};
+    location / {
+      dav_methods PUT DELETE MKCOL;
+      create_full_put_path on;
+      client_max_body_size 0;
+    }
+  }
+}
+`
+  )
+  let child: ChildProcess | undefined
+  const start = async () => {
+    child = spawn("nginx", ["-c", path.join(prefix, "nginx.conf"), "-p", prefix], { stdio: "ignore" })
+    await waitPort(port)
+  }
+  await start()
+  return {
+    name: "http (nginx WebDAV)",
+    remotes: `remotes: { team: { url: "http://127.0.0.1:${port}/cache" } }\n`,
+    env: {},
+    objects: async () => (fs.existsSync(path.join(data, "cache", "cas")) ? fs.readdirSync(path.join(data, "cache", "cas")) : []),
+    corrupt: async (rel, bytes) => fs.writeFileSync(path.join(data, "cache", rel), bytes),
+    stop: async () => {
+      const c = child!
+      c.kill("SIGKILL")
+      if (c.exitCode === null && c.signalCode === null) await new Promise((r) => c.once("exit", r))
+    },
+    start
+  }
+}
+
+const KEY_ID = "S3RVER" // the one access key id s3rver knows (it does not check signatures)
+const s3Server = async (): Promise<Server> => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "s3rver-"))
+  const port = await freePort()
+  let server: S3rver | undefined
+  const start = async () => {
+    server = new S3rver({ port, address: "127.0.0.1", silent: true, directory: dir })
+    await server.run()
+  }
+  await start()
+  const client = new S3Client({ endpoint: `http://127.0.0.1:${port}`, forcePathStyle: true, region: "us-east-1", credentials: { accessKeyId: KEY_ID, secretAccessKey: "x" } })
+  await client.send(new CreateBucketCommand({ Bucket: "cache" }))
+  return {
+    name: "s3 (s3rver)",
+    remotes: `remotes: { team: { url: "s3://cache/team", endpoint: "http://127.0.0.1:${port}" } }\n`,
+    env: { AWS_ACCESS_KEY_ID: KEY_ID, AWS_SECRET_ACCESS_KEY: "s3-secret-not-in-logs", AWS_REGION: "us-east-1" },
+    objects: async () => {
+      const root = path.join(dir, "cache", "team", "cas")
+      return fs.existsSync(root) ? fs.readdirSync(root).filter((n) => !n.startsWith(".") && !n.includes("._S3rver")) : []
+    },
+    corrupt: async (rel, bytes) => {
+      await client.send(new PutObjectCommand({ Bucket: "cache", Key: `team/${rel}`, Body: bytes }))
+    },
+    stop: async () => {
+      await server!.close()
+    },
+    start
+  }
+}
+
+describe.each([
+  ["file", dirServer],
+  ["http", nginxServer],
+  ["s3", s3Server]
+] as const)("the remote cache over %s", (_kind, make) => {
+  let server: Server
+  let origin: string
+  const workspace = (lock = true) => {
+    const ws = makeWorkspace()
+    fs.appendFileSync(path.join(ws, "pipeline.yaml"), server.remotes)
+    if (lock) fs.copyFileSync(path.join(origin, "pipeline.lock"), path.join(ws, "pipeline.lock"))
+    return ws
+  }
+  const run = async (ws: string, args: ReadonlyArray<string>) => await cliAsync(ws, args, server.env).done
+
+  beforeAll(async () => {
+    server = await make()
+    origin = workspace(false)
+    const r = await run(origin, ["run", "c"])
+    expect(r.code, r.stderr).toBe(0)
+    runs(origin)
+  }, 60_000)
+  afterAll(async () => {
+    await server.stop()
+  })
+
+  it("push sends what the remote lacks; a fresh clone pulls it, runs nothing, and status agrees", async () => {
+    const p = await run(origin, ["push", "c"])
+    expect(p.code, p.stderr).toBe(0)
+    expect(p.stdout).toMatch(/team \(.+\): pushed 4 objects \(\d+ B\) and 3 entries; 0 already there/)
+    const again = await run(origin, ["push", "c"])
+    expect(again.stdout).toMatch(/pushed 0 objects \(0 B\) and 0 entries; 4 already there/)
+
+    const clone = workspace()
+    const pulled = await run(clone, ["pull", "c"])
+    expect(pulled.code, pulled.stderr).toBe(0)
+    for (const f of ["out/a/a.txt", "out/b/b.txt", "out/c/c.txt", "out/c/metrics.json"]) expect(read(clone, f)).toBe(read(origin, f))
+    expect(runs(clone)).toEqual([])
+    expect((await run(clone, ["status", "c", "--ci"])).code).toBe(0)
+  }, 60_000)
+
+  it("pull --only fetches the target's outputs, not its ancestors'", async () => {
+    const clone = workspace()
+    const r = await run(clone, ["pull", "c", "--only"])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/fetched 2 objects .* and 1 entry/)
+    expect(read(clone, "out/c/c.txt")).toBe(read(origin, "out/c/c.txt"))
+    expect(fs.existsSync(path.join(clone, "out", "a"))).toBe(false)
+    const objects = fs.readdirSync(path.join(clone, ".pipeline", "cache", "objects")).flatMap((d) => fs.readdirSync(path.join(clone, ".pipeline", "cache", "objects", d)))
+    expect(objects).toHaveLength(2)
+  }, 60_000)
+
+  it("run --remote restores what the remote has, runs the rest, and pushes what it ran", async () => {
+    const clone = workspace()
+    const r = await run(clone, ["run", "c", "--remote", "team", "--set", "c.repeat=3"])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/^ {2}a +restore \(team\)/m)
+    expect(r.stdout).toMatch(/a: restored from team cache/)
+    expect(runs(clone)).toEqual(["c"])
+    expect(r.stdout).toMatch(/remote team: pushed 1 object .* and 1 entry; 1 already there/) // c.txt is new, metrics.json is not
+    const next = workspace()
+    const r2 = await run(next, ["run", "c", "--remote", "team", "--set", "c.repeat=3"])
+    expect(r2.code, r2.stderr).toBe(0)
+    expect(runs(next)).toEqual([])
+    expect(read(next, "out/c/c.txt")).toBe(read(clone, "out/c/c.txt"))
+    // dry run and status say what the remote could restore, and fetch nothing
+    const fresh = workspace()
+    const dry = await run(fresh, ["run", "c", "--dry-run", "--remote", "team", "--set", "c.repeat=3"])
+    expect(dry.stdout).toMatch(/remote team can restore: a/)
+    const st = await run(fresh, ["status", "c", "--remote", "team"])
+    expect(st.stdout).toMatch(/remote team can restore: a, b, c/)
+    expect(fs.existsSync(path.join(fresh, ".pipeline", "cache", "objects"))).toBe(false)
+  }, 60_000)
+
+  it("an object whose bytes do not match its digest is discarded and reported, never materialised", async () => {
+    const c = Digest.digestHex(Digest.ofBytes(read(origin, "out/c/c.txt")))
+    await server.corrupt(`cas/${c}`, Buffer.from("not what was pushed"))
+    const clone = workspace()
+    const r = await run(clone, ["pull", "c", "--only"])
+    expect(r.code).toBe(1)
+    expect(r.stderr.trim().split("\n")).toHaveLength(1)
+    expect(r.stderr).toContain(`cas/${c}: its bytes do not match its digest (corrupt or partial); discarded`)
+    expect(fs.existsSync(path.join(clone, "out", "c", "c.txt"))).toBe(false)
+    // a run goes on without the remote, once it has said so, and computes what it could not restore
+    const run2 = await run(clone, ["run", "c", "--remote", "team"])
+    expect(run2.code, run2.stderr).toBe(0)
+    expect(run2.stdout.match(/warning: remote team/g)).toHaveLength(1)
+    expect(runs(clone)).toContain("c")
+    expect(read(clone, "out/c/c.txt")).toBe(read(origin, "out/c/c.txt"))
+    // the next push repairs the remote? no: an object is only sent when the remote lacks it
+    await server.corrupt(`cas/${c}`, Buffer.from(read(origin, "out/c/c.txt")))
+  }, 60_000)
+})
+
+describe("a remote that goes away", () => {
+  it("kill the server half-way through a push: the push fails with one line, and the next one completes it", async () => {
+    const server = await nginxServer()
+    try {
+      const ws = makeWorkspace()
+      fs.appendFileSync(path.join(ws, "pipeline.yaml"), server.remotes)
+      const r0 = await cliAsync(ws, ["run", "c"]).done
+      expect(r0.code, r0.stderr).toBe(0)
+      const r1 = await cliAsync(ws, ["run", "liar", "--set", "liar.mb=300"]).done
+      expect(r1.code, r1.stderr).toBe(0)
+      const push = cliAsync(ws, ["push"])
+      const t0 = Date.now()
+      while ((await server.objects()).length < 1) {
+        if (Date.now() - t0 > 30_000) throw new Error("nothing arrived")
+        await new Promise((r) => setTimeout(r, 2))
+      }
+      await server.stop()
+      const failed = await push.done
+      expect(failed.code).toBe(1)
+      expect(failed.stderr.trim().split("\n")).toHaveLength(1)
+      expect(failed.stderr).toMatch(/^error: push to team: PUT http:\/\/127\.0\.0\.1:\d+\/cache\/cas\/[0-9a-f]+: .*\(what was sent stays; push again to go on\)/)
+      const before = (await server.objects()).length
+      expect(before).toBeLessThan(5)
+      await server.start()
+      const again = await cliAsync(ws, ["push"]).done
+      expect(again.code, again.stderr).toBe(0)
+      expect(again.stdout).toMatch(new RegExp(`pushed ${5 - before} objects .*; ${before} already there`))
+      // and what is there is whole: a fresh clone pulls liar's 300 MB and it matches
+      const clone = makeWorkspace()
+      fs.appendFileSync(path.join(clone, "pipeline.yaml"), server.remotes)
+      fs.copyFileSync(path.join(ws, "pipeline.lock"), path.join(clone, "pipeline.lock"))
+      const pulled = await cliAsync(clone, ["pull", "liar", "--only"]).done
+      expect(pulled.code, pulled.stderr).toBe(0)
+      expect(fs.statSync(path.join(clone, "out", "liar", "big.bin")).size).toBe(300 * 1024 * 1024)
+    } finally {
+      await server.stop()
+    }
+  }, 120_000)
+
+  it("a remote that cannot be reached is switched off with one warning, and the run completes", async () => {
+    const port = await freePort()
+    const ws = makeWorkspace()
+    fs.appendFileSync(path.join(ws, "pipeline.yaml"), `remotes: { team: { url: "http://127.0.0.1:${port}/cache" } }\n`)
+    const r = await cliAsync(ws, ["run", "c", "--remote", "team"]).done
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout.match(/warning: remote team/g)).toHaveLength(1)
+    expect(r.stdout).toMatch(/warning: remote team \(http:\/\/127\.0\.0\.1:\d+\/cache\): .*ECONNREFUSED.*; going on without it/)
+    expect(runs(ws)).toEqual(["a", "b", "c"])
+    // push and pull, whose whole job it is, fail with one line
+    const p = await cliAsync(ws, ["push", "c"]).done
+    expect(p.code).toBe(1)
+    expect(p.stderr.trim().split("\n")).toHaveLength(1)
+    expect(p.stderr).toMatch(/^error: push to team: HEAD http:.*ECONNREFUSED/)
+  }, 60_000)
+})
