@@ -5,6 +5,9 @@
  *   pipeline status [TARGET] [--json] [--ci]
  *   pipeline push [TARGET] [--remote NAME|URL]
  *   pipeline pull [TARGET] [--only] [--remote NAME|URL]
+ *   pipeline metrics diff [REV] [--json] [--remote NAME|URL]
+ *   pipeline params diff [REV] [--json]
+ *   pipeline report [--out FILE]
  *   pipeline dag [--format text|mermaid]
  *   pipeline verify
  *   pipeline gc [--older-than DATE|AGE] [--max-size SIZE] [--dry-run]
@@ -36,6 +39,9 @@ import {
 } from "./Errors.ts"
 import * as Executor from "./Executor.ts"
 import * as Remote from "./Remote.ts"
+import * as Compare from "./Compare.ts"
+import * as Report from "./Report.ts"
+import { writeFileAtomic } from "../cache/Atomic.ts"
 import * as RemoteBackends from "../cache/Remote.ts"
 import * as Maintenance from "./Maintenance.ts"
 import * as Planner from "./Planner.ts"
@@ -117,7 +123,8 @@ const runCommand = (def: Definition) =>
       config: configFlag,
       set: setFlag,
       wait: Flag.Boolean("wait").pipe(Flag.withDefault(false), Flag.withDescription("wait for another run to release the workspace instead of failing")),
-      remote: remoteFlag
+      remote: remoteFlag,
+      ci: Flag.Boolean("ci").pipe(Flag.withDefault(false), Flag.withDescription("non-interactive: plain lines, no progress redraw (CI logs)"))
     },
     (o) =>
       Effect.gen(function* () {
@@ -133,7 +140,7 @@ const runCommand = (def: Definition) =>
           if (o.json) console.log(JSON.stringify({ ...PlanView.toJson(plan, undefined, previews), preflight: problems }, null, 2))
           else console.log([...PlanView.render(plan, previews), ...problems.map((p) => `pre-flight: ${p}`)].join("\n"))
           if (remote !== undefined && !o.json) {
-            const can = yield* Effect.orElseSucceed(Remote.restorable(remote, plan), () => undefined)
+            const can = yield* Effect.orElseSucceed(Remote.restorable(ws, remote, plan), () => undefined)
             console.log(can === undefined ? `remote ${remote.name}: cannot be reached` : `remote ${remote.name} can restore: ${can.length === 0 ? "none of the stages that run" : can.join(", ")}${can.length > 0 ? " (and what they make computable after)" : ""}`)
           }
           // the exit code the real run would have at its pre-flight check, so CI can gate on a dry run
@@ -146,17 +153,26 @@ const runCommand = (def: Definition) =>
             yield* WorkspaceLock.acquire(ws.stateDir, { wait: o.wait, command: `run${target ? ` ${target}` : ""}` })
             const out = yield* Output
             let pushTo = remote
+            const remoteJson: { name?: string; url?: string; fetched?: Remote.Transfer; restored?: Array<string>; pushed?: Remote.Transfer; error?: string } = {}
             if (remote !== undefined) {
-              const got = yield* Remote.prefetch(ws, remote, options, (l) => out.line(`warning: ${l}`))
+              Object.assign(remoteJson, { name: remote.name, url: remote.url })
+              const got = yield* Remote.prefetch(ws, remote, options, (l) => {
+                remoteJson.error = l
+                out.line(`warning: ${l}`)
+              })
               if (!got.ok) pushTo = undefined
-              else if (got.stages.length > 0) out.line(`remote ${remote.name}: ${Remote.describe("fetched", got.transfer)} for ${got.stages.join(", ")}`)
+              else {
+                Object.assign(remoteJson, { fetched: got.transfer, restored: got.stages })
+                if (got.stages.length > 0) out.line(`remote ${remote.name}: ${Remote.describe("fetched", got.transfer)} for ${got.stages.join(", ")}`)
+              }
             }
+            const withRemote = <A extends object>(j: A) => (remote === undefined ? j : { ...j, remote: remoteJson })
             const plan = yield* Planner.plan(ws, options)
             if (plan.totals.stagesToRun === 0) {
               for (const s of plan.stages) out.line(`  ${s.name}: cached`)
               out.line(`nothing to do: ${plan.stages.length} stages up to date`)
               ws.saveCaches()
-              if (o.json) console.log(JSON.stringify(PlanView.toJson(plan, new Map(plan.stages.map((s) => [s.name, { action: "cached", bytes: 0, seconds: 0 }]))), null, 2))
+              if (o.json) console.log(JSON.stringify(withRemote(PlanView.toJson(plan, new Map(plan.stages.map((s) => [s.name, { action: "cached", bytes: 0, seconds: 0 }])))), null, 2))
               return
             }
             for (const l of PlanView.render(plan)) out.line(l)
@@ -170,12 +186,14 @@ const runCommand = (def: Definition) =>
             if (pushTo !== undefined && ran.length > 0) {
               const pushed = yield* Effect.result(Remote.push(ws, pushTo, ran, (l) => out.line(`warning: ${l}`)))
               out.line(Result.isSuccess(pushed) ? `remote ${pushTo.name}: ${Remote.describe("pushed", pushed.success)}` : `warning: remote ${pushTo.name}: ${pushed.failure.message}; not pushed`)
+              if (Result.isSuccess(pushed)) remoteJson.pushed = pushed.success
+              else remoteJson.error = pushed.failure.message
             }
-            if (o.json) console.log(JSON.stringify(PlanView.toJson(plan, results), null, 2))
+            if (o.json) console.log(JSON.stringify(withRemote(PlanView.toJson(plan, results)), null, 2))
             const failure = Executor.firstFailure(results)
             if (failure) return yield* failure
           })
-        ).pipe(Effect.provide(o.json ? Output.stderr : Output.stdout))
+        ).pipe(Effect.provide(o.ci ? Output.plain(o.json ? process.stderr : process.stdout) : o.json ? Output.stderr : Output.stdout))
       })
   ).pipe(Command.withDescription("bring the target (default: every stage) up to date"))
 
@@ -227,7 +245,7 @@ const statusCommand = (def: Definition) =>
         }
         const remote = yield* selectRemote(ws, o.remote, false)
         if (remote !== undefined && stale.length > 0 && !o.json) {
-          const can = yield* Effect.orElseSucceed(Remote.restorable(remote, plan), () => undefined)
+          const can = yield* Effect.orElseSucceed(Remote.restorable(ws, remote, plan), () => undefined)
           remote.close()
           console.log(can === undefined ? `remote ${remote.name} (${remote.url}): cannot be reached` : `remote ${remote.name} can restore: ${can.length === 0 ? "none of the stale stages" : can.join(", ")}`)
         }
@@ -287,6 +305,66 @@ const pullCommand = (def: Definition) =>
         console.log(`${remote.name} (${remote.url}): ${Remote.describe("fetched", t)}`)
       })
   ).pipe(Command.withDescription("fetch the target's outputs as pipeline.lock records them (default: every stage) and put them in out/"))
+
+const revArg = Argument.String("rev").pipe(Argument.withDescription("a git revision (default HEAD)"), Argument.optional)
+
+const metricsCommand = (def: Definition) =>
+  Command.make("metrics").pipe(
+    Command.withSubcommands([
+      Command.make("diff", { rev: revArg, json: jsonFlag, remote: remoteFlag, config: configFlag, set: setFlag }, (o) =>
+        Effect.gen(function* () {
+          const ws = yield* loadWorkspace(def, o.config, o.set)
+          const rev = Option.getOrElse(o.rev, () => "HEAD")
+          const remote = yield* selectRemote(ws, o.remote, false)
+          const d = yield* Compare.metricsDiff(ws, rev, remote).pipe(Effect.ensuring(Effect.sync(() => remote?.close())))
+          if (o.json) console.log(JSON.stringify({ rev, rows: d.rows, missing: d.missing }, null, 2))
+          else {
+            for (const l of Compare.metricsTable(d.rows, rev)) console.log(l)
+            for (const m of d.missing) console.log(`not compared: ${m}`)
+          }
+        })
+      ).pipe(Command.withDescription("the declared metrics of the workspace against a git revision's lock"))
+    ]),
+    Command.withDescription("compare metrics")
+  )
+
+const paramsCommand = (def: Definition) =>
+  Command.make("params").pipe(
+    Command.withSubcommands([
+      Command.make("diff", { rev: revArg, json: jsonFlag, config: configFlag, set: setFlag }, (o) =>
+        Effect.gen(function* () {
+          const ws = yield* loadWorkspace(def, o.config, o.set)
+          const rev = Option.getOrElse(o.rev, () => "HEAD")
+          const rows = yield* Compare.paramsDiff(ws, rev)
+          if (o.json) console.log(JSON.stringify({ rev, rows }, null, 2))
+          else for (const l of Compare.paramsTable(rows, rev)) console.log(l)
+        })
+      ).pipe(Command.withDescription("the params of the workspace against those a git revision's lock recorded"))
+    ]),
+    Command.withDescription("compare params")
+  )
+
+const reportCommand = (def: Definition) =>
+  Command.make(
+    "report",
+    {
+      out: Flag.String("out").pipe(Flag.withDefault("report.html"), Flag.withDescription("the HTML file to write (default report.html)")),
+      config: configFlag,
+      set: setFlag
+    },
+    (o) =>
+      Effect.gen(function* () {
+        const ws = yield* loadWorkspace(def, o.config, o.set)
+        const plan = yield* Planner.plan(ws, { skipDisk: true, planDespitePreflight: true })
+        const now = new Date(yield* Clock.currentTimeMillis)
+        const file = yield* attempt(() => {
+          const abs = ws.abs(o.out)
+          writeFileAtomic(abs, Report.render(ws, plan, now))
+          return abs
+        })
+        console.log(`wrote ${ws.rel(file)} (${formatBytes(fs.statSync(file).size)})`)
+      })
+  ).pipe(Command.withDescription("write a self-contained HTML report: the DAG, durations, sizes, plots, metrics, disk"))
 
 const dagCommand = (def: Definition) =>
   Command.make(
@@ -350,7 +428,7 @@ const gcCommand = (def: Definition) =>
 export const command = (def: Definition) =>
   Command.make("pipeline").pipe(
     Command.withDescription("a declarative, cached pipeline runner"),
-    Command.withSubcommands([runCommand(def), statusCommand(def), pushCommand(def), pullCommand(def), dagCommand(def), verifyCommand(def), gcCommand(def)])
+    Command.withSubcommands([runCommand(def), statusCommand(def), pushCommand(def), pullCommand(def), metricsCommand(def), paramsCommand(def), reportCommand(def), dagCommand(def), verifyCommand(def), gcCommand(def)])
   )
 
 /** Runs the CLI and returns the exit code; user errors are one line on stderr. */

@@ -35,10 +35,11 @@ export class Console {
   private readonly stream: NodeJS.WriteStream
   private readonly now: () => number
 
-  constructor(stream: NodeJS.WriteStream = process.stdout, now: () => number = Date.now) {
+  /** `plain`: lines only, never a redrawn progress bar (`run --ci`, and whenever CI=true) */
+  constructor(stream: NodeJS.WriteStream = process.stdout, now: () => number = Date.now, plain = false) {
     this.stream = stream
     this.now = now
-    this.tty = Boolean(stream.isTTY) && process.env["CI"] !== "true"
+    this.tty = Boolean(stream.isTTY) && process.env["CI"] !== "true" && !plain
   }
 
   private clear(): void {
@@ -127,4 +128,6 @@ export class Console {
 export class Output extends Context.Service<Output, Console>()("finetune-pipeline/engine/Output") {
   static readonly stdout = Layer.sync(Output, () => new Console(process.stdout))
   static readonly stderr = Layer.sync(Output, () => new Console(process.stderr))
+  /** lines only, for CI logs */
+  static readonly plain = (stream: NodeJS.WriteStream) => Layer.sync(Output, () => new Console(stream, Date.now, true))
 }

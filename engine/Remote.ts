@@ -259,12 +259,20 @@ export const prefetch = (
   )
 
 
-/** Of the stages a plan runs, those whose key the remote has an entry for (asking only; nothing is fetched). */
-export const restorable = (remote: Backend, plan: Planner.Plan): Effect.Effect<Array<string>, RemoteError> =>
+/**
+ * Of the stages a plan runs, those whose key the remote has an entry for (asking only; nothing
+ * is fetched). A stage waiting on its upstream, with nothing of its own changed, is asked for
+ * the key pipeline.lock records: the key it gets when its upstream restores to the lock's outputs.
+ */
+export const restorable = (ws: Workspace, remote: Backend, plan: Planner.Plan): Effect.Effect<Array<string>, RemoteError> =>
   Effect.map(
     Effect.forEach(
-      plan.stages.filter((s) => s.action !== "cached" && s.key !== undefined),
-      (s) => Effect.map(remote.has(entryRel(s.name, s.key!)), (has) => (has ? [s.name] : [])),
+      plan.stages.flatMap((s) => {
+        if (s.action === "cached") return []
+        const key = s.key ?? (s.reasons.every((r) => r.startsWith("upstream runs")) ? ws.lock[s.name]?.key : undefined)
+        return key === undefined ? [] : [{ name: s.name, key }]
+      }),
+      (s) => Effect.map(remote.has(entryRel(s.name, s.key)), (has) => (has ? [s.name] : [])),
       { concurrency: 8 }
     ),
     (xs) => xs.flat()

@@ -22,13 +22,19 @@ export interface OutputDecl {
   readonly temporary: boolean
   /** a metrics file (JSON) that `status` and reports show */
   readonly metrics: boolean
+  /** a JSON-lines file whose series `pipeline report` plots: `y` fields against `x` */
+  readonly plot?: { readonly x: string; readonly y: ReadonlyArray<string> } | undefined
 }
 
-export const file = (path: string, options?: { readonly temporary?: boolean; readonly metrics?: boolean }): OutputDecl => ({
+export const file = (
+  path: string,
+  options?: { readonly temporary?: boolean; readonly metrics?: boolean; readonly plot?: { readonly x: string; readonly y: ReadonlyArray<string> } }
+): OutputDecl => ({
   path,
   kind: "file",
   temporary: options?.temporary ?? false,
-  metrics: options?.metrics ?? false
+  metrics: options?.metrics ?? false,
+  ...(options?.plot ? { plot: options.plot } : {})
 })
 
 export const dir = (path: string, options?: { readonly temporary?: boolean }): OutputDecl => ({

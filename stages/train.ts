@@ -34,7 +34,7 @@ export const train = Stage.make({
   versions: () => ({ addon: addonBuildId() }),
   params: { train: TrainParams, lora: LoraParams },
   inputs: { train: tokenize.out.train, val: tokenize.out.val, model: download.out.model },
-  outputs: { adapter: Stage.dir("adapter"), metrics: Stage.file("metrics.jsonl", { metrics: true }) },
+  outputs: { adapter: Stage.dir("adapter"), metrics: Stage.file("metrics.jsonl", { metrics: true, plot: { x: "step", y: ["loss", "valLoss", "lr"] } }) },
   resources: { memoryMB: 2000 },
   estimate: ({ params, inputSizes }) => {
     // LoRA r=16 on all seven projections is 0.82% of Qwen3's parameters; the

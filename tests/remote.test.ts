@@ -213,10 +213,19 @@ describe.each([
     // dry run and status say what the remote could restore, and fetch nothing
     const fresh = workspace()
     const dry = await run(fresh, ["run", "c", "--dry-run", "--remote", "team", "--set", "c.repeat=3"])
-    expect(dry.stdout).toMatch(/remote team can restore: a/)
+    expect(dry.stdout).toMatch(/remote team can restore: a, b \(/) // c's params changed: its key is known once b is
     const st = await run(fresh, ["status", "c", "--remote", "team"])
     expect(st.stdout).toMatch(/remote team can restore: a, b, c/)
     expect(fs.existsSync(path.join(fresh, ".pipeline", "cache", "objects"))).toBe(false)
+    // CI: plain lines, and a JSON summary of where each stage came from
+    const ci = workspace()
+    const j = await run(ci, ["run", "c", "--remote", "team", "--set", "c.repeat=3", "--ci", "--json"])
+    expect(j.code, j.stderr).toBe(0)
+    const summary = JSON.parse(j.stdout) as { stages: Array<{ name: string; action: string; source: string; seconds: number }>; remote: { fetched: { objects: number }; restored: Array<string> } }
+    expect(summary.stages.map((s) => [s.name, s.action, s.source])).toEqual([["a", "restored", "team"], ["b", "restored", "team"], ["c", "restored", "team"]])
+    expect(summary.remote.fetched.objects).toBe(4) // a.txt, b.txt, c.txt, metrics.json
+    expect(summary.remote.restored).toEqual(["a", "b", "c"])
+    expect(j.stderr).not.toMatch(/\r|\x1b\[/)
   }, 60_000)
 
   it("an object whose bytes do not match its digest is discarded and reported, never materialised", async () => {

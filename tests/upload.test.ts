@@ -15,6 +15,7 @@
 import { CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -279,4 +280,24 @@ describe("gguf.from: adapter through the CLI", () => {
     expect(published).toEqual([".pipeline-publish.json", "README.md", "adapter", "eval", "gguf"])
     expect(read(ws, "out/lean/README.md")).not.toContain("subfolder=\"merged\"")
   }, 180_000)
+})
+
+describe("pipeline report", () => {
+  it("is one HTML file that headless Chromium renders, whose plots hold the real training series", async () => {
+    const r = await run(ws, ["report", "--out", "report.html"])
+    expect(r.code, r.stderr).toBe(0)
+    const html = read(ws, "report.html")
+    expect(html).not.toMatch(/<script|<link|src="http/) // self-contained
+    const dom = spawnSync("chromium", ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", `file://${path.join(ws, "report.html")}`], { encoding: "utf8", timeout: 60_000 })
+    expect(dom.status, dom.stderr).toBe(0)
+    const series = (name: string) => {
+      const m = new RegExp(`data-series="${name}" data-points="([^"]+)"`).exec(dom.stdout)
+      return m === null ? undefined : (JSON.parse(m[1]!.replaceAll("&quot;", '"')) as Array<[number, number]>)
+    }
+    const records = read(ws, "out/train/metrics.jsonl").trim().split("\n").map((l) => JSON.parse(l) as Record<string, number>)
+    const want = (y: string) => records.filter((x) => typeof x[y] === "number").map((x) => [x["step"], x[y]])
+    for (const y of ["loss", "valLoss", "lr"]) expect(series(`train: ${y}`), y).toEqual(want(y))
+    expect(dom.stdout).toMatch(/<g class="stage" data-stage="train" data-state="up to date">/)
+    expect(dom.stdout).toContain("decisionAccuracy") // the eval table
+  }, 120_000)
 })
