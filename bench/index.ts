@@ -10,6 +10,7 @@
  *   train.ts a full QLoRA training step vs PyTorch on two model sizes
  *   gguf.ts  quantizing to Q8_0, Q4_K, Q5_K, Q6_K vs ggml_quantize_chunk
  *   export.ts peak memory of merge and GGUF export on a ~1 GB model
+ *   remote.ts pull of a pushed pipeline from an HTTP remote (nginx) vs curl of the same objects
  *
  * Peers that are not installed get a "not installed" row. Run it on an idle
  * machine: the benchmarks run one after another, never in parallel.
@@ -20,6 +21,7 @@ import { exportTable } from "./export.ts"
 import { ggufTable } from "./gguf.ts"
 import { hashTable } from "./hash.ts"
 import { noopTable } from "./noop.ts"
+import { remoteTable } from "./remote.ts"
 import { trainTable } from "./train.ts"
 
 const benches: ReadonlyArray<readonly [string, () => string | Promise<string>]> = [
@@ -28,7 +30,8 @@ const benches: ReadonlyArray<readonly [string, () => string | Promise<string>]> 
   ["data", dataTable],
   ["train", trainTable],
   ["gguf", ggufTable],
-  ["export", exportTable]
+  ["export", exportTable],
+  ["remote", remoteTable]
 ]
 
 const cpu = os.cpus()[0]?.model ?? "unknown CPU"

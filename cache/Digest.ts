@@ -23,6 +23,15 @@ export const ofBytes = (data: string | Uint8Array): Digest => {
   return (PREFIX + h.digest("hex")) as Digest
 }
 
+/** A digest computed piece by piece (bytes as they arrive from a remote). */
+export const incremental = (): { readonly update: (chunk: Uint8Array) => void; readonly digest: () => Digest } => {
+  const h = new Blake3Hasher()
+  return {
+    update: (c) => void h.update(Buffer.from(c.buffer, c.byteOffset, c.byteLength)),
+    digest: () => (PREFIX + h.digest("hex")) as Digest
+  }
+}
+
 /** The digest of a value's canonical JSON (Canonical.ts): equal values, equal digests, on any machine. */
 export const ofJson = (value: unknown): Digest => ofBytes(canonicalJson(value))
 

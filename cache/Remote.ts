@@ -23,6 +23,8 @@
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as fs from "node:fs"
+import { get as httpGet } from "node:http"
+import * as https from "node:https"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Readable } from "node:stream"
@@ -47,8 +49,11 @@ export interface Backend {
   readonly url: string
   readonly has: (rel: string) => Effect.Effect<boolean, RemoteError>
   readonly getText: (rel: string) => Effect.Effect<string | undefined, RemoteError>
-  /** streams `rel` into `dest` (temp file, then rename); false when absent */
-  readonly getFile: (rel: string, dest: string) => Effect.Effect<boolean, RemoteError>
+  /**
+   * Streams `rel` into `dest` (temp file, then rename); false when absent. A backend that
+   * streams hands every byte to `onChunk` as it arrives, in order, and returns "streamed".
+   */
+  readonly getFile: (rel: string, dest: string, onChunk?: (chunk: Uint8Array) => void) => Effect.Effect<boolean | "streamed", RemoteError>
   readonly putText: (rel: string, text: string) => Effect.Effect<void, RemoteError>
   readonly putFile: (rel: string, file: string) => Effect.Effect<void, RemoteError>
   readonly close: () => void
@@ -107,26 +112,75 @@ const http = (name: string, url: string, timeoutMs: number): Backend => {
         if (!res.ok) return status("GET", rel, res)
         return await res.text()
       }),
-    getFile: (rel, dest) =>
-      request("GET", rel, async (signal) => {
-        const res = await fetch(at(rel), { signal })
-        if (res.status === 404) {
-          await res.body?.cancel()
-          return false
-        }
-        if (!res.ok || res.body === null) return status("GET", rel, res)
-        const tmp = tempName(dest)
-        try {
-          fs.mkdirSync(path.dirname(dest), { recursive: true })
-          await pipeline(Readable.fromWeb(res.body as never), fs.createWriteStream(tmp))
-          const want = res.headers.get("content-length")
-          if (want !== null && fs.statSync(tmp).size !== Number(want)) throw new Error(`short read: ${fs.statSync(tmp).size} of ${want} bytes`)
-          fs.renameSync(tmp, dest)
-          return true
-        } finally {
-          fs.rmSync(tmp, { force: true })
-        }
-      }),
+    // node:http rather than fetch here: the body comes in larger pieces with less copying, and each
+    // is written synchronously (measured: 256 MiB in 0.43 s against fetch's 0.51 s, curl 0.33 s)
+    getFile: (rel, dest, onChunk) =>
+      request("GET", rel, (signal) =>
+        new Promise<boolean | "streamed">((resolve, reject) => {
+          const u = new URL(at(rel))
+          const get = u.protocol === "https:" ? https.get : httpGet
+          const req = get(u, { signal }, (res) => {
+            const code = res.statusCode ?? 0
+            if (code === 404) {
+              res.resume()
+              return resolve(false)
+            }
+            if (code < 200 || code >= 300) {
+              res.resume()
+              return reject(Object.assign(new Error(`HTTP ${code}`), { cause: { message: `HTTP ${code} ${res.statusMessage ?? ""}`.trim() } }))
+            }
+            const tmp = tempName(dest)
+            fs.mkdirSync(path.dirname(dest), { recursive: true })
+            const fd = fs.openSync(tmp, "w")
+            let n = 0
+            // the socket's 64 KiB pieces gathered into 1 MiB blocks: a tenth of the hash and write calls
+            const block = Buffer.allocUnsafe(1 << 20)
+            let used = 0
+            const flush = () => {
+              if (used === 0) return
+              const b = block.subarray(0, used)
+              onChunk?.(b)
+              fs.writeSync(fd, b)
+              used = 0
+            }
+            const fail = (e: unknown) => {
+              fs.closeSync(fd)
+              fs.rmSync(tmp, { force: true })
+              reject(e)
+            }
+            res.on("data", (c: Buffer) => {
+              try {
+                n += c.length
+                for (let at = 0; at < c.length; ) {
+                  const k = c.copy(block, used, at)
+                  used += k
+                  at += k
+                  if (used === block.length) flush()
+                }
+              } catch (e) {
+                res.destroy()
+                fail(e)
+              }
+            })
+            res.on("error", fail)
+            res.on("aborted", () => fail(new Error("the connection closed mid-body")))
+            res.on("end", () => {
+              try {
+                flush()
+                fs.closeSync(fd)
+                const want = res.headers["content-length"]
+                if (want !== undefined && n !== Number(want)) throw new Error(`short read: ${n} of ${want} bytes`)
+                fs.renameSync(tmp, dest)
+                resolve("streamed")
+              } catch (e) {
+                fs.rmSync(tmp, { force: true })
+                reject(e)
+              }
+            })
+          })
+          req.on("error", reject)
+        })
+      ),
     putText: (rel, text) =>
       request("PUT", rel, async (signal) => {
         const res = await fetch(at(rel), { method: "PUT", body: text, headers: { "content-type": "application/json" }, signal })
@@ -160,7 +214,7 @@ const s3 = (name: string, config: RemoteConfig, timeoutMs: number): Backend => {
     url: `s3://${loc.bucket}${loc.prefix === "" ? "" : `/${loc.prefix}`}`,
     has: (rel) => wrap(Effect.map(client.head(loc.bucket, key(rel)), (h) => h !== undefined)),
     getText: (rel) => wrap(client.getText(loc.bucket, key(rel))),
-    getFile: (rel, dest) => wrap(client.getFile(loc.bucket, key(rel), dest)),
+    getFile: (rel, dest, onChunk) => wrap(Effect.map(client.getFile(loc.bucket, key(rel), dest, onChunk), (got) => (got && onChunk ? ("streamed" as const) : got))),
     putText: (rel, text) => wrap(Effect.asVoid(client.putText(loc.bucket, key(rel), text))),
     putFile: (rel, file) => wrap(Effect.asVoid(client.putFile(loc.bucket, key(rel), file))),
     close: () => client.destroy()

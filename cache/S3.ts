@@ -103,8 +103,8 @@ export interface S3 {
   readonly list: (bucket: string, prefix: string) => Effect.Effect<Array<ObjectInfo>, S3Error>
   /** a small object's text (a manifest, a run-cache entry), or undefined when absent */
   readonly getText: (bucket: string, key: string) => Effect.Effect<string | undefined, S3Error>
-  /** streams an object into `dest` (temp file, then rename); false when it is absent */
-  readonly getFile: (bucket: string, key: string, dest: string, onBytes?: (n: number) => void) => Effect.Effect<boolean, S3Error>
+  /** streams an object into `dest` (temp file, then rename), each chunk to `onChunk` as it comes; false when it is absent */
+  readonly getFile: (bucket: string, key: string, dest: string, onChunk?: (chunk: Uint8Array) => void) => Effect.Effect<boolean, S3Error>
   readonly putText: (bucket: string, key: string, text: string, metadata?: Readonly<Record<string, string>>) => Effect.Effect<ObjectInfo, S3Error>
   readonly putFile: (bucket: string, key: string, file: string, options?: PutOptions) => Effect.Effect<ObjectInfo, S3Error>
   /** deletes the keys (absent ones are fine) */
@@ -232,7 +232,7 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
       r?.Body === undefined ? Effect.succeed(undefined) : call("GET", url(bucket, key), () => r.Body!.transformToString("utf8"))
     )
 
-  const getFile: S3["getFile"] = (bucket, key, dest, onBytes) =>
+  const getFile: S3["getFile"] = (bucket, key, dest, onChunk) =>
     Effect.flatMap(getBody(bucket, key), (r) => {
       if (r?.Body === undefined) return Effect.succeed(false)
       const tmp = tempName(dest)
@@ -240,7 +240,7 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
         fs.mkdirSync(path.dirname(dest), { recursive: true })
         try {
           const body = r.Body as Readable
-          if (onBytes) body.on("data", (c: Buffer) => onBytes(c.length))
+          if (onChunk) body.on("data", (c: Buffer) => onChunk(c))
           await pipeline(body, fs.createWriteStream(tmp))
           const want = r.ContentLength
           if (want !== undefined && fs.statSync(tmp).size !== want) throw new Error(`short read: ${fs.statSync(tmp).size} of ${want} bytes`)

@@ -107,6 +107,22 @@ export class Store {
     return { digest, size: bytes }
   }
 
+  /**
+   * Moves a file whose digest the caller has just computed from its bytes (a
+   * download hashed as it arrived) into the store, without reading it again.
+   */
+  ingestHashed(file: string, digest: Digest.Digest): void {
+    const dest = this.objectPath(digest)
+    if (this.fs.existsSync(dest) && this.intact(digest)) {
+      this.fs.rmSync(file, { force: true })
+    } else {
+      this.fs.mkdirSync(path.dirname(dest), { recursive: true })
+      this.fs.chmodSync(file, 0o444)
+      this.fs.renameSync(file, dest)
+    }
+    this.stats.record(dest, digest)
+  }
+
   /** Stores a small blob (tree manifests). */
   private putBlob(data: string): Digest.Digest {
     const digest = Digest.ofBytes(data)

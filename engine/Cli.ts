@@ -8,6 +8,7 @@
  *   pipeline metrics diff [REV] [--json] [--remote NAME|URL]
  *   pipeline params diff [REV] [--json]
  *   pipeline report [--out FILE]
+ *   pipeline watch [TARGET] [--debounce MS] [--config FILE] [--set k=v]...
  *   pipeline dag [--format text|mermaid]
  *   pipeline verify
  *   pipeline gc [--older-than DATE|AGE] [--max-size SIZE] [--dry-run]
@@ -19,6 +20,7 @@
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Cause from "effect/Cause"
 import * as Option from "effect/Option"
 import * as Result from "effect/Result"
@@ -41,6 +43,7 @@ import * as Executor from "./Executor.ts"
 import * as Remote from "./Remote.ts"
 import * as Compare from "./Compare.ts"
 import * as Report from "./Report.ts"
+import * as Watch from "./Watch.ts"
 import { writeFileAtomic } from "../cache/Atomic.ts"
 import * as RemoteBackends from "../cache/Remote.ts"
 import * as Maintenance from "./Maintenance.ts"
@@ -366,6 +369,39 @@ const reportCommand = (def: Definition) =>
       })
   ).pipe(Command.withDescription("write a self-contained HTML report: the DAG, durations, sizes, plots, metrics, disk"))
 
+const watchCommand = (def: Definition) =>
+  Command.make(
+    "watch",
+    {
+      target: targetArg,
+      config: configFlag,
+      set: setFlag,
+      debounce: Flag.Int("debounce").pipe(Flag.withDefault(300), Flag.withDescription("milliseconds of quiet after a change before a run"))
+    },
+    (o) =>
+      Effect.gen(function* () {
+        const ws = yield* loadWorkspace(def, o.config, o.set)
+        const target = yield* checkTarget(ws, o.target)
+        const files = yield* FileSystem
+        const passThrough = [...Option.match(o.config, { onNone: () => [], onSome: (c) => ["--config", c] }), ...o.set.flatMap((x) => ["--set", x])]
+        const code = yield* Effect.promise(() =>
+          Watch.watch({
+            target,
+            passThrough,
+            debounceMs: o.debounce,
+            log: (l) => console.log(l),
+            load: () =>
+              Effect.runPromise(
+                Workspace.load(def.root, def.stages, { root: def.root, config: Option.getOrUndefined(o.config), sets: o.set, fs: files }).pipe(
+                  Effect.catch((e) => Effect.succeed(e.message))
+                )
+              )
+          })
+        )
+        if (code !== 0) return yield* new ConfigError({ message: `watch ended with ${code}` })
+      })
+  ).pipe(Command.withDescription("rerun what goes stale as params, code or inputs change (Ctrl-C to stop)"))
+
 const dagCommand = (def: Definition) =>
   Command.make(
     "dag",
@@ -428,7 +464,7 @@ const gcCommand = (def: Definition) =>
 export const command = (def: Definition) =>
   Command.make("pipeline").pipe(
     Command.withDescription("a declarative, cached pipeline runner"),
-    Command.withSubcommands([runCommand(def), statusCommand(def), pushCommand(def), pullCommand(def), metricsCommand(def), paramsCommand(def), reportCommand(def), dagCommand(def), verifyCommand(def), gcCommand(def)])
+    Command.withSubcommands([runCommand(def), statusCommand(def), pushCommand(def), pullCommand(def), metricsCommand(def), paramsCommand(def), reportCommand(def), watchCommand(def), dagCommand(def), verifyCommand(def), gcCommand(def)])
   )
 
 /** Runs the CLI and returns the exit code; user errors are one line on stderr. */
@@ -452,7 +488,15 @@ export const run = async (def: Definition, argv: ReadonlyArray<string> = process
     Effect.provide(ChildProcesses.node),
     Effect.provide(NodeServices.layer)
   )
-  const exit = await Effect.runPromiseExit(program)
+  // Ctrl-C (or a watch restarting the run) interrupts the program through Effect: stages stop,
+  // their finalizers run, and what finished stays cached
+  const fiber = Effect.runFork(program)
+  const interrupt = () => void Effect.runFork(Fiber.interrupt(fiber))
+  process.once("SIGINT", interrupt)
+  process.once("SIGTERM", interrupt)
+  const exit = await Effect.runPromise(Fiber.await(fiber))
+  process.off("SIGINT", interrupt)
+  process.off("SIGTERM", interrupt)
   if (Exit.isSuccess(exit)) return 0
   const failure = exit.cause.reasons.find(Cause.isFailReason)
   if (failure) {

@@ -271,7 +271,9 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
         Effect.catchDefect((defect) => Effect.fail(stageErrorFrom(defect))),
         Effect.map(() => undefined),
         Effect.catch((e) => Effect.succeed(stageErrorFrom(e).message)),
-        Effect.ensuring(Effect.sync(() => out.finish(stage.name)))
+        Effect.ensuring(Effect.sync(() => out.finish(stage.name))),
+        // interrupted (Ctrl-C, a watch restarting): half-written outputs go; the scratch directory stays for a resume
+        Effect.onInterrupt(() => Effect.sync(() => removeTree(staging, ws.fs)))
       )
     const now = yield* Clock.currentTimeMillis
     const seconds = (now - started) / 1000

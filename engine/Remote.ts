@@ -127,7 +127,7 @@ export const fetchEntry = (remote: Backend, stage: string, key: Digest.Digest): 
     return Effect.succeed(e)
   })
 
-/** Fetches one object into the store, checked against its digest; a bad one is deleted and reported. */
+/** Fetches one object into the store, checked against its digest as it arrives; a bad one is deleted and reported. */
 const fetchObject = (ws: Workspace, remote: Backend, d: Digest.Digest, t: Transfer): Effect.Effect<void, RemoteError> =>
   Effect.gen(function* () {
     if (ws.store.intact(d)) {
@@ -137,11 +137,17 @@ const fetchObject = (ws: Workspace, remote: Backend, d: Digest.Digest, t: Transf
     fs.mkdirSync(ws.tmpDir, { recursive: true })
     const tmp = path.join(ws.tmpDir, `fetch-${Digest.digestHex(d).slice(0, 16)}-${randomBytes(4).toString("hex")}`)
     try {
-      const got = yield* remote.getFile(objectRel(d), tmp)
-      if (!got) return yield* new RemoteError({ message: `${remote.url}/${objectRel(d)}: missing on the remote (an entry names it)` })
-      const actual = Digest.ofFile(tmp)
+      const hash = Digest.incremental()
+      let bytes = 0
+      const got = yield* remote.getFile(objectRel(d), tmp, (c) => {
+        hash.update(c)
+        bytes += c.byteLength
+      })
+      if (got === false) return yield* new RemoteError({ message: `${remote.url}/${objectRel(d)}: missing on the remote (an entry names it)` })
+      // hashed as it streamed in, else read back once
+      const actual = got === "streamed" ? { digest: hash.digest(), bytes } : Digest.ofFile(tmp)
       if (actual.digest !== d) return yield* new RemoteError({ message: `${remote.url}/${objectRel(d)}: its bytes do not match its digest (corrupt or partial); discarded` })
-      ws.store.ingestFile(tmp)
+      ws.store.ingestHashed(tmp, d)
       t.objects++
       t.bytes += actual.bytes
     } finally {
@@ -149,25 +155,26 @@ const fetchObject = (ws: Workspace, remote: Backend, d: Digest.Digest, t: Transf
     }
   })
 
-/** Fetches the objects the outputs need that the store lacks (trees first, then their files). */
+/** Fetches the objects the outputs need that the store lacks: the trees first, then every file, four at a time. */
 export const fetchOutputs = (ws: Workspace, remote: Backend, outputs: ReadonlyArray<Lockfile.OutputRec>, t: Transfer): Effect.Effect<void, RemoteError> =>
-  Effect.forEach(
-    outputs,
-    (o) =>
-      Effect.gen(function* () {
-        if (ws.store.canRestore(o)) {
-          t.present += ws.store.objectsOf(o).length
-          return
-        }
-        yield* fetchObject(ws, remote, o.digest, t)
-        if (o.kind === "dir") {
-          const tree = ws.store.readTree(o.digest)
-          if (tree === undefined) return yield* new RemoteError({ message: `${remote.url}/${objectRel(o.digest)}: not a valid tree; discarded` })
-          yield* Effect.forEach(tree.entries, (e) => fetchObject(ws, remote, e.digest, t), { concurrency: 4, discard: true })
-        }
-      }),
-    { discard: true }
-  )
+  Effect.gen(function* () {
+    const files = new Set<Digest.Digest>()
+    for (const o of outputs) {
+      if (ws.store.canRestore(o)) {
+        t.present += ws.store.objectsOf(o).length
+        continue
+      }
+      if (o.kind === "file") {
+        files.add(o.digest)
+        continue
+      }
+      yield* fetchObject(ws, remote, o.digest, t)
+      const tree = ws.store.readTree(o.digest)
+      if (tree === undefined) return yield* new RemoteError({ message: `${remote.url}/${objectRel(o.digest)}: not a valid tree; discarded` })
+      for (const e of tree.entries) files.add(e.digest)
+    }
+    yield* Effect.forEach(files, (d) => fetchObject(ws, remote, d, t), { concurrency: 4, discard: true })
+  })
 
 /** Whether out/ holds exactly the outputs (through the stat cache). */
 const inPlace = (ws: Workspace, outputs: ReadonlyArray<Lockfile.OutputRec>) =>
@@ -193,14 +200,13 @@ export const pull = (
   Effect.gen(function* () {
     const names = only && target !== undefined ? [target] : yield* Dag.closure(ws.dag, target)
     const t = emptyTransfer()
-    for (const name of names) {
-      const entry = ws.lock[name]
-      if (entry === undefined) {
-        log(`${name}: not in pipeline.lock, nothing to pull`)
-        continue
-      }
+    for (const name of names) if (ws.lock[name] === undefined) log(`${name}: not in pipeline.lock, nothing to pull`)
+    const known = names.filter((n) => ws.lock[n] !== undefined)
+    // every object first (four at a time across stages), then out/, stage by stage
+    yield* fetchOutputs(ws, remote, known.flatMap((n) => ws.lock[n]!.outputs), t)
+    for (const name of known) {
+      const entry = ws.lock[name]!
       const stage = ws.dag.byName.get(name)!
-      yield* fetchOutputs(ws, remote, entry.outputs, t)
       ws.runs.put(name, entry, new Date())
       t.entries++
       if (inPlace(ws, entry.outputs)) continue
