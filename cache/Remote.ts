@@ -143,7 +143,11 @@ const http = (name: string, url: string, timeoutMs: number): Backend => {
               fs.writeSync(fd, b)
               used = 0
             }
+            // an aborted body fires "aborted" and "error" both: settle once
+            let settled = false
             const fail = (e: unknown) => {
+              if (settled) return
+              settled = true
               fs.closeSync(fd)
               fs.rmSync(tmp, { force: true })
               reject(e)
@@ -165,6 +169,8 @@ const http = (name: string, url: string, timeoutMs: number): Backend => {
             res.on("error", fail)
             res.on("aborted", () => fail(new Error("the connection closed mid-body")))
             res.on("end", () => {
+              if (settled) return
+              settled = true
               try {
                 flush()
                 fs.closeSync(fd)

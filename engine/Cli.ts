@@ -79,13 +79,13 @@ const configFlag = Flag.String("config").pipe(Flag.withDescription("params file 
 const setFlag = Flag.String("set").pipe(Flag.withDescription("override a param for this run: --set train.lr=1e-4"), Flag.atLeast(0))
 const jsonFlag = Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("print JSON"))
 const remoteFlag = Flag.String("remote").pipe(
-  Flag.withDescription("a remote cache: a name from pipeline.yaml's remotes, or a URL (s3://bucket/prefix, http(s)://host/path)"),
+  Flag.withDescription("a remote cache: a name from pipeline.yaml's remotes, a URL (s3://bucket/prefix, http(s)://host/path, file:///dir), or none"),
   Flag.optional
 )
 
 /**
  * The remote a command talks to: `--remote NAME` or URL; without it, the one remote configured
- * or the one marked `default: true` when `fallback`, else none.
+ * or the one marked `default: true` when `fallback`, else none. `--remote none`: none.
  */
 const selectRemote = (ws: Workspace, flag: Option.Option<string>, fallback: boolean): Effect.Effect<RemoteBackends.Backend | undefined, ConfigError> => {
   const remotes = ws.engine.remotes
@@ -97,6 +97,7 @@ const selectRemote = (ws: Workspace, flag: Option.Option<string>, fallback: bool
     if (pick === undefined) return Effect.fail(new ConfigError({ message: `${remotes.size} remotes are configured (${names.join(", ")}) and none is marked default: true; pick one with --remote` }))
     return Effect.succeed(RemoteBackends.open(pick, remotes.get(pick)!))
   }
+  if (asked === "none") return Effect.succeed(undefined)
   const spec = remotes.get(asked)
   if (spec !== undefined) return Effect.succeed(RemoteBackends.open(asked, spec))
   if (!/^(s3|https?|file):\/\//.test(asked)) return Effect.fail(new ConfigError({ message: `--remote ${asked}: no such remote in ${ws.configName} (remotes: ${names.join(", ") || "none"}); or give a URL` }))
@@ -134,7 +135,7 @@ const runCommand = (def: Definition) =>
         const ws = yield* loadWorkspace(def, o.config, o.set)
         const target = yield* checkTarget(ws, o.target)
         const options = { target, force: o.force, forceDownstream: o.forceDownstream }
-        const remote = yield* selectRemote(ws, o.remote, false)
+        const remote = yield* selectRemote(ws, o.remote, true)
         if (o.dryRun) {
           // the plan is shown even when a pre-flight check fails (a profile for a GPU, planned on a laptop)
           const plan = yield* Planner.plan(ws, { ...options, planDespitePreflight: true })
@@ -246,7 +247,7 @@ const statusCommand = (def: Definition) =>
           console.log(stale.length === 0 ? "everything is up to date" : `${stale.length} of ${plan.stages.length} stages stale`)
           for (const l of PlanView.metricsTable(metrics)) console.log(l)
         }
-        const remote = yield* selectRemote(ws, o.remote, false)
+        const remote = yield* selectRemote(ws, o.remote, true)
         if (remote !== undefined && stale.length > 0 && !o.json) {
           const can = yield* Effect.orElseSucceed(Remote.restorable(ws, remote, plan), () => undefined)
           remote.close()
@@ -318,7 +319,7 @@ const metricsCommand = (def: Definition) =>
         Effect.gen(function* () {
           const ws = yield* loadWorkspace(def, o.config, o.set)
           const rev = Option.getOrElse(o.rev, () => "HEAD")
-          const remote = yield* selectRemote(ws, o.remote, false)
+          const remote = yield* selectRemote(ws, o.remote, true)
           const d = yield* Compare.metricsDiff(ws, rev, remote).pipe(Effect.ensuring(Effect.sync(() => remote?.close())))
           if (o.json) console.log(JSON.stringify({ rev, rows: d.rows, missing: d.missing }, null, 2))
           else {

@@ -200,7 +200,8 @@ export const pull = (
   Effect.gen(function* () {
     const names = only && target !== undefined ? [target] : yield* Dag.closure(ws.dag, target)
     const t = emptyTransfer()
-    for (const name of names) if (ws.lock[name] === undefined) log(`${name}: not in pipeline.lock, nothing to pull`)
+    const absent = names.filter((n) => ws.lock[n] === undefined)
+    if (absent.length > 0) log(`not in pipeline.lock, nothing to pull: ${absent.join(", ")}`)
     const known = names.filter((n) => ws.lock[n] !== undefined)
     // every object first (four at a time across stages), then out/, stage by stage
     yield* fetchOutputs(ws, remote, known.flatMap((n) => ws.lock[n]!.outputs), t)

@@ -14,7 +14,7 @@ import * as path from "node:path"
 import S3rver from "s3rver"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Digest from "../cache/Digest.ts"
-import { cliAsync, makeWorkspace, read, runs } from "./helpers.ts"
+import { cliAsync, makeWorkspace, read, runs, waitFor } from "./helpers.ts"
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -163,7 +163,7 @@ describe.each([
   beforeAll(async () => {
     server = await make()
     origin = workspace(false)
-    const r = await run(origin, ["run", "c"])
+    const r = await run(origin, ["run", "c", "--remote", "none"]) // the configured remote is the default: not this time
     expect(r.code, r.stderr).toBe(0)
     runs(origin)
   }, 60_000)
@@ -249,14 +249,14 @@ describe.each([
 })
 
 describe("a remote that goes away", () => {
-  it("kill the server half-way through a push: the push fails with one line, and the next one completes it", async () => {
+  it("kill the server half-way through a push or a pull: it fails with one line, and the next one completes it", async () => {
     const server = await nginxServer()
     try {
       const ws = makeWorkspace()
       fs.appendFileSync(path.join(ws, "pipeline.yaml"), server.remotes)
-      const r0 = await cliAsync(ws, ["run", "c"]).done
+      const r0 = await cliAsync(ws, ["run", "c", "--remote", "none"]).done
       expect(r0.code, r0.stderr).toBe(0)
-      const r1 = await cliAsync(ws, ["run", "liar", "--set", "liar.mb=300"]).done
+      const r1 = await cliAsync(ws, ["run", "liar", "--set", "liar.mb=300", "--remote", "none"]).done
       expect(r1.code, r1.stderr).toBe(0)
       const push = cliAsync(ws, ["push"])
       const t0 = Date.now()
@@ -279,9 +279,21 @@ describe("a remote that goes away", () => {
       const clone = makeWorkspace()
       fs.appendFileSync(path.join(clone, "pipeline.yaml"), server.remotes)
       fs.copyFileSync(path.join(ws, "pipeline.lock"), path.join(clone, "pipeline.lock"))
-      const pulled = await cliAsync(clone, ["pull", "liar", "--only"]).done
+      // a pull killed half-way (the server goes) keeps what arrived whole; the next pull completes it
+      const first = cliAsync(clone, ["pull"])
+      const store = path.join(clone, ".pipeline", "cache", "objects")
+      await waitFor(() => fs.existsSync(store) && fs.readdirSync(store).length > 0, 30_000)
+      await server.stop()
+      const broken = await first.done
+      expect(broken.code).toBe(1)
+      expect(broken.stderr).toMatch(/^error: pull from team: GET http:.*\(what arrived intact stays; pull again to go on\)\n$/)
+      expect(fs.existsSync(path.join(clone, "out", "liar", "big.bin"))).toBe(false)
+      await server.start()
+      const pulled = await cliAsync(clone, ["pull"]).done
       expect(pulled.code, pulled.stderr).toBe(0)
+      expect(pulled.stdout).toMatch(/fetched \d+ objects? .*; [1-9]\d* already there/)
       expect(fs.statSync(path.join(clone, "out", "liar", "big.bin")).size).toBe(300 * 1024 * 1024)
+      expect(read(clone, "out/c/c.txt")).toBe(read(ws, "out/c/c.txt"))
     } finally {
       await server.stop()
     }
