@@ -10,10 +10,10 @@
  *
  * Goal: at least 70 % of curl's throughput.
  */
-import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process"
+import { execFileSync, spawnSync } from "node:child_process"
+import { startNginx } from "../tests/nginx.ts"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -52,41 +52,6 @@ const many = Stage.make({
 export default { root: import.meta.dirname, stages: [big("b1"), big("b2"), big("b3"), big("b4"), many] }
 `
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = net.createServer()
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
-
-const nginx = async (prefix: string): Promise<{ url: string; data: string; child: ChildProcess }> => {
-  const data = path.join(prefix, "data")
-  fs.mkdirSync(path.join(prefix, "body"), { recursive: true })
-  fs.mkdirSync(data, { recursive: true })
-  const port = await freePort()
-  fs.writeFileSync(
-    path.join(prefix, "nginx.conf"),
-    `user root; daemon off; master_process off; pid ${prefix}/nginx.pid; error_log ${prefix}/error.log;
-events { worker_connections 64; }
-http { access_log off; sendfile on; client_body_temp_path ${prefix}/body;
-  server { listen 127.0.0.1:${port}; root ${data};
-    location / { dav_methods PUT; create_full_put_path on; client_max_body_size 0; } } }
-`
-  )
-  const child = spawn("nginx", ["-c", path.join(prefix, "nginx.conf"), "-p", prefix], { stdio: "ignore" })
-  for (let i = 0; i < 200; i++) {
-    const ok = await new Promise<boolean>((r) => {
-      const c = net.connect(port, "127.0.0.1", () => (c.destroy(), r(true)))
-      c.on("error", () => r(false))
-    })
-    if (ok) break
-    await new Promise((r) => setTimeout(r, 25))
-  }
-  return { url: `http://127.0.0.1:${port}/cache`, data, child }
-}
-
 const timed = (f: () => void): number => {
   const t0 = performance.now()
   f()
@@ -97,7 +62,8 @@ export const remoteTable = async (): Promise<string> => {
   if (!has("nginx")) return "## Remote cache restore\n\nnginx not installed: skipped\n"
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "bench-remote-"))
   fs.chmodSync(root, 0o700)
-  const server = await nginx(path.join(root, "nginx"))
+  const n = await startNginx()
+  const server = { url: `http://127.0.0.1:${n.port}/cache`, data: n.data }
   try {
     const make = (name: string) => {
       const ws = path.join(root, name)
@@ -146,7 +112,7 @@ export const remoteTable = async (): Promise<string> => {
     ]
     return lines.join("\n")
   } finally {
-    server.child.kill("SIGKILL")
+    await n.dispose()
     if (process.env["BENCH_KEEP"] !== "1") fs.rmSync(root, { recursive: true, force: true })
   }
 }

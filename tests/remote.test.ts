@@ -6,36 +6,14 @@
  * many megabytes as it is told).
  */
 import { S3Client, PutObjectCommand, CreateBucketCommand } from "@aws-sdk/client-s3"
-import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import S3rver from "s3rver"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Digest from "../cache/Digest.ts"
 import { cliAsync, makeWorkspace, read, runs, waitFor } from "./helpers.ts"
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = net.createServer()
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
-
-const waitPort = async (port: number) => {
-  for (let i = 0; i < 200; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = net.connect(port, "127.0.0.1", () => (c.destroy(), resolve(true)))
-      c.on("error", () => resolve(false))
-    })
-    if (ok) return
-    await new Promise((r) => setTimeout(r, 25))
-  }
-  throw new Error(`nothing listens on ${port}`)
-}
+import { freePort, startNginx } from "./nginx.ts"
 
 /** A backend under test: the remotes section for pipeline.yaml, and a way to reach its stored objects. */
 interface Server {
@@ -64,54 +42,15 @@ const dirServer = async (): Promise<Server> => {
 }
 
 const nginxServer = async (): Promise<Server> => {
-  const prefix = fs.mkdtempSync(path.join(os.tmpdir(), "nginx-"))
-  fs.chmodSync(prefix, 0o700)
-  const data = path.join(prefix, "data")
-  fs.mkdirSync(data)
-  fs.mkdirSync(path.join(prefix, "body"))
-  const port = await freePort()
-  // one process, no workers (so a kill is a kill), as root: the temp dir is 0700 (DESIGN.md: else every request is 403/500)
-  fs.writeFileSync(
-    path.join(prefix, "nginx.conf"),
-    `user root;
-daemon off;
-master_process off;
-pid ${prefix}/nginx.pid;
-error_log ${prefix}/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${prefix}/body;
-  server {
-    listen 127.0.0.1:${port};
-    root ${data};
-    location / {
-      dav_methods PUT DELETE MKCOL;
-      create_full_put_path on;
-      client_max_body_size 0;
-    }
-  }
-}
-`
-  )
-  let child: ChildProcess | undefined
-  const start = async () => {
-    child = spawn("nginx", ["-c", path.join(prefix, "nginx.conf"), "-p", prefix], { stdio: "ignore" })
-    await waitPort(port)
-  }
-  await start()
+  const n = await startNginx()
   return {
     name: "http (nginx WebDAV)",
-    remotes: `remotes: { team: { url: "http://127.0.0.1:${port}/cache" } }\n`,
+    remotes: `remotes: { team: { url: "http://127.0.0.1:${n.port}/cache" } }\n`,
     env: {},
-    objects: async () => (fs.existsSync(path.join(data, "cache", "cas")) ? fs.readdirSync(path.join(data, "cache", "cas")) : []),
-    corrupt: async (rel, bytes) => fs.writeFileSync(path.join(data, "cache", rel), bytes),
-    stop: async () => {
-      const c = child!
-      c.kill("SIGKILL")
-      if (c.exitCode === null && c.signalCode === null) await new Promise((r) => c.once("exit", r))
-    },
-    start
+    objects: async () => (fs.existsSync(path.join(n.data, "cache", "cas")) ? fs.readdirSync(path.join(n.data, "cache", "cas")) : []),
+    corrupt: async (rel, bytes) => fs.writeFileSync(path.join(n.data, "cache", rel), bytes),
+    stop: n.stop,
+    start: n.start
   }
 }
 
