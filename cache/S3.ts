@@ -25,6 +25,7 @@
  *   request.
  */
 import type {
+  AbortMultipartUploadCommandOutput,
   CompleteMultipartUploadCommandOutput,
   CreateMultipartUploadCommandOutput,
   DeleteObjectsCommandOutput,
@@ -112,6 +113,8 @@ export interface S3 {
 }
 
 export const MIN_PART = 5 * 1024 * 1024
+/** parts are read whole into memory (four at a time): at most 2 GiB each, Node's largest read */
+export const MAX_PART = 2047 * 1024 * 1024
 export const DEFAULT_PART = 64 * 1024 * 1024
 
 const unquote = (etag: string | undefined): string => (etag ?? "").replace(/^"|"$/g, "")
@@ -264,7 +267,7 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
     Effect.gen(function* () {
       const where = url(bucket, key)
       const st = yield* Effect.try({ try: () => fs.statSync(file), catch: (e) => new S3Error({ message: `PUT ${where}: cannot read ${file}: ${(e as Error).message}`, transient: false }) })
-      const partSize = Math.max(MIN_PART, options.partSize ?? DEFAULT_PART)
+      const partSize = Math.min(MAX_PART, Math.max(MIN_PART, options.partSize ?? DEFAULT_PART))
       const metadata = { ...options.metadata }
       if (st.size < partSize) {
         const body = yield* Effect.try({ try: () => fs.readFileSync(file), catch: (e) => new S3Error({ message: `PUT ${where}: cannot read ${file}: ${(e as Error).message}`, transient: false }) })
@@ -292,7 +295,10 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
       const fd = fs.openSync(file, "r")
       const uploadPart = (n: number) =>
         Effect.gen(function* () {
-          const body = readPart(fd, (n - 1) * partSize, lengthOf(n))
+          const body = yield* Effect.try({
+            try: () => readPart(fd, (n - 1) * partSize, lengthOf(n)),
+            catch: (e) => new S3Error({ message: `PUT ${where}: reading part ${n} of ${file}: ${(e as Error).message}`, transient: false })
+          })
           const r = yield* call(`PUT part ${n}/${count}`, where, (abortSignal) =>
             send<UploadPartCommandOutput>((m) => new m.UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: body, ContentLength: body.length }), abortSignal)
           )
@@ -317,6 +323,12 @@ export const make = (config: S3Config = {}): S3 & { readonly destroy: () => void
           )
         ),
         Effect.ensuring(Effect.sync(() => fs.closeSync(fd))),
+        // without a state file nothing can resume it: abort the upload so its parts are not kept (and billed)
+        Effect.onError(() =>
+          options.stateFile !== undefined
+            ? Effect.void
+            : Effect.ignore(call("ABORT-MULTIPART", where, (abortSignal) => send<AbortMultipartUploadCommandOutput>((m) => new m.AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }), abortSignal)))
+        ),
         // an upload id the store no longer knows (completed, aborted, expired): start over once
         Effect.catchIf(
           (e) => same && /NoSuchUpload/.test(e.message),

@@ -2,6 +2,7 @@
  * The `pipeline` command line: a thin layer over the engine's Effect API.
  *
  *   pipeline run [TARGET] [--dry-run] [--json] [-f] [--force-downstream] [--config FILE] [--set k=v]... [--wait]
+ *                [--remote NAME|URL|none] [--executor slurm|STAGE=slurm]... [--ci]
  *   pipeline status [TARGET] [--json] [--ci]
  *   pipeline push [TARGET] [--remote NAME|URL]
  *   pipeline pull [TARGET] [--only] [--remote NAME|URL]
@@ -35,6 +36,7 @@ import {
   RemoteFailed,
   GraphError,
   render,
+  StageFailed,
   StaleLockError,
   UsageError,
   type PipelineError
@@ -44,6 +46,8 @@ import * as Remote from "./Remote.ts"
 import * as Compare from "./Compare.ts"
 import * as Report from "./Report.ts"
 import * as Watch from "./Watch.ts"
+import * as Slurm from "./Slurm.ts"
+import * as Params from "./Params.ts"
 import { writeFileAtomic } from "../cache/Atomic.ts"
 import * as RemoteBackends from "../cache/Remote.ts"
 import * as Maintenance from "./Maintenance.ts"
@@ -82,6 +86,17 @@ const remoteFlag = Flag.String("remote").pipe(
   Flag.withDescription("a remote cache: a name from pipeline.yaml's remotes, a URL (s3://bucket/prefix, http(s)://host/path, file:///dir), or none"),
   Flag.optional
 )
+
+/** Stages the plan runs on Slurm that the cluster cannot take (no Slurm, an unknown partition), checked before anything runs. */
+const clusterProblems = (ws: Workspace, plan: Planner.Plan, executors: Params.Executors) =>
+  Effect.map(
+    Effect.forEach(
+      plan.stages.filter((s) => s.action === "run" && Executor.executorOf(executors, s.name).kind === "slurm"),
+      (s) => Slurm.preflight(Executor.executorOf(executors, s.name) as Slurm.SlurmSpec, ws.dag.byName.get(s.name)!, ws.root),
+      { concurrency: 4 }
+    ),
+    (xs) => [...new Set(xs.filter((x): x is string => x !== undefined))]
+  )
 
 /**
  * The remote a command talks to: `--remote NAME` or URL; without it, the one remote configured
@@ -128,6 +143,10 @@ const runCommand = (def: Definition) =>
       set: setFlag,
       wait: Flag.Boolean("wait").pipe(Flag.withDefault(false), Flag.withDescription("wait for another run to release the workspace instead of failing")),
       remote: remoteFlag,
+      executor: Flag.String("executor").pipe(
+        Flag.withDescription("where stages run: slurm (every stage), train=slurm (one), local; over the params file's executors"),
+        Flag.atLeast(0)
+      ),
       ci: Flag.Boolean("ci").pipe(Flag.withDefault(false), Flag.withDescription("non-interactive: plain lines, no progress redraw (CI logs)"))
     },
     (o) =>
@@ -135,12 +154,19 @@ const runCommand = (def: Definition) =>
         const ws = yield* loadWorkspace(def, o.config, o.set)
         const target = yield* checkTarget(ws, o.target)
         const options = { target, force: o.force, forceDownstream: o.forceDownstream }
+        const executors = Params.overrideExecutors(ws.engine.executors, o.executor)
+        if (typeof executors === "string") return yield* new UsageError({ message: executors })
         const remote = yield* selectRemote(ws, o.remote, true)
         if (o.dryRun) {
           // the plan is shown even when a pre-flight check fails (a profile for a GPU, planned on a laptop)
           const plan = yield* Planner.plan(ws, { ...options, planDespitePreflight: true })
-          const problems = Planner.preflightProblems(ws, plan.stages.map((s) => s.name))
-          const previews = problems.length === 0 ? yield* Planner.previews(ws, plan) : new Map<string, ReadonlyArray<string>>()
+          const problems = [...Planner.preflightProblems(ws, plan.stages.map((s) => s.name)), ...(yield* clusterProblems(ws, plan, executors))]
+          const previews = new Map(problems.length === 0 ? yield* Planner.previews(ws, plan) : [])
+          for (const s of plan.stages) {
+            const where = Executor.executorOf(executors, s.name)
+            if (where.kind === "slurm" && s.action === "run")
+              previews.set(s.name, [`on slurm: ${Slurm.request(where, ws.dag.byName.get(s.name)!).join(" ") || "the default partition"}`, ...(previews.get(s.name) ?? [])])
+          }
           if (o.json) console.log(JSON.stringify({ ...PlanView.toJson(plan, undefined, previews), preflight: problems }, null, 2))
           else console.log([...PlanView.render(plan, previews), ...problems.map((p) => `pre-flight: ${p}`)].join("\n"))
           if (remote !== undefined && !o.json) {
@@ -172,6 +198,8 @@ const runCommand = (def: Definition) =>
             }
             const withRemote = <A extends object>(j: A) => (remote === undefined ? j : { ...j, remote: remoteJson })
             const plan = yield* Planner.plan(ws, options)
+            const cluster = yield* clusterProblems(ws, plan, executors)
+            if (cluster.length > 0) return yield* new ConfigError({ message: cluster[0]! })
             if (plan.totals.stagesToRun === 0) {
               for (const s of plan.stages) out.line(`  ${s.name}: cached`)
               out.line(`nothing to do: ${plan.stages.length} stages up to date`)
@@ -182,7 +210,7 @@ const runCommand = (def: Definition) =>
             for (const l of PlanView.render(plan)) out.line(l)
             if (!plan.disk.ok) return yield* PlanView.budgetError(plan)
             const started = Date.now()
-            const results = yield* Executor.execute(ws, plan)
+            const results = yield* Executor.execute(ws, plan, executors)
             const counts = new Map<string, number>()
             for (const r of results.values()) counts.set(r.action, (counts.get(r.action) ?? 0) + 1)
             out.line(`done in ${formatSeconds((Date.now() - started) / 1000)}: ${[...counts].map(([a, n]) => `${n} ${a}`).join(", ")}`)
@@ -403,6 +431,18 @@ const watchCommand = (def: Definition) =>
       })
   ).pipe(Command.withDescription("rerun what goes stale as params, code or inputs change (Ctrl-C to stop)"))
 
+/** On a Slurm node: runs one stage of a job the controller wrote (engine/Slurm.ts). */
+const execStageCommand = (def: Definition) =>
+  Command.make("exec-stage", { job: Argument.String("job").pipe(Argument.withDescription("the job description (.pipeline/jobs/…/job.json)")) }, (o) =>
+    Effect.gen(function* () {
+      const job = yield* attempt(() => JSON.parse(fs.readFileSync(o.job, "utf8")) as Slurm.Job)
+      const files = yield* FileSystem
+      const ws = yield* Workspace.load(def.root, def.stages, { root: def.root, config: job.config, sets: job.sets, fs: files })
+      const ok = yield* Slurm.execStage(ws, job)
+      if (!ok) return yield* new StageFailed({ stage: job.stage, message: JSON.parse(fs.readFileSync(job.resultFile, "utf8")).error ?? "failed" })
+    })
+  ).pipe(Command.withDescription("(on a Slurm node) run one stage of a job"))
+
 const dagCommand = (def: Definition) =>
   Command.make(
     "dag",
@@ -465,7 +505,7 @@ const gcCommand = (def: Definition) =>
 export const command = (def: Definition) =>
   Command.make("pipeline").pipe(
     Command.withDescription("a declarative, cached pipeline runner"),
-    Command.withSubcommands([runCommand(def), statusCommand(def), pushCommand(def), pullCommand(def), metricsCommand(def), paramsCommand(def), reportCommand(def), watchCommand(def), dagCommand(def), verifyCommand(def), gcCommand(def)])
+    Command.withSubcommands([runCommand(def), statusCommand(def), pushCommand(def), pullCommand(def), metricsCommand(def), paramsCommand(def), reportCommand(def), watchCommand(def), execStageCommand(def), dagCommand(def), verifyCommand(def), gcCommand(def)])
   )
 
 /** Runs the CLI and returns the exit code; user errors are one line on stderr. */

@@ -85,7 +85,12 @@ export const metricsDiff = (ws: Workspace, rev: string, remote: Backend | undefi
         if (rec !== undefined) {
           const text = yield* objectText(ws, remote, rec.digest)
           if (text === undefined) missing.push(`${rel} at ${rev} (${rec.digest.slice(0, 19)}…): not in the local cache${remote ? ` nor on ${remote.name}` : "; --remote may have it"}`)
-          else then = parseMetrics(rel, text)
+          else
+            try {
+              then = parseMetrics(rel, text)
+            } catch {
+              missing.push(`${rel} at ${rev}: not valid JSON`)
+            }
         }
         if (now === undefined && then === undefined) continue
         const a = new Map(flatten(then))

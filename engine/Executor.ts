@@ -28,6 +28,8 @@ import { type Decision, decide } from "./Decide.ts"
 import * as DiskPlan from "./DiskPlan.ts"
 import { type Known, knownFromLock } from "./Fingerprint.ts"
 import * as Planner from "./Planner.ts"
+import * as Slurm from "./Slurm.ts"
+import type * as Params from "./Params.ts"
 import { Output, type Console } from "./Progress.ts"
 import type { ChildProcesses } from "./Services.ts"
 import type { AnyStage } from "./Stage.ts"
@@ -43,6 +45,8 @@ export interface StageResult {
   readonly seconds: number | null
   readonly bytes: number | null
   readonly error?: string
+  /** a stage run as a Slurm job: its id, node, and seconds queued and running */
+  readonly job?: Slurm.JobReport
 }
 
 const sum = (xs: ReadonlyArray<{ size: number }>) => xs.reduce((a, x) => a + x.size, 0)
@@ -95,7 +99,11 @@ interface Shared {
   readonly gpus: number
   failed: boolean
   readonly secrets: ReadonlyArray<string>
+  readonly executors: Params.Executors
 }
+
+/** Where a stage runs: its own executor, else the default. */
+export const executorOf = (executors: Params.Executors, stage: string): Params.ExecutorSpec => executors.stages.get(stage) ?? executors.default
 
 /** Re-runs the disk check for the stages still to run, with the sizes known now. */
 const recheckDisk = (sh: Shared, from: string): Effect.Effect<void, DiskBudgetError> => {
@@ -254,19 +262,14 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
     for (const [k, ref] of Object.entries(stage.inputs)) inputs[k] = ws.abs(ws.outputPath(ref.stage, ref.output))
     const started = yield* Clock.currentTimeMillis
     const progress = out.progressFor(stage.name)
-    const ran = yield* stage
-      .run({
-        name: stage.name,
-        key,
-        owns: (abs) => ws.owns(abs),
-        params: ws.params.get(stage.name),
-        inputs,
-        outputs,
-        workspace: ws.root,
-        scratchDir,
-        progress,
-        log: (line) => Effect.sync(() => out.stageLog(stage.name, redact(line, sh.secrets)))
-      })
+    const log = (line: string) => Effect.sync(() => out.stageLog(stage.name, redact(line, sh.secrets)))
+    const where = executorOf(sh.executors, stage.name)
+    let job: Slurm.JobReport | undefined
+    const body =
+      where.kind === "slurm"
+        ? Slurm.run(ws, stage, where, { key, code: fp.code, inputs, outputs, scratchDir, progress, log }, (r) => void (job = r))
+        : stage.run({ name: stage.name, key, owns: (abs) => ws.owns(abs), params: ws.params.get(stage.name), inputs, outputs, workspace: ws.root, scratchDir, progress, log })
+    const ran = yield* body
       .pipe(
         Effect.catchDefect((defect) => Effect.fail(stageErrorFrom(defect))),
         Effect.map(() => undefined),
@@ -281,7 +284,7 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
       const message = diskFull(ws, planned, sizeOf(ws, staging) + sizeOf(ws, scratchDir), raw) ?? raw
       removeTree(staging, ws.fs)
       out.line(`✗ ${stage.name}: failed after ${formatSeconds(seconds)}: ${redact(message, sh.secrets)}`)
-      return { name: stage.name, action: "failed", reasons, seconds, bytes: null, error: redact(message, sh.secrets) }
+      return { name: stage.name, action: "failed", reasons, seconds, bytes: null, error: redact(message, sh.secrets), ...(job ? { job } : {}) }
     }
     if (ran !== undefined) return fail(ran)
     for (const [o, decl] of Object.entries(stage.outputs)) {
@@ -327,12 +330,12 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
     removeTree(scratchDir, ws.fs)
     removeTree(staging, ws.fs)
     const bytes = sum(records)
-    out.line(`✓ ${stage.name}: ran in ${formatSeconds(seconds)}, wrote ${formatBytes(bytes)}`)
-    return { name: stage.name, action: "ran", reasons, seconds, bytes } satisfies StageResult
+    out.line(`✓ ${stage.name}: ran in ${formatSeconds(seconds)}${job ? ` as slurm job ${job.jobId}${job.node ? ` on ${job.node}` : ""}` : ""}, wrote ${formatBytes(bytes)}`)
+    return { name: stage.name, action: "ran", reasons, seconds, bytes, ...(job ? { job } : {}) } satisfies StageResult
   })
 
 /** Runs every stage of the plan. A stage failure is a result (see firstFailure); only the disk check fails the effect. */
-export const execute = (ws: Workspace, plan: Planner.Plan) =>
+export const execute = (ws: Workspace, plan: Planner.Plan, executors: Params.Executors = ws.engine.executors) =>
   Effect.gen(function* () {
     const out = yield* Output
     const memoryMB = Math.max(1, Math.floor(ws.engine.memoryMB ?? os.totalmem() / 1e6))
@@ -351,7 +354,8 @@ export const execute = (ws: Workspace, plan: Planner.Plan) =>
       gpu: yield* Semaphore.make(gpus),
       gpus,
       failed: false,
-      secrets: secretValues()
+      secrets: secretValues(),
+      executors
     }
     for (const s of plan.stages) sh.gates.set(s.name, yield* Deferred.make<boolean>())
     ws.fs.mkdirSync(ws.tmpDir, { recursive: true })
@@ -366,8 +370,10 @@ export const execute = (ws: Workspace, plan: Planner.Plan) =>
           result = { name: stage.name, action: "skipped", reasons: [ok ? "another stage failed" : "an upstream stage failed"], seconds: null, bytes: null }
           if (planned.action !== "cached") out.line(`  ${stage.name}: skipped (${result.reasons[0]})`)
         } else {
-          const mem = Math.min(sh.memoryMB, Math.max(0, Math.ceil(stage.resources.memoryMB ?? 0)))
-          const gpu = Math.min(sh.gpus, Math.max(0, stage.resources.gpu ?? 0))
+          // a stage on the cluster takes nothing of this machine: the cluster's scheduler decides
+          const local = executorOf(sh.executors, stage.name).kind === "local"
+          const mem = local ? Math.min(sh.memoryMB, Math.max(0, Math.ceil(stage.resources.memoryMB ?? 0))) : 0
+          const gpu = local ? Math.min(sh.gpus, Math.max(0, stage.resources.gpu ?? 0)) : 0
           let body = runOne(sh, planned)
           if (mem > 0) body = sh.memory.withPermits(mem)(body)
           if (gpu > 0) body = sh.gpu.withPermits(gpu)(body)

@@ -145,6 +145,79 @@ export interface EngineConfig {
   readonly temporary: ReadonlyArray<string>
   /** remote caches by name (cache/Remote.ts) */
   readonly remotes: ReadonlyMap<string, RemoteSpec>
+  /** where stages run (engine/Slurm.ts): the default, and per stage */
+  readonly executors: Executors
+}
+
+export type ExecutorSpec =
+  | { readonly kind: "local" }
+  | {
+      readonly kind: "slurm"
+      readonly partition?: string | undefined
+      readonly gres?: string | undefined
+      readonly time?: string | undefined
+      readonly cpus?: number | undefined
+      readonly extra: ReadonlyArray<string>
+    }
+
+export interface Executors {
+  readonly default: ExecutorSpec
+  readonly stages: ReadonlyMap<string, ExecutorSpec>
+}
+
+const decodeExecutor = (raw: unknown, at: string): ExecutorSpec | string => {
+  if (raw === "local") return { kind: "local" }
+  if (raw === "slurm") return { kind: "slurm", extra: [] }
+  if (!isRecord(raw)) return `${at}: expected local, slurm, or { kind: slurm, partition: …, gres: …, time: …, extra: [...] }`
+  for (const k of Object.keys(raw)) if (!["kind", "partition", "gres", "time", "cpus", "extra"].includes(k)) return `${at}.${k}: unknown key`
+  if (raw["kind"] === "local") return Object.keys(raw).length === 1 ? { kind: "local" } : `${at}: a local executor takes no options`
+  if (raw["kind"] !== "slurm") return `${at}.kind: expected local or slurm`
+  for (const k of ["partition", "gres", "time"] as const)
+    if (raw[k] !== undefined && (typeof raw[k] !== "string" || !/^[\w:.,=\-/+]+$/.test(raw[k] as string))) return `${at}.${k}: expected a word like gpu, gpu:1 or 12:00:00`
+  if (raw["cpus"] !== undefined && (typeof raw["cpus"] !== "number" || !Number.isInteger(raw["cpus"]) || (raw["cpus"] as number) < 1)) return `${at}.cpus: expected a whole number of at least 1`
+  const extra = raw["extra"] ?? []
+  if (!Array.isArray(extra) || extra.some((e) => typeof e !== "string" || !e.startsWith("--") || /[\n\r]/.test(e))) return `${at}.extra: expected a list of sbatch options like --account=ml`
+  return {
+    kind: "slurm",
+    partition: raw["partition"] as string | undefined,
+    gres: raw["gres"] as string | undefined,
+    time: raw["time"] as string | undefined,
+    cpus: raw["cpus"] as number | undefined,
+    extra: extra as Array<string>
+  }
+}
+
+const decodeExecutors = (raw: unknown, where: string): Effect.Effect<Executors, ConfigError> =>
+  Effect.gen(function* () {
+    const stages = new Map<string, ExecutorSpec>()
+    let def: ExecutorSpec = { kind: "local" }
+    if (raw === undefined || raw === null) return { default: def, stages }
+    if (!isRecord(raw)) return yield* fail(`${where}: executors: expected a mapping like { default: local, train: { kind: slurm, partition: gpu } }`)
+    for (const [name, v] of Object.entries(raw)) {
+      const e = decodeExecutor(v, `${where}: executors.${name}`)
+      if (typeof e === "string") return yield* fail(e)
+      if (name === "default") def = e
+      else stages.set(name, e)
+    }
+    return { default: def, stages }
+  })
+
+/** `--executor slurm` (every stage) and `--executor train=slurm` (one stage) over the params file's. */
+export const overrideExecutors = (e: Executors, flags: ReadonlyArray<string>): Executors | string => {
+  let def = e.default
+  const stages = new Map(e.stages)
+  for (const f of flags) {
+    const m = /^(?:([a-z][a-z0-9_-]*)=)?(local|slurm)$/.exec(f)
+    if (m === null) return `--executor ${f}: expected local, slurm, or STAGE=local|slurm`
+    const kind = m[2] as "local" | "slurm"
+    const base = m[1] === undefined ? def : stages.get(m[1]) ?? def
+    const spec: ExecutorSpec = kind === "local" ? { kind } : base.kind === "slurm" ? base : { kind, extra: [] }
+    if (m[1] === undefined) {
+      def = spec
+      for (const [n, s] of stages) if (s.kind !== kind) stages.delete(n)
+    } else stages.set(m[1], spec)
+  }
+  return { default: def, stages }
 }
 
 export interface RemoteSpec {
@@ -156,7 +229,7 @@ export interface RemoteSpec {
   readonly default: boolean
 }
 
-const ENGINE_SECTIONS = new Set(["budget", "resources", "temporary", "remotes"])
+const ENGINE_SECTIONS = new Set(["budget", "resources", "temporary", "remotes", "executors"])
 
 const decodeRemotes = (raw: unknown, where: string): Effect.Effect<Map<string, RemoteSpec>, ConfigError> =>
   Effect.gen(function* () {
@@ -217,7 +290,8 @@ export const decodeEngineConfig = (doc: Doc, where: string): Effect.Effect<Engin
     if (!Array.isArray(temporary) || temporary.some((t) => typeof t !== "string" || !/^[^.]+\.[^.]+$/.test(t)))
       return yield* fail(`${where}: temporary: expected a list of stage.output names`)
     const remotes = yield* decodeRemotes(doc["remotes"], where)
-    return { budgetBytes, memoryMB, gpus, temporary: temporary as Array<string>, remotes }
+    const executors = yield* decodeExecutors(doc["executors"], where)
+    return { budgetBytes, memoryMB, gpus, temporary: temporary as Array<string>, remotes, executors }
   })
 
 /** Decodes every stage's sections; unknown top-level sections are errors too. */

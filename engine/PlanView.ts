@@ -50,7 +50,7 @@ export const budgetError = (plan: Plan): DiskBudgetError => {
 /** The JSON shape of DESIGN.md (`run --dry-run --json`, and `run --json` with measured values). */
 export const toJson = (
   p: Plan,
-  measured?: ReadonlyMap<string, { action: string; bytes: number | null; seconds: number | null; reasons?: ReadonlyArray<string> }>,
+  measured?: ReadonlyMap<string, { action: string; bytes: number | null; seconds: number | null; reasons?: ReadonlyArray<string>; job?: unknown }>,
   previews?: ReadonlyMap<string, ReadonlyArray<string>>
 ) => ({
   target: p.target,
@@ -64,7 +64,8 @@ export const toJson = (
       estimate: { diskBytes: s.estimate.diskBytes, seconds: s.estimate.seconds },
       bytes: m?.bytes ?? null,
       seconds: m?.seconds ?? null,
-      ...(previews?.has(s.name) ? { preview: previews.get(s.name) } : {})
+      ...(previews?.has(s.name) ? { preview: previews.get(s.name) } : {}),
+      ...(m?.job !== undefined ? { job: m.job } : {})
     }
   }),
   disk: {

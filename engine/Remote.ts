@@ -47,13 +47,14 @@ export const describe = (verb: string, t: Transfer): string =>
   `${verb} ${t.objects} object${t.objects === 1 ? "" : "s"} (${formatBytes(t.bytes)}) and ${t.entries} entr${t.entries === 1 ? "y" : "ies"}; ${t.present} already there`
 
 /** Every object a lock entry's outputs need, files first, then the trees that list them. */
-const objectsOf = (ws: Workspace, entry: Lockfile.LockEntry): { files: Array<Digest.Digest>; trees: Array<Digest.Digest>; missing: number } => {
+const objectsOf = (ws: Workspace, stage: string, entry: Lockfile.LockEntry): { files: Array<Digest.Digest>; trees: Array<Digest.Digest>; missing: number } => {
   const files: Array<Digest.Digest> = []
   const trees: Array<Digest.Digest> = []
   let missing = 0
   for (const o of entry.outputs) {
     if (!ws.store.canRestore(o)) {
-      missing++
+      // a temporary output freed after its readers ran is not pushed; a pull does not want it
+      if (!ws.isTemporaryPath(stage, o.path)) missing++
       continue
     }
     if (o.kind === "file") files.push(o.digest)
@@ -75,7 +76,7 @@ export const push = (ws: Workspace, remote: Backend, names: ReadonlyArray<string
     for (const name of names) {
       const entry = ws.lock[name]
       if (entry === undefined) continue
-      const o = objectsOf(ws, entry)
+      const o = objectsOf(ws, name, entry)
       if (o.missing > 0) {
         log(`${name}: not pushed: ${o.missing} of its outputs are not in the local cache (run it first)`)
         continue
@@ -129,16 +130,16 @@ export const fetchEntry = (remote: Backend, stage: string, key: Digest.Digest): 
 
 /** Fetches one object into the store, checked against its digest as it arrives; a bad one is deleted and reported. */
 const fetchObject = (ws: Workspace, remote: Backend, d: Digest.Digest, t: Transfer): Effect.Effect<void, RemoteError> =>
-  Effect.gen(function* () {
+  Effect.suspend(() => {
     if (ws.store.intact(d)) {
       t.present++
-      return
+      return Effect.void
     }
     fs.mkdirSync(ws.tmpDir, { recursive: true })
     const tmp = path.join(ws.tmpDir, `fetch-${Digest.digestHex(d).slice(0, 16)}-${randomBytes(4).toString("hex")}`)
-    try {
-      const hash = Digest.incremental()
-      let bytes = 0
+    const hash = Digest.incremental()
+    let bytes = 0
+    return Effect.gen(function* () {
       const got = yield* remote.getFile(objectRel(d), tmp, (c) => {
         hash.update(c)
         bytes += c.byteLength
@@ -147,12 +148,17 @@ const fetchObject = (ws: Workspace, remote: Backend, d: Digest.Digest, t: Transf
       // hashed as it streamed in, else read back once
       const actual = got === "streamed" ? { digest: hash.digest(), bytes } : Digest.ofFile(tmp)
       if (actual.digest !== d) return yield* new RemoteError({ message: `${remote.url}/${objectRel(d)}: its bytes do not match its digest (corrupt or partial); discarded` })
-      ws.store.ingestHashed(tmp, d)
+      yield* Effect.try({
+        try: () => ws.store.ingestHashed(tmp, d),
+        catch: (e) => new RemoteError({ message: `${objectRel(d)}: could not enter the store: ${(e as Error).message}` })
+      })
       t.objects++
       t.bytes += actual.bytes
-    } finally {
-      fs.rmSync(tmp, { force: true })
-    }
+    }).pipe(
+      // a failure, a bad digest or an interruption leaves no download behind (a try/finally in a
+      // generator does not run when a yielded effect fails)
+      Effect.ensuring(Effect.sync(() => fs.rmSync(tmp, { force: true })))
+    )
   })
 
 /** Fetches the objects the outputs need that the store lacks: the trees first, then every file, four at a time. */
@@ -203,16 +209,19 @@ export const pull = (
     const absent = names.filter((n) => ws.lock[n] === undefined)
     if (absent.length > 0) log(`not in pipeline.lock, nothing to pull: ${absent.join(", ")}`)
     const known = names.filter((n) => ws.lock[n] !== undefined)
+    // temporary outputs are freed once read: out/ does not keep them, and neither does a pull
+    const kept = (name: string) => (o: Lockfile.OutputRec) => !ws.isTemporaryPath(name, o.path)
     // every object first (four at a time across stages), then out/, stage by stage
-    yield* fetchOutputs(ws, remote, known.flatMap((n) => ws.lock[n]!.outputs), t)
+    yield* fetchOutputs(ws, remote, known.flatMap((n) => ws.lock[n]!.outputs.filter(kept(n))), t)
     for (const name of known) {
       const entry = ws.lock[name]!
       const stage = ws.dag.byName.get(name)!
+      const outputs = entry.outputs.filter(kept(name))
       ws.runs.put(name, entry, new Date())
       t.entries++
-      if (inPlace(ws, entry.outputs)) continue
+      if (inPlace(ws, outputs)) continue
       yield* Effect.try({
-        try: () => materialize(ws, stage, entry.outputs, (dir) => ws.cache.get(name, entry.key, { known: entry })!.apply(dir, name)),
+        try: () => materialize(ws, stage, outputs, (dir) => ws.cache.get(name, entry.key, { known: entry, needed: kept(name) })!.apply(dir, name, kept(name))),
         catch: (e) => new RemoteError({ message: `${name}: materialising its outputs failed: ${(e as Error).message}` })
       })
       log(`${name}: pulled`)
@@ -246,7 +255,12 @@ export const prefetch = (
         asked.add(`${s.name} ${s.key}`)
         const entry = yield* fetchEntry(remote, s.name, s.key!)
         if (entry === undefined) continue
-        yield* fetchOutputs(ws, remote, entry.outputs, t)
+        const whole = yield* fetchOutputs(ws, remote, entry.outputs, t).pipe(
+          Effect.as(true),
+          // an entry whose objects the remote does not all hold (a temporary output nobody pushed) cannot restore
+          Effect.catchIf((e) => e.message.includes("missing on the remote"), () => Effect.succeed(false))
+        )
+        if (!whole) continue
         ws.runs.put(s.name, entry, new Date())
         ws.origins.set(`${s.name} ${entry.key}`, remote.name)
         t.entries++

@@ -73,8 +73,9 @@ const chart = (title: string, xName: string, points: ReadonlyArray<readonly [num
   const pad = 64
   const xs = points.map((p) => p[0])
   const ys = points.map((p) => p[1])
-  const [x0, x1] = [Math.min(...xs), Math.max(...xs)]
-  const [y0, y1] = [Math.min(...ys), Math.max(...ys)]
+  const range = (v: ReadonlyArray<number>) => v.reduce(([lo, hi], x) => [Math.min(lo, x), Math.max(hi, x)] as const, [Infinity, -Infinity] as const)
+  const [x0, x1] = range(xs)
+  const [y0, y1] = range(ys)
   const sx = (x: number) => pad + ((x - x0) / (x1 - x0 || 1)) * (W - 2 * pad)
   const sy = (y: number) => H - pad + -((y - y0) / (y1 - y0 || 1)) * (H - 2 * pad)
   const fmt = (v: number) => (Math.abs(v) >= 1000 || Number.isInteger(v) ? String(Math.round(v)) : v.toPrecision(4))

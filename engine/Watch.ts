@@ -43,6 +43,8 @@ export const watch = async (o: WatchOptions): Promise<number> => {
   const bin = process.argv[1]!
   const args = ["run", ...(o.target ? [o.target] : []), ...o.passThrough]
   let child: ChildProcess | undefined
+  /** a run being started (the workspace loading): a change now waits for it, it does not start another */
+  let starting = false
   let pending: NodeJS.Timeout | undefined
   let again = false
   let stopping = false
@@ -65,10 +67,14 @@ export const watch = async (o: WatchOptions): Promise<number> => {
   }
 
   const start = async () => {
-    if (stopping) return
-    if (!(await refresh())) return
+    if (stopping || starting) return
+    starting = true
+    const ok = await refresh().finally(() => (starting = false))
+    if (!ok || stopping) return
+    if (again) again = false
     o.log(`watch: pipeline ${args.join(" ")}`)
-    const c = spawn(process.execPath, [bin, ...args], { cwd: process.cwd(), stdio: "inherit" })
+    // its own process group: a Ctrl-C in the terminal reaches the watch alone, which stops the run once
+    const c = spawn(process.execPath, [bin, ...args], { cwd: process.cwd(), stdio: "inherit", detached: true })
     child = c
     c.on("exit", (code, signal) => {
       child = undefined
@@ -89,9 +95,9 @@ export const watch = async (o: WatchOptions): Promise<number> => {
       o.log(`watch: ${path.relative(process.cwd(), file) || file} changed`)
       if (child !== undefined) {
         // the running stages may now be stale: stop the run cleanly, then start again
+        if (!again) child.kill("SIGINT")
         again = true
-        child.kill("SIGINT")
-      } else void start()
+      } else if (!starting) void start()
     }, o.debounceMs)
   }
   watcher.on("change", changed).on("add", changed).on("unlink", changed)

@@ -64,6 +64,8 @@ export class Workspace {
   readonly params: ReadonlyMap<string, Record<string, unknown>>
   readonly engine: Params.EngineConfig
   readonly configName: string
+  /** how it was loaded (`--config`, `--set`): a Slurm job loads the same workspace on its node */
+  readonly loadedWith: { readonly config: string | undefined; readonly sets: ReadonlyArray<string> }
   readonly code: CodeFingerprinter
 
   readonly root: string
@@ -104,7 +106,7 @@ export class Workspace {
       // the inputs these params read (Stage.inputsFor): the DAG, keys and plans see only those
       const selected = yield* selectInputs(stages, params, where)
       const active = selected === stages ? dag : yield* Dag.make(selected)
-      return new Workspace({ root, files, warn, memo, dag: active, configName, engine, params, lock })
+      return new Workspace({ root, files, warn, memo, dag: active, configName, engine, params, lock, config: options.config, sets })
     })
   }
 
@@ -118,6 +120,8 @@ export class Workspace {
     readonly engine: Params.EngineConfig
     readonly params: ReadonlyMap<string, Record<string, unknown>>
     readonly lock: Lockfile.Lock
+    readonly config: string | undefined
+    readonly sets: ReadonlyArray<string>
   }) {
     const root = parts.root
     this.root = root
@@ -138,6 +142,7 @@ export class Workspace {
     this.engine = parts.engine
     this.params = parts.params
     this.lock = parts.lock
+    this.loadedWith = { config: parts.config, sets: parts.sets }
     this.code = new CodeFingerprinter({ root, exclude: FRAMEWORK_DIRS })
   }
 

@@ -54,7 +54,7 @@ export const UploadParams = Schema.Struct({
       endpoint: Schema.optionalKey(Schema.String),
       region: Schema.optionalKey(Schema.String),
       pathStyle: Schema.optionalKey(Schema.Boolean),
-      partSizeMB: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 5, maximum: 5120 })), 64)
+      partSizeMB: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 5, maximum: 2047 })), 64)
     }),
     {}
   )

@@ -30,6 +30,9 @@ const hubId = (source: string, kind: "model" | "dataset"): string | undefined =>
 
 const yamlString = (s: string) => JSON.stringify(s)
 
+/** A file's name from a path or URL, without a query or fragment (a presigned URL's signature stays out of the card). */
+const lastSegment = (source: string): string => source.replace(/[?#].*$/, "").split(/[\\/]/).filter(Boolean).at(-1) ?? source
+
 const cell = (v: unknown): string => (Array.isArray(v) ? v.join(", ") : typeof v === "number" && !Number.isInteger(v) ? String(Number(v.toPrecision(4))) : String(v)).replace(/\|/g, "\\|")
 
 const fmt = (v: number) => (Number.isInteger(v) ? String(v) : v.toFixed(4))
@@ -48,7 +51,7 @@ const what = (p: string): string => {
 export const modelCard = (c: CardInput): string => {
   const base = hubId(c.model.source, "model")
   const dataset = hubId(c.dataset.source, "dataset")
-  const baseText = base ?? (c.model.source === "tiny" ? `a tiny random Qwen3 (${c.model.layers} layers, the pipeline's offline demo)` : c.model.source)
+  const baseText = base ?? (c.model.source === "tiny" ? `a tiny random Qwen3 (${c.model.layers} layers, the pipeline's offline demo)` : `a local model (\`${lastSegment(c.model.source)}\`)`)
   const front = [
     "---",
     `license: ${base !== undefined ? BASE_LICENCES[base] ?? "other" : "other"}`,
@@ -114,7 +117,7 @@ export const modelCard = (c: CardInput): string => {
       : []),
     "## Training data",
     "",
-    `Conversations with tool calls built from ${dataset !== undefined ? `[${dataset}](https://huggingface.co/datasets/${dataset})` : `the Bitext customer-support dataset (\`${c.dataset.source.split(/[\\/]/).at(-1)}\`)`}: placeholders replaced by consistent entities, tool calls and results written from the catalogue, answers that state what the tool returned. The dataset is licensed under [CDLA-Sharing-1.0](https://cdla.dev/sharing-1-0/); data derived from it is shared under the same terms.`,
+    `Conversations with tool calls built from ${dataset !== undefined ? `[${dataset}](https://huggingface.co/datasets/${dataset})` : `the Bitext customer-support dataset (\`${lastSegment(c.dataset.source)}\`)`}: placeholders replaced by consistent entities, tool calls and results written from the catalogue, answers that state what the tool returned. The dataset is licensed under [CDLA-Sharing-1.0](https://cdla.dev/sharing-1-0/); data derived from it is shared under the same terms.`,
     "",
     "## Training",
     "",

@@ -104,7 +104,16 @@ export const hubTarget = (o: HubTargetOptions): RemoteTarget => {
         const out = new Map<string, PathInfo>()
         for (let i = 0; i < paths.length; i += 100) {
           try {
-            const got = await (await hubLib()).pathsInfo({ repo, paths: paths.slice(i, i + 100) as Array<string>, revision: o.revision, hubUrl: o.endpoint, ...credentials })
+            const got = await (await hubLib()).pathsInfo({
+              repo,
+              paths: paths.slice(i, i + 100) as Array<string>,
+              revision: o.revision,
+              hubUrl: o.endpoint,
+              ...credentials,
+              // a Hub that does not answer is an error, not a hung plan
+              fetch: (input: string | URL | Request, init?: RequestInit) =>
+                fetch(input, { ...init, signal: AbortSignal.any([init?.signal ?? new AbortController().signal, AbortSignal.timeout(timeout)]) })
+            })
             for (const p of got) if (p.type === "file") out.set(p.path, { size: p.size, oid: p.oid ?? "", lfsOid: p.lfs?.oid })
           } catch (e) {
             // a repo (or revision) that does not exist yet holds nothing

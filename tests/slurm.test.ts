@@ -1,0 +1,95 @@
+/**
+ * Stages as Slurm jobs, on a real single-node Slurm started by the tests (tests/slurm.ts):
+ * the same keys and bytes as a local run, a cancelled run leaves no job, a job killed on
+ * the cluster is one clear line, a wrong partition fails before anything runs.
+ */
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { cliAsync, makeDemoWorkspace, makeWorkspace, quickDemo, read, runs, waitFor } from "./helpers.ts"
+import { type Cluster, startSlurm } from "./slurm.ts"
+
+/** The lock's stages and keys (durations and train's timing metrics differ from run to run). */
+const keys = (ws: string) =>
+  read(ws, "pipeline.lock")
+    .split("\n")
+    .filter((l) => /^ {4}key:/.test(l) || /^ {2}\S+:$/.test(l))
+    .join("\n")
+
+describe("stages on Slurm", () => {
+  let cluster: Cluster
+  const run = async (ws: string, args: ReadonlyArray<string>) => await cliAsync(ws, args, cluster.env).done
+  beforeAll(async () => {
+    cluster = await startSlurm()
+  }, 60_000)
+  afterAll(async () => {
+    await cluster.stop()
+  })
+
+  it("every stage as a job: the same keys and bytes as a local run, the log streamed back, jobs reported", async () => {
+    const local = makeWorkspace()
+    expect((await run(local, ["run", "c"])).code).toBe(0)
+    const ws = makeWorkspace()
+    const dry = await run(ws, ["run", "c", "--executor", "slurm", "--dry-run"])
+    expect(dry.stdout).toMatch(/^ {2}a .*\n {10,}on slurm: the default partition$/m)
+    const r = await run(ws, ["run", "c", "--executor", "slurm", "--json"])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toMatch(/\[a\] slurm job \d+ submitted/)
+    expect(r.stderr).toMatch(/✓ c: ran in .* as slurm job \d+ on \S+, wrote/)
+    const summary = JSON.parse(r.stdout) as { stages: Array<{ name: string; action: string; job?: { jobId: string; node: string; runSeconds: number } }> }
+    for (const s of summary.stages) {
+      expect(s.action).toBe("ran")
+      expect(s.job?.jobId).toMatch(/^\d+$/)
+      expect(s.job?.node).toBeTruthy()
+    }
+    expect(keys(ws)).toBe(keys(local))
+    expect(read(ws, "pipeline.lock").replace(/duration: .*/g, "")).toBe(read(local, "pipeline.lock").replace(/duration: .*/g, ""))
+    for (const f of ["out/a/a.txt", "out/b/b.txt", "out/c/c.txt"]) expect(read(ws, f)).toBe(read(local, f))
+    expect(runs(ws)).toEqual(["a", "b", "c"])
+    expect(cluster.queue()).toEqual([])
+    expect(fs.readdirSync(path.join(ws, ".pipeline", "jobs"))).toEqual([]) // a job that succeeded leaves nothing
+  }, 120_000)
+
+  it("the demo's train on Slurm gives the adapter of a local run, byte for byte", async () => {
+    const local = makeDemoWorkspace(quickDemo, "slurm-local-")
+    const onCluster = makeDemoWorkspace((y) => `${quickDemo(y)}executors: { train: slurm }\n`, "slurm-train-")
+    const [a, b] = [await run(local, ["run", "train"]), await run(onCluster, ["run", "train"])]
+    expect(a.code, a.stderr).toBe(0)
+    expect(b.code, b.stderr).toBe(0)
+    expect(b.stdout).toMatch(/✓ train: ran in .* as slurm job \d+/)
+    expect(b.stdout).not.toMatch(/✓ tokenize: ran in .* as slurm job/) // only train was sent
+    const adapter = (w: string) => fs.readFileSync(path.join(w, "out", "train", "adapter", "adapter_model.safetensors"))
+    expect(adapter(onCluster).equals(adapter(local))).toBe(true)
+    expect(keys(onCluster)).toBe(keys(local))
+  }, 300_000)
+
+  it("Ctrl-C cancels the job; a job cancelled on the cluster is one clear line; a wrong partition fails before anything runs", async () => {
+    const ws = makeWorkspace()
+    const c = cliAsync(ws, ["run", "slow", "--executor", "slurm"], cluster.env)
+    await waitFor(() => fs.existsSync(path.join(ws, "runs.log")) && read(ws, "runs.log").includes("slow-started"), 60_000)
+    expect(cluster.queue()).toHaveLength(1)
+    c.child.kill("SIGINT")
+    await c.done
+    await waitFor(() => cluster.queue().length === 0, 20_000)
+    expect(fs.existsSync(path.join(ws, "pipeline.lock"))).toBe(false) // nothing succeeded, nothing recorded
+    expect(fs.readdirSync(path.join(ws, ".pipeline", "tmp")).filter((n) => n.startsWith("run-"))).toEqual([])
+
+    // cancelled from outside, as a node lost or a time limit would end it
+    const d = cliAsync(ws, ["run", "slow", "--executor", "slurm"], cluster.env)
+    await waitFor(() => (read(ws, "runs.log").match(/slow-started/g) ?? []).length >= 2, 60_000)
+    const id = cluster.queue()[0]!.trim().split(/\s+/)[0]!
+    const { spawnSync } = await import("node:child_process")
+    spawnSync("scancel", [id], { env: { ...process.env, ...cluster.env } })
+    const r = await d.done
+    expect(r.code).toBe(1)
+    expect(r.stderr.trim().split("\n")).toHaveLength(1)
+    expect(r.stderr).toMatch(new RegExp(`^error: stage slow failed: slurm job ${id} CANCELLED on \\S+: .*\\(log: \\.pipeline/jobs/slow-[0-9a-f]+/job\\.log\\)`))
+
+    const before = fs.existsSync(path.join(ws, "runs.log")) ? read(ws, "runs.log") : ""
+    fs.appendFileSync(path.join(ws, "pipeline.yaml"), "executors: { c: { kind: slurm, partition: gpu-nope } }\n")
+    const bad = await run(ws, ["run", "c"])
+    expect(bad.code).toBe(2)
+    expect(bad.stderr.trim()).toBe("error: executors.c: Slurm has no partition gpu-nope (partitions: debug)")
+    expect(read(ws, "runs.log")).toBe(before)
+  }, 180_000)
+})
