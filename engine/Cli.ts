@@ -275,6 +275,8 @@ const statusCommand = (def: Definition) =>
           console.log(stale.length === 0 ? "everything is up to date" : `${stale.length} of ${plan.stages.length} stages stale`)
           for (const l of PlanView.metricsTable(metrics)) console.log(l)
         }
+        if (!o.json)
+          for (const j of yield* Slurm.leftoverJobs(ws)) console.log(`slurm job ${j.jobId} (${j.stage}) is still ${j.state.toLowerCase()} from an earlier run; scancel ${j.jobId} to stop it`)
         const remote = yield* selectRemote(ws, o.remote, true)
         if (remote !== undefined && stale.length > 0 && !o.json) {
           const can = yield* Effect.orElseSucceed(Remote.restorable(ws, remote, plan), () => undefined)

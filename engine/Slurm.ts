@@ -149,6 +149,8 @@ export const run = (
     const submitted = yield* command("sbatch", ["--parsable", scriptFile], ws.root)
     const jobId = (submitted.find((l) => /^\d+/.test(l.trim())) ?? "").trim().split(";")[0]!
     if (jobId === "") return yield* new StageError({ message: `sbatch did not give a job id (${submitted.join(" ").slice(0, 200)})` })
+    // for `status`: a job left behind by a run that was killed before it could cancel it
+    writeFileAtomic(path.join(dir, "id"), `${jobId}\n`)
     yield* ctx.log(`slurm job ${jobId} submitted (${request(spec, stage).join(" ") || "default partition"})`)
 
     let offset = 0
@@ -267,4 +269,20 @@ export const execStage = (ws: Workspace, job: Job): Effect.Effect<boolean, never
         Effect.catchDefect((d) => Effect.succeed<JobResult>({ ok: false, error: d instanceof Error ? d.message : String(d) }))
       )
     return done(r)
+  })
+
+/** Jobs of earlier runs still queued or running (their controller was killed): `stage`, id, state. */
+export const leftoverJobs = (ws: Workspace): Effect.Effect<Array<{ stage: string; jobId: string; state: string }>, never, ChildProcesses> =>
+  Effect.gen(function* () {
+    const root = path.join(ws.stateDir, "jobs")
+    if (!fs.existsSync(root)) return []
+    const found: Array<{ stage: string; jobId: string }> = []
+    for (const d of fs.readdirSync(root)) {
+      const id = fs.existsSync(path.join(root, d, "id")) ? fs.readFileSync(path.join(root, d, "id"), "utf8").trim() : ""
+      if (/^\d+$/.test(id)) found.push({ stage: d.replace(/-[0-9a-f]{8}$/, ""), jobId: id })
+    }
+    if (found.length === 0) return []
+    const lines = yield* Effect.orElseSucceed(command("squeue", ["-h", "-o", "%i %T"], ws.root), () => [] as Array<string>)
+    const states = new Map(lines.map((l) => l.trim().split(/\s+/) as [string, string]))
+    return found.filter((f) => states.has(f.jobId)).map((f) => ({ ...f, state: states.get(f.jobId)! }))
   })

@@ -63,7 +63,7 @@ describe("stages on Slurm", () => {
     expect(keys(onCluster)).toBe(keys(local))
   }, 300_000)
 
-  it("Ctrl-C cancels the job; a job cancelled on the cluster is one clear line; a wrong partition fails before anything runs", async () => {
+  it("Ctrl-C cancels the job; a job cancelled on the cluster is one clear line; status names a job a killed run left; a wrong partition fails before anything runs", async () => {
     const ws = makeWorkspace()
     const c = cliAsync(ws, ["run", "slow", "--executor", "slurm"], cluster.env)
     await waitFor(() => fs.existsSync(path.join(ws, "runs.log")) && read(ws, "runs.log").includes("slow-started"), 60_000)
@@ -85,6 +85,18 @@ describe("stages on Slurm", () => {
     expect(r.stderr.trim().split("\n")).toHaveLength(1)
     expect(r.stderr).toMatch(new RegExp(`^error: stage slow failed: slurm job ${id} CANCELLED on \\S+: .*\\(log: \\.pipeline/jobs/slow-[0-9a-f]+/job\\.log\\)`))
 
+    // the controller killed outright (no chance to cancel): status names the job it left
+    const e = cliAsync(ws, ["run", "slow", "--executor", "slurm"], cluster.env)
+    await waitFor(() => (read(ws, "runs.log").match(/slow-started/g) ?? []).length >= 3, 60_000)
+    e.child.kill("SIGKILL")
+    await e.done
+    const left = cluster.queue()[0]!.trim().split(/\s+/)[0]!
+    const st = await run(ws, ["status", "slow"])
+    expect(st.stdout).toContain(`slurm job ${left} (slow) is still running from an earlier run; scancel ${left} to stop it`)
+    spawnSync("scancel", [left], { env: { ...process.env, ...cluster.env } })
+    await waitFor(() => cluster.queue().length === 0, 20_000)
+    expect((await run(ws, ["status", "slow"])).stdout).not.toContain("earlier run")
+
     const before = fs.existsSync(path.join(ws, "runs.log")) ? read(ws, "runs.log") : ""
     fs.appendFileSync(path.join(ws, "pipeline.yaml"), "executors: { c: { kind: slurm, partition: gpu-nope } }\n")
     const bad = await run(ws, ["run", "c"])
@@ -92,4 +104,25 @@ describe("stages on Slurm", () => {
     expect(bad.stderr.trim()).toBe("error: executors.c: Slurm has no partition gpu-nope (partitions: debug)")
     expect(read(ws, "runs.log")).toBe(before)
   }, 180_000)
+})
+
+describe("exec-stage (what a node runs)", () => {
+  it("refuses to run when the code on the node differs from the plan's, and records why", async () => {
+    const ws = makeWorkspace()
+    const staging = path.join(ws, ".pipeline", "tmp", "run-a-test")
+    fs.mkdirSync(staging, { recursive: true })
+    const job = path.join(ws, "job.json")
+    const result = path.join(ws, "result.json")
+    const write = (code: Record<string, string>) =>
+      fs.writeFileSync(
+        job,
+        JSON.stringify({ version: 1, stage: "a", key: "k", code, config: undefined, sets: [], inputs: {}, outputs: { text: path.join(staging, "a.txt") }, scratchDir: path.join(ws, ".pipeline", "scratch", "a"), resultFile: result })
+      )
+    write({ "stages/chain.ts": "blake3:0000000000000000000000000000000000000000000000000000000000000000" })
+    const r = await cliAsync(ws, ["exec-stage", job]).done
+    expect(r.code).toBe(1)
+    expect(JSON.parse(read(ws, "result.json")).error).toBe("the code on this node differs from the plan's (stages/chain.ts)")
+    expect(fs.existsSync(path.join(staging, "a.txt"))).toBe(false)
+    expect(fs.existsSync(path.join(ws, "runs.log"))).toBe(false)
+  })
 })
