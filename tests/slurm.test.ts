@@ -63,6 +63,41 @@ describe("stages on Slurm", () => {
     expect(keys(onCluster)).toBe(keys(local))
   }, 300_000)
 
+  it("the whole demo as Slurm jobs: the keys and bytes of a local run", async () => {
+    const local = makeDemoWorkspace(quickDemo, "slurm-all-local-")
+    const onCluster = makeDemoWorkspace(quickDemo, "slurm-all-")
+    const a = await run(local, ["run", "--remote", "none"])
+    const b = await run(onCluster, ["run", "--executor", "slurm", "--remote", "none"])
+    expect(a.code, a.stderr).toBe(0)
+    expect(b.code, b.stderr).toBe(0)
+    expect(b.stdout.match(/as slurm job \d+/g)?.length).toBe(10)
+    expect(keys(onCluster)).toBe(keys(local))
+    // every output the same, but train's timing metrics (tokens per second)
+    const digests = (w: string) => read(w, "pipeline.lock").replace(/duration: .*/g, "").replace(/(path: out\/train\/metrics\.jsonl\n\s+kind: file\n\s+digest:) \S+(\n\s+size:) \d+/, "$1 -$2 -")
+    expect(digests(onCluster)).toBe(digests(local))
+  }, 400_000)
+
+  it("train killed as a job resumes from its checkpoint when run again, and ends with the adapter of an uninterrupted run", async () => {
+    const edit = (y: string) => y.replace("maxSteps: 40", "maxSteps: 12").replace("batchSize: 2", "batchSize: 1").replace("checkpointEvery: 10", "checkpointEvery: 3")
+    const straight = makeDemoWorkspace(edit, "slurm-resume-local-")
+    expect((await run(straight, ["run", "train", "--remote", "none"])).code).toBe(0)
+    const ws = makeDemoWorkspace((y) => `${edit(y)}executors: { train: slurm }\n`, "slurm-resume-")
+    const c = cliAsync(ws, ["run", "train"], cluster.env)
+    const scratch = path.join(ws, ".pipeline", "scratch", "train")
+    await waitFor(() => fs.existsSync(scratch) && fs.readdirSync(scratch).some((f) => /^ckpt-\d+$/.test(f)), 180_000)
+    const id = cluster.queue()[0]!.trim().split(/\s+/)[0]!
+    const { spawnSync } = await import("node:child_process")
+    spawnSync("scancel", [id], { env: { ...process.env, ...cluster.env } })
+    const killed = await c.done
+    expect(killed.code).toBe(1)
+    expect(killed.stderr).toMatch(new RegExp(`^error: stage train failed: slurm job ${id} CANCELLED`))
+    const again = await run(ws, ["run", "train"])
+    expect(again.code, again.stderr).toBe(0)
+    expect(again.stdout).toMatch(/\[train\] .*resuming from the checkpoint at step \d+/)
+    const adapter = (w: string) => fs.readFileSync(path.join(w, "out", "train", "adapter", "adapter_model.safetensors"))
+    expect(adapter(ws).equals(adapter(straight))).toBe(true)
+  }, 400_000)
+
   it("Ctrl-C cancels the job; a job cancelled on the cluster is one clear line; status names a job a killed run left; a wrong partition fails before anything runs", async () => {
     const ws = makeWorkspace()
     const c = cliAsync(ws, ["run", "slow", "--executor", "slurm"], cluster.env)
