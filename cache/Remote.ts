@@ -143,26 +143,13 @@ const http = (name: string, url: string, timeoutMs: number): Backend => {
                 return reject(e)
               }
               let n = 0
-              // the socket's 64 KiB pieces gathered into 1 MiB blocks: a tenth of the hash and write calls
-              const block = Buffer.allocUnsafe(1 << 20)
-              let used = 0
-              const flush = () => {
-                if (used === 0) return
-                const b = block.subarray(0, used)
-                onChunk?.(b)
-                fs.writeSync(fd, b)
-                used = 0
-              }
+              // each socket piece is hashed and written as it comes (gathering them into 1 MiB blocks
+              // measured slower: 4.3 s against 2.6–3.4 s of system time for 1.25 GiB, after a sync)
               // an aborted body fires "aborted" and "error" both: settle once
               let settled = false
               const finish = (e: unknown) => {
                 if (settled) return
                 settled = true
-                try {
-                  if (e === undefined) flush()
-                } catch (x) {
-                  e = x
-                }
                 try {
                   fs.closeSync(fd)
                 } catch {
@@ -184,12 +171,8 @@ const http = (name: string, url: string, timeoutMs: number): Backend => {
               res.on("data", (c: Buffer) => {
                 try {
                   n += c.length
-                  for (let at = 0; at < c.length; ) {
-                    const k = c.copy(block, used, at)
-                    used += k
-                    at += k
-                    if (used === block.length) flush()
-                  }
+                  onChunk?.(c)
+                  fs.writeSync(fd, c)
                 } catch (e) {
                   res.destroy()
                   finish(e)
