@@ -45,12 +45,19 @@ export interface Row {
   readonly change: number | null
 }
 
-const flatten = (v: unknown, prefix = ""): Array<[string, number | string]> => {
-  if (typeof v === "number" || typeof v === "string") return [[prefix, v]]
-  if (typeof v === "boolean") return [[prefix, String(v)]]
-  if (typeof v !== "object" || v === null || Array.isArray(v)) return []
-  return Object.entries(v).flatMap(([k, x]) => flatten(x, prefix === "" ? k : `${prefix}.${k}`))
+/**
+ * Every leaf of a JSON value as `a.b.c` → what `leaf` makes of it (undefined: left out).
+ * Arrays are leaves.
+ */
+const leaves = <T>(v: unknown, leaf: (x: unknown) => T | undefined, prefix = ""): Array<[string, T]> => {
+  if (typeof v === "object" && v !== null && !Array.isArray(v)) return Object.entries(v).flatMap(([k, x]) => leaves(x, leaf, prefix === "" ? k : `${prefix}.${k}`))
+  const l = prefix === "" ? undefined : leaf(v)
+  return l === undefined ? [] : [[prefix, l]]
 }
+
+/** A metric: numbers stay numbers, strings and booleans read as text; the rest is not a metric. */
+const metricLeaf = (x: unknown): number | string | undefined =>
+  typeof x === "number" || typeof x === "string" ? x : typeof x === "boolean" ? String(x) : undefined
 
 const parseMetrics = (rel: string, text: string): unknown =>
   rel.endsWith(".jsonl") ? JSON.parse(text.trim().split("\n").at(-1) ?? "{}") : JSON.parse(text)
@@ -93,8 +100,8 @@ export const metricsDiff = (ws: Workspace, rev: string, remote: Backend | undefi
             }
         }
         if (now === undefined && then === undefined) continue
-        const a = new Map(flatten(then))
-        const b = new Map(flatten(now))
+        const a = new Map(leaves(then, metricLeaf))
+        const b = new Map(leaves(now, metricLeaf))
         for (const metric of [...new Set([...a.keys(), ...b.keys()])].sort()) {
           const x = a.get(metric) ?? null
           const y = b.get(metric) ?? null
@@ -118,8 +125,8 @@ export const paramsDiff = (ws: Workspace, rev: string): Effect.Effect<Array<Para
     const rows: Array<ParamRow> = []
     // the stages either lock knows: one never run on either side has nothing to compare
     for (const stage of ws.dag.stages.filter((s) => old[s.name] !== undefined || ws.lock[s.name] !== undefined)) {
-      const a = new Map(flattenAny(old[stage.name]?.params))
-      const b = new Map(flattenAny(ws.params.get(stage.name)))
+      const a = new Map(leaves(old[stage.name]?.params, canonicalJson))
+      const b = new Map(leaves(ws.params.get(stage.name), canonicalJson))
       for (const p of [...new Set([...a.keys(), ...b.keys()])].sort()) {
         const x = a.get(p) ?? null
         const y = b.get(p) ?? null
@@ -128,12 +135,6 @@ export const paramsDiff = (ws: Workspace, rev: string): Effect.Effect<Array<Para
     }
     return rows
   })
-
-/** Every leaf as `a.b.c` → its canonical JSON (lists are leaves). */
-const flattenAny = (v: unknown, prefix = ""): Array<[string, string]> => {
-  if (typeof v !== "object" || v === null || Array.isArray(v)) return prefix === "" ? [] : [[prefix, canonicalJson(v)]]
-  return Object.entries(v).flatMap(([k, x]) => flattenAny(x, prefix === "" ? k : `${prefix}.${k}`))
-}
 
 const fmt = (v: number | string | null) => (v === null ? "—" : typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(4)) : v)
 

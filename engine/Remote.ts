@@ -27,6 +27,7 @@ import { randomBytes } from "node:crypto"
 import * as Digest from "../cache/Digest.ts"
 import { type Backend, entryRel, objectRel, RemoteError } from "../cache/Remote.ts"
 import * as Dag from "./Dag.ts"
+import { outputState } from "./Fingerprint.ts"
 import { materialize } from "./Executor.ts"
 import * as Lockfile from "./Lockfile.ts"
 import * as Planner from "./Planner.ts"
@@ -182,15 +183,8 @@ export const fetchOutputs = (ws: Workspace, remote: Backend, outputs: ReadonlyAr
     yield* Effect.forEach(files, (d) => fetchObject(ws, remote, d, t), { concurrency: 4, discard: true })
   })
 
-/** Whether out/ holds exactly the outputs (through the stat cache). */
-const inPlace = (ws: Workspace, outputs: ReadonlyArray<Lockfile.OutputRec>) =>
-  outputs.every((o) => {
-    const abs = ws.abs(o.path)
-    if (!fs.existsSync(abs)) return false
-    if (o.kind === "file") return ws.stats.hashFile(abs).digest === o.digest
-    const tree = ws.store.readTree(o.digest)
-    return tree !== undefined && tree.entries.every((e) => fs.existsSync(path.join(abs, e.path)) && ws.stats.hashFile(path.join(abs, e.path)).digest === e.digest)
-  })
+/** Whether out/ holds exactly the outputs (the planner's own check, through the stat cache). */
+const inPlace = (ws: Workspace, outputs: ReadonlyArray<Lockfile.OutputRec>) => outputs.every((o) => outputState(ws, o) === "ok")
 
 /**
  * Pulls the lock's entries for `target`'s closure (every stage without a target; only the

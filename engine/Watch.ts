@@ -27,16 +27,6 @@ export interface WatchOptions {
   readonly log: (line: string) => void
 }
 
-/** Every file whose change can make a stage stale. */
-export const watchedFiles = (ws: Workspace): Array<string> => {
-  const files = new Set<string>([path.resolve(ws.root, ws.configName), path.join(ws.root, "pipeline.ts")])
-  for (const s of ws.dag.stages) {
-    for (const f of Object.keys(ws.codeOf(s))) files.add(path.resolve(ws.root, f))
-    for (const d of s.deps(ws.params.get(s.name))) files.add(path.resolve(ws.root, d))
-  }
-  return [...files]
-}
-
 /** Runs until SIGINT/SIGTERM; resolves with the exit code. */
 export const watch = async (o: WatchOptions): Promise<number> => {
   const { watch: chokidar } = await import("chokidar")
@@ -57,7 +47,7 @@ export const watch = async (o: WatchOptions): Promise<number> => {
       o.log(`error: ${ws}; waiting for a change`)
       return false
     }
-    const now = new Set(watchedFiles(ws))
+    const now = new Set(ws.definitionFiles())
     const add = [...now].filter((f) => !watched.has(f))
     const drop = [...watched].filter((f) => !now.has(f))
     if (add.length > 0) watcher.add(add)

@@ -214,13 +214,23 @@ export class Workspace {
     if (fixed) return fixed
     // a directory that does not exist yet holds nothing
     if (!this.fs.existsSync(t)) return undefined
-    const own = new Set([path.resolve(this.root, this.configName), this.lockFile, path.join(this.root, "pipeline.ts")])
-    for (const s of this.dag.stages) {
-      for (const f of Object.keys(this.codeOf(s))) own.add(path.resolve(this.root, f))
-      for (const d of s.deps(this.params.get(s.name))) own.add(path.resolve(this.root, d))
-    }
+    const own = new Set([this.lockFile, ...this.definitionFiles()])
     for (const f of own) if (this.fs.existsSync(f) && isWithin(canonical(f), t)) return `a directory that holds ${this.rel(f)}, part of the workspace`
     return undefined
+  }
+
+  /**
+   * The files whose content defines what the pipeline does (absolute): the params file,
+   * pipeline.ts, every stage's code (its module and the project files it imports) and its
+   * external inputs. `owns` protects them; `watch` watches them.
+   */
+  definitionFiles(): Array<string> {
+    const files = new Set([path.resolve(this.root, this.configName), path.join(this.root, "pipeline.ts")])
+    for (const s of this.dag.stages) {
+      for (const f of Object.keys(this.codeOf(s))) files.add(path.resolve(this.root, f))
+      for (const d of s.deps(this.params.get(s.name))) files.add(path.resolve(this.root, d))
+    }
+    return [...files]
   }
 
   writeLock(): void {

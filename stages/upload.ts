@@ -25,7 +25,7 @@ import * as Schema from "effect/Schema"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Digest, S3, Stage, StageError } from "../engine/index.ts"
-import { download, DatasetParams, ModelParams } from "./download.ts"
+import { DatasetParams, envFrom, ModelParams } from "./download.ts"
 import { evaluate } from "./evaluate.ts"
 import { gguf } from "./gguf.ts"
 import { publish, publishedProblem, targetProblem } from "./lib/publish.ts"
@@ -95,10 +95,11 @@ export const parseTarget = (target: string, workspace: string): Target | { reado
   return { problem: `upload.target ${target}: expected dir://<directory>, s3://<bucket>/<prefix> or hf://<owner>/<name>` }
 }
 
-const hubEnv = () => ({
-  endpoint: (process.env["HF_ENDPOINT"] || "https://huggingface.co").replace(/\/+$/, ""),
-  token: process.env["HF_TOKEN"] || process.env["HUGGING_FACE_HUB_TOKEN"] || undefined
-})
+/** HF_ENDPOINT and HF_TOKEN, read as download reads them */
+const hubEnv = () => {
+  const { endpoint, token } = envFrom()
+  return { endpoint, token }
+}
 
 const s3Config = (p: typeof UploadParams.Type["s3"], timeoutMs?: number): S3.S3Config => ({
   endpoint: p.endpoint,
