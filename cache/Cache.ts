@@ -24,6 +24,11 @@ export interface Hit<E extends CachedResult> {
   /** where it comes from, for the plan: "local", or a remote's name */
   readonly source: string
   readonly entry: E
+  /**
+   * true when the entry is known from a remote and its objects are not all
+   * here yet: they must be fetched from `source` before `apply`
+   */
+  readonly fetch: boolean
   /** whether this output can be had (a freed temporary output may not be) */
   readonly available: (o: OutputRecord) => boolean
   /**

@@ -14,13 +14,16 @@ export class LocalCache<E extends CachedResult> implements Cache<E> {
   private readonly store: Store
   private readonly runs: RunCache<E>
 
-  private readonly origin: (stage: string, key: Digest) => string | undefined
+  private readonly remote: (stage: string, key: Digest) => { readonly name: string; readonly entry: E } | undefined
 
-  /** `origin`: where an entry came from when not from this workspace (a remote's name, for the plan) */
-  constructor(store: Store, runs: RunCache<E>, origin: (stage: string, key: Digest) => string | undefined = () => undefined) {
+  /**
+   * `remote`: an entry this process learnt from a remote, by stage and key: where it came from
+   * (a remote's name, for the plan), and the entry itself, whose objects may not be here yet
+   */
+  constructor(store: Store, runs: RunCache<E>, remote: (stage: string, key: Digest) => { readonly name: string; readonly entry: E } | undefined = () => undefined) {
     this.store = store
     this.runs = runs
-    this.origin = origin
+    this.remote = remote
   }
 
   /** Whether every object the outputs need is here and intact. */
@@ -28,11 +31,12 @@ export class LocalCache<E extends CachedResult> implements Cache<E> {
     return outputs.every((o) => this.store.canRestore(o))
   }
 
-  private hit(stage: string, entry: E): Hit<E> {
+  private hit(stage: string, entry: E, fetch: boolean): Hit<E> {
     return {
-      source: this.origin(stage, entry.key) ?? "local",
+      source: this.remote(stage, entry.key)?.name ?? "local",
       entry,
-      available: (o) => this.store.canRestore(o),
+      fetch,
+      available: (o) => fetch || this.store.canRestore(o),
       apply: (dir, stage, wanted = () => true) => {
         const prefix = `out/${stage}/`
         for (const o of entry.outputs) if (wanted(o)) this.store.materialize(o, path.join(dir, o.path.slice(prefix.length)))
@@ -41,9 +45,12 @@ export class LocalCache<E extends CachedResult> implements Cache<E> {
   }
 
   readonly get = (stage: string, key: Digest, options: { readonly known?: E; readonly needed?: (o: OutputRecord) => boolean } = {}): Hit<E> | undefined => {
-    const entry = options.known !== undefined && options.known.key === key ? options.known : this.runs.get(stage, key)?.entry
+    const remote = this.remote(stage, key)
+    const entry = options.known !== undefined && options.known.key === key ? options.known : (this.runs.get(stage, key)?.entry ?? remote?.entry)
     if (entry === undefined) return undefined
-    return this.has(entry.outputs.filter(options.needed ?? (() => true))) ? this.hit(stage, entry) : undefined
+    if (this.has(entry.outputs.filter(options.needed ?? (() => true)))) return this.hit(stage, entry, false)
+    // known from a remote: a hit whose objects come from there first
+    return remote !== undefined ? this.hit(stage, remote.entry, true) : undefined
   }
 
   readonly put = (stage: string, entry: E, createdAt: Date): boolean => {

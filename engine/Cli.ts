@@ -192,6 +192,8 @@ const runCommand = (def: Definition) =>
               })
               if (!got.ok) pushTo = undefined
               else {
+                // a stage decided again once its upstream has run may find its result there too
+                ws.fetchFromRemote = (outputs) => Remote.fetchOutputs(ws, remote, outputs, got.transfer)
                 Object.assign(remoteJson, { fetched: got.transfer, restored: got.stages })
                 if (got.stages.length > 0) out.line(`remote ${remote.name}: ${Remote.describe("fetched", got.transfer)} for ${got.stages.join(", ")}`)
               }
@@ -200,7 +202,9 @@ const runCommand = (def: Definition) =>
             const plan = yield* Planner.plan(ws, options)
             const cluster = yield* clusterProblems(ws, plan, executors)
             if (cluster.length > 0) return yield* new ConfigError({ message: cluster[0]! })
-            if (plan.totals.stagesToRun === 0) {
+            // a result left on the remote by this plan is recorded by the executor (lock and .pipeline/on-remote.json)
+            const toRecord = plan.stages.some((s) => s.action === "cached" && s.source !== null && s.restore !== undefined && ws.onRemote(s.name, s.restore.key) === undefined)
+            if (plan.totals.stagesToRun === 0 && !toRecord) {
               for (const s of plan.stages) out.line(`  ${s.name}: cached`)
               out.line(`nothing to do: ${plan.stages.length} stages up to date`)
               ws.saveCaches()
@@ -271,7 +275,7 @@ const statusCommand = (def: Definition) =>
         } else {
           const width = Math.max(...plan.stages.map((s) => s.name.length))
           for (const s of plan.stages)
-            console.log(`  ${PlanView.pad(s.name, width)}  ${s.action === "cached" ? "up to date" : `stale (${s.action === "restore" ? "restorable from cache: " : ""}${s.reasons.join("; ")})`}`)
+            console.log(`  ${PlanView.pad(s.name, width)}  ${s.action === "cached" ? `up to date${s.source !== null ? ` (outputs on remote ${s.source}: pipeline pull ${s.name} --only)` : ""}` : `stale (${s.action === "restore" ? "restorable from cache: " : ""}${s.reasons.join("; ")})`}`)
           console.log(stale.length === 0 ? "everything is up to date" : `${stale.length} of ${plan.stages.length} stages stale`)
           for (const l of PlanView.metricsTable(metrics)) console.log(l)
         }

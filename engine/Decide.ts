@@ -17,7 +17,10 @@ export type Action = "run" | "cached" | "restore"
 
 export interface Decision {
   readonly action: Action
-  /** where a restore comes from: "local", or a remote's name */
+  /**
+   * where a restore comes from: "local", or a remote's name; for a cached stage, the remote
+   * that holds its outputs when they were left there (with `restore` the entry), else null
+   */
   readonly source: string | null
   readonly reasons: ReadonlyArray<string>
   /** undefined while an upstream stage still has to run */
@@ -64,15 +67,24 @@ const decideFrom = (ws: Workspace, stage: AnyStage, fp: Fingerprint, forced: boo
   if (prev && prev.key === key) {
     const problems: Array<string> = []
     const broken: Array<OutputRec> = []
+    // a run that left this result on a remote (nothing it ran read it) did not bring its outputs here
+    const onRemote = ws.onRemote(stage.name, key)
+    let away = false
     for (const o of prev.outputs) {
       const state = outputState(ws, o)
-      if (state === "missing" && ws.isTemporaryPath(stage.name, o.path)) continue
+      if (state === "missing" && (ws.isTemporaryPath(stage.name, o.path) || onRemote !== undefined)) {
+        away ||= !ws.isTemporaryPath(stage.name, o.path)
+        continue
+      }
       if (state !== "ok") {
         problems.push(`output ${state}: ${o.path}`)
         broken.push(o)
       }
     }
-    if (problems.length === 0) return { ...base, action: "cached", source: null, reasons: [], restore: undefined }
+    if (problems.length === 0)
+      return away
+        ? { ...base, action: "cached", source: onRemote!, reasons: [`outputs on remote ${onRemote} (not fetched: nothing that ran read them)`], restore: prev }
+        : { ...base, action: "cached", source: null, reasons: [], restore: undefined }
     const fix = ws.cache.get(stage.name, key, { known: prev, needed: (o) => broken.includes(o) })
     if (fix) return { ...base, action: "restore", source: fix.source, reasons: problems, restore: fix.entry, hit: fix }
     // a fresh clone: the committed lock knows the stage, this workspace has none of it

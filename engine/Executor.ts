@@ -26,7 +26,7 @@ import type { FileRec, LockEntry, OutputRec } from "./Lockfile.ts"
 import { redact, secretValues } from "./Params.ts"
 import { type Decision, decide } from "./Decide.ts"
 import * as DiskPlan from "./DiskPlan.ts"
-import { type Known, knownFromLock } from "./Fingerprint.ts"
+import { type Known, knownFromLock, outputState } from "./Fingerprint.ts"
 import * as Planner from "./Planner.ts"
 import * as Slurm from "./Slurm.ts"
 import type * as Params from "./Params.ts"
@@ -214,6 +214,39 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
         return { name: stage.name, action: "failed", reasons: [], seconds: null, bytes: null, error: fresh.failure.message } satisfies StageResult
       }
       d = planned.forced ? { ...fresh.success, reasons: planned.reasons.filter((r) => !r.startsWith("upstream runs")) } : fresh.success
+      // unchanged, but its outputs are not here (temporary and freed, or left on a remote) and a
+      // stage that runs reads them: brought back from a cache, else computed again
+      if (d.action === "cached" && d.key !== undefined) {
+        const entry = ws.lock[stage.name]
+        // readers that run for a reason of their own (one that runs only because its upstream did may be cut off)
+        const readers = sh.plan.stages.filter(
+          (s) => s.action === "run" && s.reasons.some((r) => !r.startsWith("upstream runs")) && Object.values(ws.dag.byName.get(s.name)!.inputs).some((r) => r.stage === stage.name)
+        )
+        const away = entry?.outputs.filter((o) => outputState(ws, o) !== "ok") ?? []
+        if (entry !== undefined && readers.length > 0 && away.length > 0) {
+          const why = [`output missing: ${away.map((o) => o.path).join(", ")} (needed by ${readers.map((r) => r.name).join(", ")})`]
+          const hit = ws.cache.get(stage.name, d.key, { known: entry, needed: (o) => away.includes(o) })
+          d = hit
+            ? { ...d, action: "restore", source: hit.source, reasons: why, restore: hit.entry, hit }
+            : { ...d, action: "run", source: null, reasons: why, restore: undefined }
+        }
+      }
+    }
+    if (d.action === "cached" && d.restore !== undefined && d.source !== null) {
+      // its result is on a remote and nothing that runs reads it: recorded, not fetched
+      const entry = d.restore
+      const remote = d.source
+      sh.known.set(stage.name, entry.outputs)
+      yield* withLockWrite(sh, () => {
+        // where first, then the lock: a kill between leaves a record whose key the lock does not have (ignored)
+        ws.setOnRemote(stage.name, entry.key, remote)
+        if (ws.lock[stage.name]?.key !== entry.key) {
+          ws.lock[stage.name] = entry
+          ws.writeLock()
+        }
+      })
+      out.line(`  ${stage.name}: cached on remote ${remote} (not fetched: nothing that runs reads it; \`pipeline pull ${stage.name} --only\` fetches it)`)
+      return { name: stage.name, action: "cached", reasons: d.reasons, seconds: 0, bytes: 0 } satisfies StageResult
     }
     if (d.action === "cached") {
       const why = planned.pending.length > 0 ? " (inputs unchanged after upstream rerun: early cut-off)" : ""
@@ -224,7 +257,18 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
       const entry = d.restore
       const started = yield* Clock.currentTimeMillis
       // a freed temporary output is not brought back unless a stage that runs needs it (the plan asks for that)
-      const hit = d.hit ?? ws.cache.get(stage.name, entry.key, { known: entry })
+      let hit = d.hit ?? ws.cache.get(stage.name, entry.key, { known: entry })
+      if (hit?.fetch === true) {
+        // known from the remote, objects not here yet (the run's prefetch fetches what it can foresee)
+        const fetched = ws.fetchFromRemote === undefined ? `no remote to fetch ${stage.name}'s outputs from` : yield* ws.fetchFromRemote(entry.outputs.filter((o) => !ws.isTemporaryPath(stage.name, o.path))).pipe(
+          Effect.match({ onSuccess: () => undefined, onFailure: (e) => `fetching ${stage.name}'s outputs from remote ${hit!.source} failed: ${e.message}` })
+        )
+        if (fetched !== undefined) {
+          out.line(`✗ ${stage.name}: ${fetched}`)
+          return { name: stage.name, action: "failed", reasons: d.reasons, seconds: null, bytes: null, error: fetched } satisfies StageResult
+        }
+        hit = ws.cache.get(stage.name, entry.key, { known: entry, needed: (o) => !ws.isTemporaryPath(stage.name, o.path) })
+      }
       const wanted = (o: OutputRec) => !(ws.isTemporaryPath(stage.name, o.path) && !(hit?.available(o) ?? false))
       const restored =
         hit === undefined
@@ -241,6 +285,7 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
       yield* withLockWrite(sh, () => {
         ws.lock[stage.name] = entry
         ws.writeLock()
+        ws.setOnRemote(stage.name, entry.key, undefined)
       })
       out.line(`  ${stage.name}: restored from ${d.source ?? "local"} cache (${d.reasons.join("; ")})`)
       return { name: stage.name, action: "restored", reasons: d.reasons, seconds: ((yield* Clock.currentTimeMillis) - started) / 1000, bytes: sum(entry.outputs) } satisfies StageResult
@@ -326,6 +371,7 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
     yield* withLockWrite(sh, () => {
       ws.lock[stage.name] = entry
       ws.writeLock()
+      ws.setOnRemote(stage.name, entry.key, undefined)
     })
     removeTree(scratchDir, ws.fs)
     removeTree(staging, ws.fs)

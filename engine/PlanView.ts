@@ -16,7 +16,7 @@ export const render = (plan: Plan, previews: ReadonlyMap<string, ReadonlyArray<s
   const lines = [`plan${plan.target ? ` for ${plan.target}` : ""}: ${plan.stages.length} stages, ${plan.totals.stagesToRun} to run or restore`]
   for (const s of plan.stages) {
     const cost = s.action === "run" ? `  [~${formatBytes(s.estimate.diskBytes)}, ~${formatSeconds(s.estimate.seconds)}]` : ""
-    const action = s.action === "restore" ? `restore (${s.source})` : s.action
+    const action = s.action === "restore" ? `restore (${s.source})` : s.action === "cached" && s.source !== null ? `cached (on ${s.source})` : s.action
     lines.push(`  ${pad(s.name, width)}  ${pad(action, Math.max(15, action.length + 1))}${s.reasons.join("; ")}${cost}`)
     for (const l of previews.get(s.name) ?? []) lines.push(`  ${pad("", width)}    ${l}`)
   }

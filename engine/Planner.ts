@@ -137,7 +137,7 @@ const planStages = (
           if (!ud || ud.action !== "cached") continue
           const rec = ws.lock[ref.stage]?.outputs.find((o) => o.path === ws.outputPath(ref.stage, ref.output))
           if (!rec || outputState(ws, rec) === "ok") continue
-          const why = `output missing: ${rec.path} (temporary, needed by ${name})`
+          const why = `output missing: ${rec.path} (${ud.source !== null ? `on remote ${ud.source}` : "temporary"}, needed by ${name})`
           const entry = ws.lock[ref.stage]!
           const hit = ws.cache.get(ref.stage, entry.key, { known: entry, needed: (o) => o.path === rec.path })
           const restore = hit !== undefined
@@ -152,6 +152,23 @@ const planStages = (
           changed = true
         }
       }
+    }
+    // A result known from a remote is fetched only when something needs it here: the target (or,
+    // without one, a stage nothing else in the plan reads) or a stage that runs. The others stay
+    // on the remote, and the run records where (`pull` fetches them on demand).
+    const readers = (producer: string) => names.filter((n) => Object.values(ws.dag.byName.get(n)!.inputs).some((r) => r.stage === producer))
+    for (const name of names) {
+      const d = decisions.get(name)!
+      if (d.action !== "restore" || d.hit?.fetch !== true) continue
+      const rs = readers(name)
+      const wanted = options.target !== undefined ? name === options.target : rs.length === 0
+      if (wanted || rs.some((r) => decisions.get(r)!.action === "run")) continue
+      decisions.set(name, {
+        ...d,
+        action: "cached",
+        reasons: [`outputs on remote ${d.hit.source} (not fetched: nothing that runs reads them)`],
+        hit: undefined
+      })
     }
     const sizes = outputSizes(ws, knownFromLock(ws))
     const stages = names.map((name): PlannedStage => {

@@ -12,9 +12,10 @@
  *   deleted and reported, never stored.
  * - `pull`: the lock's entries of the stages (or only the target's, with
  *   `--only`), fetched and materialised in out/; nothing runs.
- * - `prefetch` (`run --remote`): before a run, each stage the plan would run
- *   whose key the remote knows is fetched, so the plan restores it instead;
- *   the plan says `restore (team)`.
+ * - `prefetch` (`run --remote`): before a run, the entries of the stages the
+ *   plan would run whose key the remote knows, so the plan restores them
+ *   instead (`restore (team)`); only the objects of the results something
+ *   here needs are fetched, the others stay on the remote.
  *
  * A remote that errors is switched off for the rest of the command with one
  * warning (a cache is an optimisation), except in `push` and `pull`, whose
@@ -213,6 +214,7 @@ export const pull = (
       const outputs = entry.outputs.filter(kept(name))
       ws.runs.put(name, entry, new Date())
       t.entries++
+      if (ws.onRemote(name, entry.key) !== undefined) ws.setOnRemote(name, entry.key, undefined)
       if (inPlace(ws, outputs)) continue
       yield* Effect.try({
         try: () => materialize(ws, stage, outputs, (dir) => ws.cache.get(name, entry.key, { known: entry, needed: kept(name) })!.apply(dir, name, kept(name))),
@@ -225,8 +227,12 @@ export const pull = (
   })
 
 /**
- * Before a run: for each stage the plan would run whose key is known, asks the remote for its
- * entry and fetches its outputs, until no more stage can be restored. Returns what it fetched;
+ * Before a run, in two steps. Entries: for each stage the plan would run whose key is known, the
+ * remote is asked for its entry (a small JSON file), and the plan is made again with what it
+ * said, until no more stage becomes known; a stage known from the remote counts as restorable, so
+ * its downstream's key is known too. Objects: only the results the plan then still restores, the
+ * target (without one, what nothing else reads) and the inputs of stages that run, are fetched;
+ * the rest stay on the remote (the plan says so, and the run records it). Returns what it fetched;
  * on a remote error it warns and stops (the run goes on without the remote).
  */
 export const prefetch = (
@@ -235,44 +241,65 @@ export const prefetch = (
   options: Planner.PlanOptions,
   warn: (line: string) => void
 ): Effect.Effect<{ transfer: Transfer; stages: Array<string>; ok: boolean }> =>
-  Effect.gen(function* () {
-    const t = emptyTransfer()
-    const stages: Array<string> = []
+  Effect.suspend(() => {
+  const t = emptyTransfer()
+  const stages: Array<string> = []
+  return Effect.gen(function* () {
     const asked = new Set<string>()
+    const planNow = Effect.orElseSucceed(Planner.plan(ws, { ...options, skipDisk: true, planDespitePreflight: true }), () => undefined)
     for (;;) {
-      const plan = yield* Effect.orElseSucceed(Planner.plan(ws, { ...options, skipDisk: true, planDespitePreflight: true }), () => undefined)
-      if (plan === undefined) break
-      const candidates = plan.stages.filter((s) => s.action === "run" && s.key !== undefined && !s.forced && !asked.has(`${s.name} ${s.key}`))
-      if (candidates.length === 0) break
-      let found = false
-      for (const s of candidates) {
-        asked.add(`${s.name} ${s.key}`)
-        const entry = yield* fetchEntry(remote, s.name, s.key!)
-        if (entry === undefined) continue
+      // entries, until the plan stops learning keys
+      for (;;) {
+        const plan = yield* planNow
+        if (plan === undefined) break
+        const candidates = plan.stages.filter((s) => s.action === "run" && s.key !== undefined && !s.forced && !asked.has(`${s.name} ${s.key}`))
+        if (candidates.length === 0) break
+        for (const s of candidates) asked.add(`${s.name} ${s.key}`)
+        const entries = yield* Effect.forEach(candidates, (s) => fetchEntry(remote, s.name, s.key!), { concurrency: 8 })
+        let found = false
+        candidates.forEach((s, i) => {
+          const entry = entries[i]
+          if (entry === undefined) return
+          ws.remoteEntries.set(`${s.name} ${s.key}`, { name: remote.name, entry })
+          t.entries++
+          found = true
+        })
+        if (!found) break
+      }
+      // objects, of the results the plan restores from the remote
+      const plan = yield* planNow
+      const toFetch = plan?.stages.filter((s) => s.action === "restore" && s.hit?.fetch === true && s.restore !== undefined) ?? []
+      let dropped = false
+      for (const s of toFetch) {
+        const entry = s.restore!
         const whole = yield* fetchOutputs(ws, remote, entry.outputs, t).pipe(
           Effect.as(true),
           // an entry whose objects the remote does not all hold (a temporary output nobody pushed) cannot restore
           Effect.catchIf((e) => e.message.includes("missing on the remote"), () => Effect.succeed(false))
         )
-        if (!whole) continue
+        if (!whole) {
+          ws.remoteEntries.delete(`${s.name} ${entry.key}`)
+          dropped = true
+          continue
+        }
         ws.runs.put(s.name, entry, new Date())
-        ws.origins.set(`${s.name} ${entry.key}`, remote.name)
-        t.entries++
         stages.push(s.name)
-        found = true
       }
-      if (!found) break
+      // a result that could not be had runs instead: what it feeds is planned again
+      if (!dropped) break
     }
     return { transfer: t, stages, ok: true }
   }).pipe(
     Effect.catch((e: RemoteError) =>
       Effect.sync(() => {
         warn(`remote ${remote.name} (${remote.url}): ${e.message}; going on without it`)
-        return { transfer: emptyTransfer(), stages: [], ok: false }
+        // what it knew but did not fetch cannot be restored without it
+        for (const k of [...ws.remoteEntries.keys()]) if (!stages.includes(k.split(" ")[0]!)) ws.remoteEntries.delete(k)
+        return { transfer: t, stages, ok: false }
       })
     )
   )
-
+  })
 
 /**
  * Of the stages a plan runs, those whose key the remote has an entry for (asking only; nothing

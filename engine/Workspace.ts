@@ -15,6 +15,7 @@ import { type Fs, nodeFs } from "../cache/Fs.ts"
 import { LocalCache } from "../cache/LocalCache.ts"
 import { canonical, isWithin } from "../cache/Paths.ts"
 import { Store } from "../cache/Store.ts"
+import { writeFileAtomic } from "../cache/Atomic.ts"
 import { CodeFingerprinter } from "./CodeFingerprint.ts"
 import * as Dag from "./Dag.ts"
 import { ConfigError, type GraphError } from "./Errors.ts"
@@ -57,8 +58,13 @@ export class Workspace {
   readonly runs: RunCache<Lockfile.LockEntry>
   /** what the planner and executor ask for results by key (cache/Cache.ts): the store and run-cache, for now */
   readonly cache: Cache<Lockfile.LockEntry>
-  /** entries fetched from a remote in this process (`stage key` → the remote's name), for the plan's "restore (team)" */
-  readonly origins = new Map<string, string>()
+  /**
+   * entries learnt from a remote in this process (`stage key` → the remote's name and the entry):
+   * the plan restores them ("restore (team)"), fetching their objects only when they are needed
+   */
+  readonly remoteEntries = new Map<string, { readonly name: string; readonly entry: Lockfile.LockEntry }>()
+  /** fetches outputs' objects from the remote of this command (`run --remote`), when there is one */
+  fetchFromRemote: ((outputs: ReadonlyArray<Lockfile.OutputRec>) => Effect.Effect<void, Error>) | undefined = undefined
   readonly dag: Dag.Dag
   readonly lock: Lockfile.Lock
   readonly params: ReadonlyMap<string, Record<string, unknown>>
@@ -136,7 +142,7 @@ export class Workspace {
     this.store = new Store(path.join(this.stateDir, "cache"), this.stats, this.warn, this.fs)
     this.runs = new RunCache(path.join(this.stateDir, "runs"), Lockfile.decodeEntry, this.warn, this.fs)
     this.memo = parts.memo
-    this.cache = new LocalCache(this.store, this.runs, (stage, key) => this.origins.get(`${stage} ${key}`))
+    this.cache = new LocalCache(this.store, this.runs, (stage, key) => this.remoteEntries.get(`${stage} ${key}`))
     this.dag = parts.dag
     this.configName = parts.configName
     this.engine = parts.engine
@@ -172,6 +178,50 @@ export class Workspace {
   }
 
   /** Writes back the stat cache and the parse memo (only commands that may write call this). */
+  private onRemoteRecords: Record<string, { key: string; remote: string }> | undefined
+
+  private get onRemoteFile(): string {
+    return path.join(this.stateDir, "on-remote.json")
+  }
+
+  private readOnRemote(): Record<string, { key: string; remote: string }> {
+    if (this.onRemoteRecords === undefined) {
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(this.fs.readFileSync(this.onRemoteFile, "utf8"))
+      } catch {
+        parsed = {}
+      }
+      const ok = (v: unknown): v is { key: string; remote: string } =>
+        typeof v === "object" && v !== null && typeof (v as { key?: unknown }).key === "string" && typeof (v as { remote?: unknown }).remote === "string"
+      this.onRemoteRecords = Object.fromEntries(Object.entries(typeof parsed === "object" && parsed !== null ? parsed : {}).filter(([, v]) => ok(v)))
+    }
+    return this.onRemoteRecords
+  }
+
+  /**
+   * The remote that holds a stage's outputs for `key` when a run left them there (`run --remote`
+   * fetches only what the stages that run need): its missing outputs are then not a reason to run.
+   */
+  onRemote(stage: string, key: string): string | undefined {
+    const r = this.readOnRemote()[stage]
+    return r !== undefined && r.key === key ? r.remote : undefined
+  }
+
+  /** Records (remote's name) or forgets (undefined) that a stage's outputs were left on a remote. */
+  setOnRemote(stage: string, key: string, remote: string | undefined): void {
+    const records = { ...this.readOnRemote() }
+    if (remote === undefined) {
+      if (records[stage] === undefined) return
+      delete records[stage]
+    } else {
+      if (records[stage]?.key === key && records[stage]?.remote === remote) return
+      records[stage] = { key, remote }
+    }
+    this.onRemoteRecords = records
+    writeFileAtomic(this.onRemoteFile, JSON.stringify(records, null, 2) + "\n", undefined, this.fs)
+  }
+
   saveCaches(): void {
     this.stats.save()
     this.memo.save()

@@ -140,8 +140,8 @@ describe.each([
     const clone = workspace()
     const r = await run(clone, ["run", "c", "--remote", "team", "--set", "c.repeat=3"])
     expect(r.code, r.stderr).toBe(0)
-    expect(r.stdout).toMatch(/^ {2}a +restore \(team\)/m)
-    expect(r.stdout).toMatch(/a: restored from team cache/)
+    expect(r.stdout).toMatch(/^ {2}a +cached \(on team\)/m) // c runs and reads only b
+    expect(r.stdout).toMatch(/b: restored from team cache/)
     expect(runs(clone)).toEqual(["c"])
     expect(r.stdout).toMatch(/remote team: pushed 1 object .* and 1 entry; 1 already there/) // c.txt is new, metrics.json is not
     const next = workspace()
@@ -161,10 +161,47 @@ describe.each([
     const j = await run(ci, ["run", "c", "--remote", "team", "--set", "c.repeat=3", "--ci", "--json"])
     expect(j.code, j.stderr).toBe(0)
     const summary = JSON.parse(j.stdout) as { stages: Array<{ name: string; action: string; source: string; seconds: number }>; remote: { fetched: { objects: number }; restored: Array<string> } }
-    expect(summary.stages.map((s) => [s.name, s.action, s.source])).toEqual([["a", "restored", "team"], ["b", "restored", "team"], ["c", "restored", "team"]])
-    expect(summary.remote.fetched.objects).toBe(4) // a.txt, b.txt, c.txt, metrics.json
-    expect(summary.remote.restored).toEqual(["a", "b", "c"])
+    // c restores, so nothing reads a or b here: they stay on the remote
+    expect(summary.stages.map((s) => [s.name, s.action, s.source])).toEqual([["a", "cached", "team"], ["b", "cached", "team"], ["c", "restored", "team"]])
+    expect(summary.remote.fetched.objects).toBe(2) // c.txt, metrics.json
+    expect(summary.remote.restored).toEqual(["c"])
     expect(j.stderr).not.toMatch(/\r|\x1b\[/)
+  }, 60_000)
+
+  it("run --remote fetches only the target and what the stages that run read; the rest stays on the remote, recorded", async () => {
+    const pushed = await run(origin, ["push", "c"])
+    expect(pushed.code, pushed.stderr).toBe(0)
+    const clone = workspace()
+    const r = await run(clone, ["run", "c", "--remote", "team"])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/^ {2}a +cached \(on team\) +outputs on remote team \(not fetched/m)
+    expect(r.stdout).toMatch(/^ {2}c +restore \(team\)/m)
+    expect(r.stdout).toMatch(/remote team: fetched 2 objects .* for c$/m)
+    expect(r.stdout).toMatch(/b: cached on remote team \(not fetched: nothing that runs reads it; `pipeline pull b --only` fetches it\)/)
+    expect(runs(clone)).toEqual([])
+    expect(read(clone, "out/c/c.txt")).toBe(read(origin, "out/c/c.txt"))
+    for (const s of ["a", "b"]) expect(fs.existsSync(path.join(clone, "out", s))).toBe(false)
+    // recorded: without the remote, nothing is stale and nothing runs
+    const st = await run(clone, ["status", "c", "--ci", "--remote", "none"])
+    expect(st.code, st.stdout).toBe(0)
+    expect(st.stdout).toMatch(/a +up to date \(outputs on remote team: pipeline pull a --only\)/)
+    const again = await run(clone, ["run", "c", "--remote", "none"])
+    expect(again.stdout).toMatch(/nothing to do: 3 stages up to date/)
+    expect(runs(clone)).toEqual([])
+    // c's params change: c runs, so b's outputs come (a's still do not)
+    const changed = await run(clone, ["run", "c", "--remote", "team", "--set", "c.repeat=5"])
+    expect(changed.code, changed.stderr).toBe(0)
+    expect(changed.stdout).toMatch(/^ {2}b +restore \(team\) +output missing: out\/b\/b.txt \(on remote team, needed by c\)/m)
+    expect(runs(clone)).toEqual(["c"])
+    expect(read(clone, "out/b/b.txt")).toBe(read(origin, "out/b/b.txt"))
+    expect(fs.existsSync(path.join(clone, "out", "a"))).toBe(false)
+    // without the remote, a stage that must read a result left there cannot: it runs what produces it
+    const other = workspace()
+    expect((await run(other, ["run", "c", "--remote", "team"])).code).toBe(0)
+    runs(other)
+    const offline = await run(other, ["run", "c", "--remote", "none", "--set", "c.repeat=6"])
+    expect(offline.code, offline.stderr).toBe(0)
+    expect(runs(other)).toEqual(["a", "b", "c"])
   }, 60_000)
 
   it("an object whose bytes do not match its digest is discarded and reported, never materialised", async () => {
