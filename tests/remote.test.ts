@@ -6,12 +6,18 @@
  * many megabytes as it is told).
  */
 import { S3Client, PutObjectCommand, CreateBucketCommand } from "@aws-sdk/client-s3"
+import * as Effect from "effect/Effect"
 import * as fs from "node:fs"
+import * as http from "node:http"
+import * as net from "node:net"
+import { randomBytes } from "node:crypto"
 import * as os from "node:os"
 import * as path from "node:path"
 import S3rver from "s3rver"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Digest from "../cache/Digest.ts"
+import { getToFile } from "../cache/HttpGet.ts"
+import * as RemoteBackends from "../cache/Remote.ts"
 import { cliAsync, makeWorkspace, read, runs, waitFor } from "./helpers.ts"
 import { freePort, startNginx } from "./nginx.ts"
 
@@ -290,4 +296,81 @@ describe("a remote that goes away", () => {
     expect(p.stderr.trim().split("\n")).toHaveLength(1)
     expect(p.stderr).toMatch(/^error: push to team: HEAD http:.*ECONNREFUSED/)
   }, 60_000)
+})
+
+describe("the HTTP remote's object GET (cache/HttpGet.ts), against misbehaving servers on loopback", () => {
+  /** A TCP server answering every connection with `respond`. */
+  const serve = async (respond: (socket: net.Socket) => void) => {
+    const server = net.createServer((s) => {
+      s.on("error", () => {})
+      s.once("data", () => respond(s))
+    })
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))
+    const port = (server.address() as net.AddressInfo).port
+    return { url: (p: string) => new URL(`http://127.0.0.1:${port}/${p}`), close: () => new Promise<void>((r) => server.close(() => r())) }
+  }
+  const body = Buffer.from(randomBytes(300_000))
+  const dir = () => fs.mkdtempSync(path.join(os.tmpdir(), "httpget-"))
+  const get = (url: URL, dest: string, idleMs = 5000) => {
+    const seen: Array<number> = []
+    return getToFile(url, dest, { onChunk: (c) => void seen.push(c.byteLength), signal: new AbortController().signal, idleMs }).then((r) => ({ r, seen }))
+  }
+
+  it("takes a plain response, its head split across reads; 404 is false; other statuses are errors", async () => {
+    const s = await serve((sock) => {
+      const head = `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nContent-Type: application/octet-stream\r\n\r\n`
+      sock.write(head.slice(0, 20))
+      setTimeout(() => sock.end(Buffer.concat([Buffer.from(head.slice(20)), body])), 20)
+    })
+    const d = dir()
+    const { r, seen } = await get(s.url("cas/x"), path.join(d, "x"))
+    expect(r).toBe("streamed")
+    expect(fs.readFileSync(path.join(d, "x")).equals(body)).toBe(true)
+    expect(seen.reduce((a, b) => a + b, 0)).toBe(body.length)
+    expect(fs.readdirSync(d)).toEqual(["x"])
+    await s.close()
+    const missing = await serve((sock) => sock.end("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+    expect((await get(missing.url("cas/y"), path.join(d, "y"))).r).toBe(false)
+    await missing.close()
+    const broken = await serve((sock) => sock.end("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"))
+    await expect(get(broken.url("cas/z"), path.join(d, "z"))).rejects.toMatchObject({ cause: { message: "HTTP 503 Service Unavailable" } })
+    await broken.close()
+    expect(fs.readdirSync(d)).toEqual(["x"])
+  })
+
+  it("leaves chunked or compressed responses to node:http, which the backend then uses", async () => {
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/octet-stream" }) // no length: chunked
+      res.end(body)
+    })
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))
+    const port = (server.address() as net.AddressInfo).port
+    const d = dir()
+    expect((await get(new URL(`http://127.0.0.1:${port}/cas/x`), path.join(d, "x"))).r).toBe("fallback")
+    expect(fs.readdirSync(d)).toEqual([])
+    const backend = RemoteBackends.open("team", { url: `http://127.0.0.1:${port}` })
+    const hash = Digest.incremental()
+    const got = await Effect.runPromise(backend.getFile("cas/x", path.join(d, "x"), (c) => hash.update(c)))
+    expect(got).toBe("streamed")
+    expect(hash.digest()).toBe(Digest.ofBytes(body))
+    backend.close()
+    await new Promise<void>((r) => server.close(() => r()))
+  })
+
+  it("a body cut short, a body longer than its length, and a silent server are errors that leave no file", async () => {
+    const d = dir()
+    const short = await serve((sock) => sock.end(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`), body.subarray(0, 1000)])))
+    await expect(get(short.url("a"), path.join(d, "a"))).rejects.toThrow(`the connection closed mid-body (1000 of ${body.length} bytes)`)
+    await short.close()
+    const long = await serve((sock) => sock.end(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n`), body.subarray(0, 20)])))
+    await expect(get(long.url("b"), path.join(d, "b"))).rejects.toThrow("the server sent more than its Content-Length (10 bytes)")
+    await long.close()
+    const silent = await serve((sock) => sock.write(`HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n`))
+    await expect(get(silent.url("c"), path.join(d, "c"), 200)).rejects.toThrow("no data for 0 s")
+    await silent.close()
+    const garbage = await serve((sock) => sock.end("SSH-2.0-OpenSSH\r\n\r\n"))
+    await expect(get(garbage.url("e"), path.join(d, "e"))).rejects.toThrow(/not an HTTP response/)
+    await garbage.close()
+    expect(fs.readdirSync(d)).toEqual([])
+  })
 })
