@@ -245,13 +245,13 @@ export const nf4Codebook = (): Float32Array => addon().nf4Codebook.slice()
 
 // ---- build identity -------------------------------------------------------------------------------
 
-/** Files whose bytes decide the binary: CMakeLists.txt, package.json (Node-API version) and src/. */
+/** Files whose bytes decide the binary: CMakeLists.txt, kernels.cmake, package.json (Node-API version) and src/ (not cuda/: the addon does not link it yet). */
 export const buildInputs = (dir: string = nativeDir): ReadonlyArray<string> => {
   const src = fs
     .readdirSync(path.join(dir, "src"), { recursive: true, withFileTypes: true })
     .filter((e) => e.isFile())
     .map((e) => path.relative(dir, path.join(e.parentPath, e.name)).split(path.sep).join("/"))
-  return ["CMakeLists.txt", "package.json", ...src].sort()
+  return ["CMakeLists.txt", "kernels.cmake", "package.json", ...src].sort()
 }
 
 /** The version of a package the build uses (cmake-js, node-addon-api, node-api-headers). */

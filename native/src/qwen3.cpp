@@ -18,6 +18,7 @@
 // (simd::gemm / dot / axpy, the thread pool, head.h's blocked head). The cheap
 // elementwise operations (RMSNorm, RoPE, SwiGLU) are shared.
 #include "qwen3.h"
+#include "layers.h"
 
 #include <algorithm>
 #include <cmath>
@@ -105,6 +106,11 @@ void linearBackward_ref(float* dx, const float* dy, const float* xl, const float
   }
 }
 
+}  // namespace
+
+// The layer operations shared with the CUDA tests as their references (layers.h).
+namespace layers {
+
 // y[rows, width] = x * rstd * w, rstd[rows] = 1 / sqrt(mean(x^2) + eps)
 void rmsForward(float* y, float* rstd, const float* x, const float* w, int rows, int width, float eps) {
   for (int n = 0; n < rows; n++) {
@@ -151,6 +157,11 @@ void rope(float* x, int N, int heads, int D, int seqLen, const std::vector<float
     }
   }
 }
+
+}  // namespace layers
+using namespace layers;
+
+namespace {
 
 // ---- linear layers: fast ------------------------------------------------------------------------
 

@@ -1,0 +1,175 @@
+// gemm.cu: tensor-core matrix products, plain fp16 and NF4-fused (see gemm.cuh).
+#include <mma.h>
+
+#include "common.cuh"
+#include "gemm.cuh"
+#include "nf4.h"
+
+namespace ft::cuda {
+
+namespace {
+
+constexpr int BM = 64, BN = 64, BK = 32;
+constexpr int THREADS = 128;
+constexpr int PAD_H = 8;  // fp16 row padding: rows stay 32-byte aligned, banks spread
+constexpr int PAD_F = 4;
+
+/** The NF4 codebook, passed by value to the kernel (64 bytes of parameter space). */
+struct Codebook {
+  float v[16];
+};
+
+/** Where B's elements come from: fp16 in memory, or NF4 codes + absmax. */
+// `book` is the codebook copied to shared memory at the kernel's start (a lookup by a
+// per-thread index into kernel parameters would go through local memory)
+struct HalfSource {
+  const __half* p;
+  __device__ __forceinline__ void stage(float*) const {}
+  __device__ __forceinline__ __half at(long long i, const float*) const { return p[i]; }
+};
+struct Nf4Source {
+  const std::uint8_t* codes;
+  const float* absmax;
+  Codebook book;
+  __device__ __forceinline__ void stage(float* shared) const {
+    if (threadIdx.x < 16) shared[threadIdx.x] = book.v[threadIdx.x];
+  }
+  __device__ __forceinline__ __half at(long long i, const float* shared) const {
+    const unsigned byte = codes[i >> 1];
+    const unsigned code = (i & 1) ? (byte & 15u) : (byte >> 4);
+    return __float2half_rn(shared[code] * absmax[i / static_cast<long long>(ft::nf4::kBlock)]);
+  }
+};
+
+template <typename Out>
+__device__ __forceinline__ float load(const Out* c);
+template <>
+__device__ __forceinline__ float load<float>(const float* c) { return *c; }
+template <>
+__device__ __forceinline__ float load<__half>(const __half* c) { return __half2float(*c); }
+template <typename Out>
+__device__ __forceinline__ void put(Out* c, float v);
+template <>
+__device__ __forceinline__ void put<float>(float* c, float v) { *c = v; }
+template <>
+__device__ __forceinline__ void put<__half>(__half* c, float v) { *c = __float2half_rn(v); }
+
+template <typename Source, typename Out>
+__global__ void __launch_bounds__(THREADS) gemmKernel(GemmShape s, float alpha, const __half* __restrict__ A, Source B, float beta,
+                                                      Out* __restrict__ C) {
+  using namespace nvcuda;
+  __shared__ __align__(32) __half As[BM][BK + PAD_H];  // op(A) tile, [m][k]
+  __shared__ __align__(32) __half Bs[BK][BN + PAD_H];  // op(B) tile, [k][n]
+  __shared__ __align__(32) float Cs[BM][BN + PAD_F];
+  __shared__ float book[16];
+  B.stage(book);
+  __syncthreads();
+
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int warp = threadIdx.x >> 5;
+  const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;  // this warp's 32 x 32 quarter
+
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+
+  const __half zero = __float2half_rn(0.f);
+  for (int k0 = 0; k0 < s.K; k0 += BK) {
+    // stage op(A)[m0.., k0..] and op(B)[k0.., n0..]; consecutive threads take consecutive
+    // elements along the dimension that is contiguous in memory
+    for (int e = threadIdx.x; e < BM * BK; e += THREADS) {
+      int r, c;
+      if (s.transA) r = e % BM, c = e / BM;  // A[k][m]: m contiguous
+      else r = e / BK, c = e % BK;           // A[m][k]: k contiguous
+      const int m = m0 + r, k = k0 + c;
+      __half v = zero;
+      if (m < s.M && k < s.K) v = s.transA ? A[static_cast<long long>(k) * s.lda + m] : A[static_cast<long long>(m) * s.lda + k];
+      As[r][c] = v;
+    }
+    for (int e = threadIdx.x; e < BK * BN; e += THREADS) {
+      int r, c;  // r along k, c along n
+      if (s.transB) r = e % BK, c = e / BK;  // B[n][k]: k contiguous
+      else r = e / BN, c = e % BN;           // B[k][n]: n contiguous
+      const int k = k0 + r, n = n0 + c;
+      __half v = zero;
+      if (k < s.K && n < s.N) v = B.at(s.transB ? static_cast<long long>(n) * s.ldb + k : static_cast<long long>(k) * s.ldb + n, book);
+      Bs[r][c] = v;
+    }
+    __syncthreads();
+    for (int kk = 0; kk < BK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b[2];
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], &As[wm + 16 * i][kk], BK + PAD_H);
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], &Bs[kk][wn + 16 * j], BN + PAD_H);
+      for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j) wmma::store_matrix_sync(&Cs[wm + 16 * i][wn + 16 * j], acc[i][j], BN + PAD_F, wmma::mem_row_major);
+  __syncthreads();
+  for (int e = threadIdx.x; e < BM * BN; e += THREADS) {
+    const int r = e / BN, c = e % BN, m = m0 + r, n = n0 + c;
+    if (m >= s.M || n >= s.N) continue;
+    Out* out = C + static_cast<long long>(m) * s.ldc + n;
+    const float v = alpha * Cs[r][c];
+    put<Out>(out, beta == 0.f ? v : v + beta * load<Out>(out));
+  }
+}
+
+void checkShape(const GemmShape& s, const char* what) {
+  FT_CHECK(s.M >= 0 && s.N >= 0 && s.K >= 0, what, ": negative size M = ", s.M, ", N = ", s.N, ", K = ", s.K);
+  FT_CHECK(s.lda >= (s.transA ? s.M : s.K), what, ": lda = ", s.lda, " is shorter than a row of A (", s.transA ? s.M : s.K, ")");
+  FT_CHECK(s.ldb >= (s.transB ? s.K : s.N), what, ": ldb = ", s.ldb, " is shorter than a row of B (", s.transB ? s.K : s.N, ")");
+  FT_CHECK(s.ldc >= s.N, what, ": ldc = ", s.ldc, " is shorter than a row of C (", s.N, ")");
+  FT_CHECK(s.M <= 65535 * BM, what, ": M = ", s.M, " exceeds the grid (split the rows)");
+}
+
+template <typename Source, typename Out>
+void launch(const GemmShape& s, float alpha, const __half* A, Source B, float beta, Out* C, cudaStream_t stream) {
+  if (s.M == 0 || s.N == 0) return;
+  const dim3 grid(ceilDiv(s.N, BN), ceilDiv(s.M, BM));
+  gemmKernel<Source, Out><<<grid, THREADS, 0, stream>>>(s, alpha, A, B, beta, C);
+  FT_LAUNCHED();
+}
+
+Codebook codebook() {
+  Codebook b;
+  for (int i = 0; i < 16; ++i) b.v[i] = ft::nf4::kCodebook[i];
+  return b;
+}
+
+__global__ void toHalfKernel(const float* __restrict__ x, std::size_t n, __half* __restrict__ out) {
+  const std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
+  if (i < n) out[i] = __float2half_rn(x[i]);
+}
+
+}  // namespace
+
+void gemm(const GemmShape& s, float alpha, const __half* A, const __half* B, float beta, float* C, cudaStream_t stream) {
+  checkShape(s, "gemm");
+  launch(s, alpha, A, HalfSource{B}, beta, C, stream);
+}
+void gemm(const GemmShape& s, float alpha, const __half* A, const __half* B, float beta, __half* C, cudaStream_t stream) {
+  checkShape(s, "gemm");
+  launch(s, alpha, A, HalfSource{B}, beta, C, stream);
+}
+void gemmNf4(const GemmShape& s, float alpha, const __half* A, const std::uint8_t* codes, const float* absmax, float beta, float* C,
+             cudaStream_t stream) {
+  checkShape(s, "gemmNf4");
+  launch(s, alpha, A, Nf4Source{codes, absmax, codebook()}, beta, C, stream);
+}
+void gemmNf4(const GemmShape& s, float alpha, const __half* A, const std::uint8_t* codes, const float* absmax, float beta, __half* C,
+             cudaStream_t stream) {
+  checkShape(s, "gemmNf4");
+  launch(s, alpha, A, Nf4Source{codes, absmax, codebook()}, beta, C, stream);
+}
+
+void toHalf(const float* x, std::size_t n, __half* out, cudaStream_t stream) {
+  if (n == 0) return;
+  toHalfKernel<<<ceilDiv(static_cast<long long>(n), 256), 256, 0, stream>>>(x, n, out);
+  FT_LAUNCHED();
+}
+
+}  // namespace ft::cuda
