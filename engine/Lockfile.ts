@@ -130,5 +130,5 @@ export const write = (file: string, lock: Lock, order: ReadonlyArray<string>): v
   // Stages in pipeline order, then any the pipeline no longer has (kept until gc).
   for (const n of order) if (lock[n]) stages[n] = lock[n]
   for (const n of Object.keys(lock).sort()) if (!stages[n]) stages[n] = lock[n]!
-  writeFileAtomic(file, HEADER + YAML.stringify({ version: 1, stages }, { lineWidth: 0 }))
+  writeFileAtomic(file, HEADER + YAML.stringify({ version: 1, stages }, { lineWidth: 0, aliasDuplicateObjects: false }))
 }

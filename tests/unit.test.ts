@@ -12,6 +12,7 @@ import { importsOf } from "../engine/CodeFingerprint.ts"
 import * as Dag from "../engine/Dag.ts"
 import * as Disk from "../engine/DiskBudget.ts"
 import { ConfigError, GraphError } from "../engine/Errors.ts"
+import * as Lockfile from "../engine/Lockfile.ts"
 import * as Params from "../engine/Params.ts"
 import { paramChanges } from "../engine/Fingerprint.ts"
 import * as Stage from "../engine/Stage.ts"
@@ -247,5 +248,17 @@ describe("derived state", () => {
     assert.strictEqual(stats.peek(a, fs.statSync(a)), d)
     stats.forgetDigest(d)
     assert.strictEqual(stats.hashFile(a).digest, Digest.ofBytes("y"))
+  })
+})
+
+describe("pipeline.lock as written", () => {
+  it("spells shared values out in full: no YAML anchors or aliases (stages share params objects)", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lock-anchors-"))
+    const shared = { model: { name: "m", revision: "r" }, lora: { r: 16 } }
+    const entry = (key: string) => ({ key, params: shared, inputs: [], outputs: [], code: {}, duration: 1 })
+    Lockfile.write(path.join(dir, "pipeline.lock"), { train: entry("blake3:" + "1".repeat(64)), merge: entry("blake3:" + "2".repeat(64)) } as never, ["train", "merge"])
+    const text = fs.readFileSync(path.join(dir, "pipeline.lock"), "utf8")
+    assert.notMatch(text, /[&*]a\d/)
+    assert.strictEqual(text.match(/revision: r/g)?.length, 2)
   })
 })
