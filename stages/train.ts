@@ -82,9 +82,13 @@ export const train = Stage.make({
     })
 })
 
-/** What this build cannot train with: the CUDA backend is the next issue. */
+/**
+ * What this build cannot train with. The CUDA kernels and the GPU training step exist
+ * (native/cuda: built wherever nvcc is, checked on a GPU by native/cuda/gpu-check.sh), but the
+ * trainer does not drive them yet.
+ */
 const backendProblem = (t: { readonly device: string; readonly precision: string }): string | undefined => {
-  if (t.device !== "cpu") return `train.device ${t.device}: the CUDA backend is not built yet; use cpu`
+  if (t.device !== "cpu") return `train.device ${t.device}: the CUDA training step (native/cuda) is not wired into the trainer yet; use cpu`
   if (t.precision !== "fp32") return `train.precision ${t.precision}: the CPU backend computes in fp32 (fp16 comes with the CUDA backend)`
   return undefined
 }

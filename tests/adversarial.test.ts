@@ -265,7 +265,7 @@ describe("5. params that cannot make sense are refused when decoded, exit 2", ()
     ["tokenize.maxSeqLen=20", "tokenize.maxSeqLen: Expected a value between 32 and 262144, got 20"],
     ["split.valFraction=0", "split.valFraction: Expected a value greater than 0, got 0"],
     ["eval.gates={accuracy: 0.9}", "stage eval: eval.gates.accuracy: no such metric (metrics: samples, intents, valLoss, valPerplexity, baseValLoss, baseValPerplexity, turns, decisionAccuracy, toolNameAccuracy"],
-    ["train.device=cuda", "stage train: train.device cuda: the CUDA backend is not built yet; use cpu"],
+    ["train.device=cuda", "stage train: train.device cuda: the CUDA training step (native/cuda) is not wired into the trainer yet; use cpu"],
     ["upload.include=[]", "upload.include: Expected a value with a length of at least 1, got []"]
   ])("--set %s", (set, says) => {
     const r = cli(ws, ["run", "--dry-run", "--set", set])

@@ -25,7 +25,7 @@ describe.skipIf(!hasNvcc)("the CUDA backend, compiled", () => {
     const list = spawnSync(tests!, ["--list"], { encoding: "utf8" })
     expect(list.status).toBe(0)
     const groups = new Set(list.stdout.trim().split("\n").map((l) => l.split(" ")[0]))
-    for (const g of ["nf4", "gemm", "norm", "rope", "swiglu", "attention", "xent", "adamw8bit", "lossscale"]) expect(groups, g).toContain(g)
+    for (const g of ["nf4", "gemm", "norm", "rope", "swiglu", "attention", "xent", "adamw8bit", "lossscale", "step"]) expect(groups, g).toContain(g)
     const run = spawnSync(tests!, [], { encoding: "utf8" })
     expect(run.status, run.stdout + run.stderr).toBe(77)
     expect(run.stdout).toMatch(/^no CUDA device: \d+ tests not run \(built for: 75-real 80-real 90-real 75-virtual\)/)

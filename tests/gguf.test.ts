@@ -147,7 +147,7 @@ describe("the planned sizes of Qwen3-4B-Instruct-2507 (the profile's config fact
     expect(fitting).toBeLessThan(20)
     // what is left is this machine's: no CUDA backend here
     expect(fits.code).toBe(2)
-    expect(fits.stderr.trim()).toBe("error: stage train: train.device cuda: the CUDA backend is not built yet; use cpu")
+    expect(fits.stderr.trim()).toBe("error: stage train: train.device cuda: the CUDA training step (native/cuda) is not wired into the trainer yet; use cpu")
   })
 })
 

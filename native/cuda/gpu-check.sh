@@ -3,7 +3,10 @@
 # native/cuda with this machine's nvcc and CMake, then runs, printing Markdown tables:
 #   1. the memory plan of a Qwen3-4B step at 2 x 2048 tokens (ftcuda_memplan);
 #   2. every kernel against its CPU reference on random inputs, on the GPU's own SASS
-#      (ftcuda_tests: nf4, gemm, norm, rope, swiglu, attention, xent, adamw8bit, lossscale);
+#      (ftcuda_tests: nf4, gemm, norm, rope, swiglu, attention, xent, adamw8bit, lossscale), and
+#      the whole training step (step.cu): the tiny model against the CPU backend's loss, logits
+#      and LoRA gradients, and a Qwen3-4B-shaped model at 2 x 2048 tokens for peak memory and
+#      tokens/s;
 #   3. the same on the compute_75 PTX, JIT-compiled by the driver (CUDA_FORCE_PTX_JIT=1): the
 #      code a T4 runs, exercised on whatever newer GPU we borrow;
 #   4. where PyTorch, transformers and peft are installed: our PEFT adapter loaded by peft, its
@@ -36,7 +39,7 @@ section "kernels against the CPU references (native SASS)"
 "$build/ftcuda_tests" || status=1
 
 section "the compute_75 PTX path, JIT-compiled for this GPU (what a T4 runs)"
-CUDA_FORCE_PTX_JIT=1 "$build/ftcuda_tests" nf4 gemm norm rope swiglu attention xent adamw8bit lossscale || status=1
+CUDA_FORCE_PTX_JIT=1 "$build/ftcuda_tests" nf4 gemm norm rope swiglu attention xent adamw8bit lossscale "tiny model step = CPU backend" || status=1
 
 section "the ecosystem: peft loads our adapter; logits and LoRA gradients"
 python3 "$here/peft/check.py"; rc=$?

@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
       char gpu[32] = "", cpu[32] = "";
       if (r.gpuMs >= 0) std::snprintf(gpu, sizeof gpu, "%.3f", r.gpuMs);
       if (r.cpuMs >= 0) std::snprintf(cpu, sizeof cpu, "%.1f", r.cpuMs);
-      std::printf("| %s | %s | %.3g | %.0e | %s | %s | %s | %s |\n", e.name, r.what.c_str(), r.error, r.bound, ok ? "ok" : "FAIL", gpu, cpu,
+      std::printf("| %s | %s | %.3g | %.3g | %s | %s | %s | %s |\n", e.name, r.what.c_str(), r.error, r.bound, ok ? "ok" : "FAIL", gpu, cpu,
                   r.note.c_str());
     }
     std::fflush(stdout);

@@ -1,0 +1,468 @@
+// step.cu: the QLoRA training step of the Qwen3 decoder on the GPU (see step.cuh).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "attention.cuh"
+#include "common.cuh"
+#include "double_quant.h"
+#include "gemm.cuh"
+#include "layers.cuh"
+#include "nf4.cuh"
+#include "nf4.h"
+#include "step.cuh"
+#include "xent.cuh"
+
+namespace ft::cuda {
+
+namespace {
+
+constexpr int kLogitRows = 512;
+
+/** A device allocation that counts itself into one of the Bytes groups. */
+template <typename T>
+struct Buf {
+  T* p = nullptr;
+  std::size_t n = 0;
+  void alloc(std::size_t count, std::size_t& group) {
+    n = count;
+    FT_CUDA(cudaMalloc(&p, (count == 0 ? 1 : count) * sizeof(T)));
+    group += (count == 0 ? 1 : count) * sizeof(T);
+  }
+  void release() {
+    if (p != nullptr) cudaFree(p);
+    p = nullptr;
+  }
+};
+
+__global__ void embedKernel(const __half* __restrict__ E, const std::int32_t* __restrict__ ids, int N, int C, float* __restrict__ x) {
+  const long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
+  if (i >= static_cast<long long>(N) * C) return;
+  const long long n = i / C;
+  x[i] = __half2float(E[static_cast<long long>(ids[n]) * C + (i % C)]);
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  Qwen3Config cfg;
+  int rank;
+  float scale;
+  int batch, seqLen, N;
+  Bytes bytes{0, 0, 0, 0, 0};
+
+  // ---- the frozen base
+  Buf<__half> embed;
+  Buf<float> finalNorm;
+  struct Proj {
+    int in, out;
+    Buf<std::uint8_t> codes;  // NF4
+    Buf<std::uint8_t> q;      // double-quantized absmax: codes,
+    Buf<float> scales;        // their scales,
+    float offset;             // and the offset
+    // LoRA
+    Buf<float> A, B, dA, dB;  // fp32 masters [r, in], [out, r] and gradients
+    Buf<__half> A16, B16;     // fp16 copies
+  };
+  struct Layer {
+    Buf<float> inputNorm, postNorm, qNorm, kNorm;
+    Proj p[NPROJ];
+  };
+  std::vector<Layer> layers;
+
+  // ---- activations
+  std::vector<Buf<float>> xs;  // [L + 1] layer inputs (and the last output), fp32 [N, C]
+  // one layer, recomputed in backward
+  Buf<__half> h1, h2, qn, kn, v16, y16, a16;
+  Buf<float> rstd1, rstd2, rstdq, rstdk, qpre, kpre, vpre, lse, xmid, g, u;
+  Buf<__half> la16[NPROJ];  // x A^T of each projection, fp16 [N, r]
+  // gradients of the layer
+  Buf<float> dxA, dxB, dh, dmid, da, dg, du, dq, dk, dv, dqpre, dkpre, dattn;
+  Buf<__half> d16, d16b, d16c;  // fp16 operands of the products (the widest: [N, I])
+  Buf<float> t32;               // [N, r]
+  Buf<__half> t16;
+  // ---- head
+  Buf<__half> hf;
+  Buf<float> rstdf, dhf, rowLoss;
+  Buf<__half> logits;  // [kLogitRows, V]
+  Buf<int> targets;
+  Buf<std::int32_t> ids;
+  // ---- workspace
+  Buf<float> absmax;  // one projection's absmax, decoded from its double quantization
+  Buf<float> attnWs;
+  Buf<float> cosT, sinT;
+  Buf<float> la32;  // [N, r]
+
+  int projIn(int j) const {
+    const int C = cfg.hidden, I = cfg.intermediate, HD = cfg.heads * cfg.headDim;
+    return j == PROJ_O ? HD : j == PROJ_DOWN ? I : C;
+  }
+  int projOut(int j) const {
+    const int C = cfg.hidden, I = cfg.intermediate, HD = cfg.heads * cfg.headDim, KD = cfg.kvHeads * cfg.headDim;
+    switch (j) {
+      case PROJ_Q: return HD;
+      case PROJ_K:
+      case PROJ_V: return KD;
+      case PROJ_O:
+      case PROJ_DOWN: return C;
+      default: return I;
+    }
+  }
+
+  /** Decodes a projection's double-quantized absmax into the workspace; returns it. */
+  const float* absmaxOf(const Proj& p) {
+    const std::size_t count = ft::nf4::absmaxCount(static_cast<std::size_t>(p.in) * p.out);
+    dqDequantize(p.q.p, p.scales.p, p.offset, count, absmax.p);
+    return absmax.p;
+  }
+
+  /** y (+)= x W^T + scale (x A^T) B^T; keeps x A^T (fp16) in la. x [N, in] fp16, y [N, out] fp32. */
+  void linear(const __half* x, Proj& p, float* y, bool accumulate, __half* la) {
+    const int in = p.in, out = p.out, r = rank;
+    gemmNf4({N, out, in, false, true, in, in, out}, 1.f, x, p.codes.p, absmaxOf(p), accumulate ? 1.f : 0.f, y);
+    gemm({N, r, in, false, true, in, in, r}, 1.f, x, p.A16.p, 0.f, la32.p);
+    toHalf(la32.p, static_cast<std::size_t>(N) * r, la);
+    gemm({N, out, r, false, true, r, r, out}, scale, la, p.B16.p, 1.f, y);
+  }
+
+  /**
+   * The backward of linear: dy [N, out] fp16 (loss-scaled), x [N, in] fp16 and la = x A^T as in
+   * the forward. dx [N, in] fp32 (+)= dy W + scale (dy B) A; dB += scale dy^T la; dA += scale (dy B)^T x.
+   */
+  void linearBackward(const __half* dy, const __half* x, const __half* la, Proj& p, float* dx, bool accumulate) {
+    const int in = p.in, out = p.out, r = rank;
+    gemmNf4({N, in, out, false, false, out, in, in}, 1.f, dy, p.codes.p, absmaxOf(p), accumulate ? 1.f : 0.f, dx);
+    gemm({N, r, out, false, false, out, r, r}, 1.f, dy, p.B16.p, 0.f, t32.p);
+    toHalf(t32.p, static_cast<std::size_t>(N) * r, t16.p);
+    gemm({N, in, r, false, false, r, in, in}, scale, t16.p, p.A16.p, 1.f, dx);
+    gemm({out, r, N, true, false, out, r, r}, scale, dy, la, 1.f, p.dB.p);
+    gemm({r, in, N, true, false, r, in, in}, scale, t16.p, x, 1.f, p.dA.p);
+  }
+
+  /** The forward of layer l from xs[l]; writes xs[l + 1]; keeps every activation backward needs. */
+  void layerForward(int l) {
+    Layer& L = layers[l];
+    const int C = cfg.hidden, I = cfg.intermediate, H = cfg.heads, KV = cfg.kvHeads, D = cfg.headDim;
+    const float* x = xs[l].p;
+    rmsnormForward(x, L.inputNorm.p, h1.p, rstd1.p, N, C, cfg.rmsEps);
+    linear(h1.p, L.p[PROJ_Q], qpre.p, false, la16[PROJ_Q].p);
+    linear(h1.p, L.p[PROJ_K], kpre.p, false, la16[PROJ_K].p);
+    linear(h1.p, L.p[PROJ_V], vpre.p, false, la16[PROJ_V].p);
+    rmsnormForward(qpre.p, L.qNorm.p, qn.p, rstdq.p, N * H, D, cfg.rmsEps);
+    rmsnormForward(kpre.p, L.kNorm.p, kn.p, rstdk.p, N * KV, D, cfg.rmsEps);
+    rope(qn.p, N, H, D, seqLen, cosT.p, sinT.p, false);
+    rope(kn.p, N, KV, D, seqLen, cosT.p, sinT.p, false);
+    toHalf(vpre.p, static_cast<std::size_t>(N) * KV * D, v16.p);
+    attentionForward(qn.p, kn.p, v16.p, y16.p, lse.p, batch, seqLen, H, KV, D);
+    FT_CUDA(cudaMemcpyAsync(xmid.p, x, sizeof(float) * N * C, cudaMemcpyDeviceToDevice));
+    linear(y16.p, L.p[PROJ_O], xmid.p, true, la16[PROJ_O].p);
+    rmsnormForward(xmid.p, L.postNorm.p, h2.p, rstd2.p, N, C, cfg.rmsEps);
+    linear(h2.p, L.p[PROJ_GATE], g.p, false, la16[PROJ_GATE].p);
+    linear(h2.p, L.p[PROJ_UP], u.p, false, la16[PROJ_UP].p);
+    swigluForward(g.p, u.p, a16.p, static_cast<std::size_t>(N) * I);
+    FT_CUDA(cudaMemcpyAsync(xs[l + 1].p, xmid.p, sizeof(float) * N * C, cudaMemcpyDeviceToDevice));
+    linear(a16.p, L.p[PROJ_DOWN], xs[l + 1].p, true, la16[PROJ_DOWN].p);
+  }
+
+  /** The backward of layer l (its activations just recomputed): dout [N, C] → din [N, C]. */
+  void layerBackward(int l, const float* dout, float* din) {
+    Layer& L = layers[l];
+    const int C = cfg.hidden, I = cfg.intermediate, H = cfg.heads, KV = cfg.kvHeads, D = cfg.headDim;
+    const std::size_t NC = static_cast<std::size_t>(N) * C, NI = static_cast<std::size_t>(N) * I;
+    // the MLP: x'' = x' + down(a)
+    FT_CUDA(cudaMemcpyAsync(dmid.p, dout, sizeof(float) * NC, cudaMemcpyDeviceToDevice));
+    toHalf(dout, NC, d16.p);
+    linearBackward(d16.p, a16.p, la16[PROJ_DOWN].p, L.p[PROJ_DOWN], da.p, false);
+    swigluBackward(da.p, g.p, u.p, dg.p, du.p, NI);
+    toHalf(dg.p, NI, d16.p);
+    toHalf(du.p, NI, d16b.p);
+    linearBackward(d16.p, h2.p, la16[PROJ_GATE].p, L.p[PROJ_GATE], dh.p, false);
+    linearBackward(d16b.p, h2.p, la16[PROJ_UP].p, L.p[PROJ_UP], dh.p, true);
+    rmsnormBackward(dh.p, xmid.p, rstd2.p, L.postNorm.p, dmid.p, N, C);
+    // attention: x' = x + o(y)
+    toHalf(dmid.p, NC, d16.p);
+    linearBackward(d16.p, y16.p, la16[PROJ_O].p, L.p[PROJ_O], dattn.p, false);
+    toHalf(dattn.p, static_cast<std::size_t>(N) * H * D, d16b.p);
+    attentionBackward(qn.p, kn.p, v16.p, y16.p, d16b.p, lse.p, dq.p, dk.p, dv.p, attnWs.p, batch, seqLen, H, KV, D);
+    rope(dq.p, N, H, D, seqLen, cosT.p, sinT.p, true);
+    rope(dk.p, N, KV, D, seqLen, cosT.p, sinT.p, true);
+    FT_CUDA(cudaMemsetAsync(dqpre.p, 0, sizeof(float) * N * H * D));
+    FT_CUDA(cudaMemsetAsync(dkpre.p, 0, sizeof(float) * N * KV * D));
+    rmsnormBackward(dq.p, qpre.p, rstdq.p, L.qNorm.p, dqpre.p, N * H, D);
+    rmsnormBackward(dk.p, kpre.p, rstdk.p, L.kNorm.p, dkpre.p, N * KV, D);
+    toHalf(dqpre.p, static_cast<std::size_t>(N) * H * D, d16.p);
+    linearBackward(d16.p, h1.p, la16[PROJ_Q].p, L.p[PROJ_Q], dh.p, false);
+    toHalf(dkpre.p, static_cast<std::size_t>(N) * KV * D, d16b.p);
+    linearBackward(d16b.p, h1.p, la16[PROJ_K].p, L.p[PROJ_K], dh.p, true);
+    toHalf(dv.p, static_cast<std::size_t>(N) * KV * D, d16c.p);
+    linearBackward(d16c.p, h1.p, la16[PROJ_V].p, L.p[PROJ_V], dh.p, true);
+    FT_CUDA(cudaMemcpyAsync(din, dmid.p, sizeof(float) * NC, cudaMemcpyDeviceToDevice));
+    rmsnormBackward(dh.p, xs[l].p, rstd1.p, L.inputNorm.p, din, N, C);
+  }
+};
+
+Trainer::Trainer(const Qwen3Config& cfg, const float* embed, const float* finalNorm, const std::vector<HostLayer>& layers, int rank, float scale,
+                 int batch, int seqLen)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  FT_CHECK(static_cast<int>(layers.size()) == cfg.layers, "Trainer: ", layers.size(), " layers given, the config has ", cfg.layers);
+  FT_CHECK(rank > 0 && batch > 0 && seqLen > 0, "Trainer: rank ", rank, ", batch ", batch, ", seqLen ", seqLen, " must be positive");
+  FT_CHECK(cfg.heads % cfg.kvHeads == 0, "Trainer: ", cfg.heads, " heads are not a multiple of ", cfg.kvHeads, " kv heads");
+  FT_CHECK(cfg.headDim == 64 || cfg.headDim == 128, "Trainer: head width ", cfg.headDim, " (the attention kernels take 64 or 128)");
+  m.cfg = cfg;
+  m.rank = rank;
+  m.scale = scale;
+  m.batch = batch;
+  m.seqLen = seqLen;
+  m.N = batch * seqLen;
+  const int N = m.N, C = cfg.hidden, I = cfg.intermediate, H = cfg.heads, KV = cfg.kvHeads, D = cfg.headDim, V = cfg.vocab, r = rank;
+  auto& W = m.bytes.weights;
+  auto& A = m.bytes.activations;
+  // the base
+  {
+    std::vector<__half> e16(static_cast<std::size_t>(V) * C);
+    for (std::size_t i = 0; i < e16.size(); ++i) e16[i] = __float2half_rn(embed[i]);
+    m.embed.alloc(e16.size(), W);
+    FT_CUDA(cudaMemcpy(m.embed.p, e16.data(), e16.size() * sizeof(__half), cudaMemcpyHostToDevice));
+  }
+  auto upload = [](Buf<float>& b, const float* h, std::size_t n, std::size_t& group) {
+    b.alloc(n, group);
+    FT_CUDA(cudaMemcpy(b.p, h, n * sizeof(float), cudaMemcpyHostToDevice));
+  };
+  upload(m.finalNorm, finalNorm, C, W);
+  std::size_t maxAbsmax = 0;
+  m.layers.resize(cfg.layers);
+  for (int l = 0; l < cfg.layers; ++l) {
+    const HostLayer& h = layers[l];
+    Impl::Layer& L = m.layers[l];
+    upload(L.inputNorm, h.inputNorm, C, W);
+    upload(L.postNorm, h.postNorm, C, W);
+    upload(L.qNorm, h.qNorm, D, W);
+    upload(L.kNorm, h.kNorm, D, W);
+    for (int j = 0; j < NPROJ; ++j) {
+      Impl::Proj& p = L.p[j];
+      p.in = m.projIn(j);
+      p.out = m.projOut(j);
+      const std::size_t count = static_cast<std::size_t>(p.in) * p.out;
+      FT_CHECK(h.codes[j] != nullptr && h.absmax[j] != nullptr, "Trainer: layer ", l, " projection ", j, " has no weights");
+      p.codes.alloc(ft::nf4::codeBytes(count), W);
+      FT_CUDA(cudaMemcpy(p.codes.p, h.codes[j], ft::nf4::codeBytes(count), cudaMemcpyHostToDevice));
+      const std::size_t na = ft::nf4::absmaxCount(count);
+      maxAbsmax = std::max(maxAbsmax, na);
+      std::vector<std::uint8_t> q(na);
+      std::vector<float> scales(ft::dq::scaleCount(na));
+      p.offset = ft::dq::quantize(h.absmax[j], na, q.data(), scales.data());
+      p.q.alloc(na, W);
+      FT_CUDA(cudaMemcpy(p.q.p, q.data(), na, cudaMemcpyHostToDevice));
+      upload(p.scales, scales.data(), scales.size(), W);
+      // LoRA: zero until setLora
+      p.A.alloc(static_cast<std::size_t>(r) * p.in, m.bytes.lora);
+      p.B.alloc(static_cast<std::size_t>(p.out) * r, m.bytes.lora);
+      p.dA.alloc(p.A.n, m.bytes.lora);
+      p.dB.alloc(p.B.n, m.bytes.lora);
+      p.A16.alloc(p.A.n, m.bytes.lora);
+      p.B16.alloc(p.B.n, m.bytes.lora);
+      for (auto* b : {&p.A, &p.B, &p.dA, &p.dB}) FT_CUDA(cudaMemset(b->p, 0, b->n * sizeof(float)));
+    }
+  }
+  // activations: the kept layer inputs, and one layer
+  m.xs.resize(cfg.layers + 1);
+  for (auto& x : m.xs) x.alloc(static_cast<std::size_t>(N) * C, A);
+  const std::size_t NC = static_cast<std::size_t>(N) * C, NI = static_cast<std::size_t>(N) * I, NQ = static_cast<std::size_t>(N) * H * D,
+                    NK = static_cast<std::size_t>(N) * KV * D;
+  m.h1.alloc(NC, A);
+  m.h2.alloc(NC, A);
+  m.qn.alloc(NQ, A);
+  m.kn.alloc(NK, A);
+  m.v16.alloc(NK, A);
+  m.y16.alloc(NQ, A);
+  m.a16.alloc(NI, A);
+  m.rstd1.alloc(N, A);
+  m.rstd2.alloc(N, A);
+  m.rstdq.alloc(static_cast<std::size_t>(N) * H, A);
+  m.rstdk.alloc(static_cast<std::size_t>(N) * KV, A);
+  m.qpre.alloc(NQ, A);
+  m.kpre.alloc(NK, A);
+  m.vpre.alloc(NK, A);
+  m.lse.alloc(static_cast<std::size_t>(batch) * H * seqLen, A);
+  m.xmid.alloc(NC, A);
+  m.g.alloc(NI, A);
+  m.u.alloc(NI, A);
+  for (auto& b : m.la16) b.alloc(static_cast<std::size_t>(N) * r, A);
+  for (auto* b : {&m.dxA, &m.dxB, &m.dh, &m.dmid}) b->alloc(NC, A);
+  for (auto* b : {&m.da, &m.dg, &m.du}) b->alloc(NI, A);
+  m.dq.alloc(NQ, A);
+  m.dk.alloc(NK, A);
+  m.dv.alloc(NK, A);
+  m.dqpre.alloc(NQ, A);
+  m.dkpre.alloc(NK, A);
+  m.dattn.alloc(NQ, A);
+  const std::size_t widest = std::max({NC, NI, NQ});
+  m.d16.alloc(widest, A);
+  m.d16b.alloc(widest, A);
+  m.d16c.alloc(widest, A);
+  m.t32.alloc(static_cast<std::size_t>(N) * r, A);
+  m.t16.alloc(static_cast<std::size_t>(N) * r, A);
+  // head
+  m.hf.alloc(NC, m.bytes.head);
+  m.rstdf.alloc(N, m.bytes.head);
+  m.dhf.alloc(NC, m.bytes.head);
+  m.rowLoss.alloc(N, m.bytes.head);
+  m.logits.alloc(static_cast<std::size_t>(std::min(kLogitRows, N)) * V, m.bytes.head);
+  m.targets.alloc(N, m.bytes.head);
+  m.ids.alloc(N, m.bytes.head);
+  // workspace
+  m.absmax.alloc(maxAbsmax, m.bytes.workspace);
+  m.attnWs.alloc(attentionBackwardWorkspace(batch, seqLen, H, KV, D), m.bytes.workspace);
+  m.la32.alloc(static_cast<std::size_t>(N) * r, m.bytes.workspace);
+  {
+    // the CPU backend's tables (qwen3.cpp): inv = 1 / theta^(2i / D) in double, cos/sin rounded to float
+    const int half = D / 2;
+    std::vector<float> c(static_cast<std::size_t>(seqLen) * half), s(c.size());
+    for (int t = 0; t < seqLen; ++t)
+      for (int i = 0; i < half; ++i) {
+        const double inv = 1.0 / std::pow(static_cast<double>(cfg.ropeTheta), (2.0 * i) / D);
+        c[static_cast<std::size_t>(t) * half + i] = static_cast<float>(std::cos(t * inv));
+        s[static_cast<std::size_t>(t) * half + i] = static_cast<float>(std::sin(t * inv));
+      }
+    upload(m.cosT, c.data(), c.size(), m.bytes.workspace);
+    upload(m.sinT, s.data(), s.size(), m.bytes.workspace);
+  }
+  syncLora();
+}
+
+Trainer::~Trainer() {
+  Impl& m = *impl_;
+  m.embed.release();
+  m.finalNorm.release();
+  for (auto& L : m.layers) {
+    for (auto* b : {&L.inputNorm, &L.postNorm, &L.qNorm, &L.kNorm}) b->release();
+    for (auto& p : L.p) {
+      p.codes.release();
+      p.q.release();
+      for (auto* b : {&p.scales, &p.A, &p.B, &p.dA, &p.dB}) b->release();
+      p.A16.release();
+      p.B16.release();
+    }
+  }
+  for (auto& x : m.xs) x.release();
+  for (auto* b : {&m.h1, &m.h2, &m.qn, &m.kn, &m.v16, &m.y16, &m.a16, &m.d16, &m.d16b, &m.d16c, &m.t16, &m.hf, &m.logits}) b->release();
+  for (auto& b : m.la16) b.release();
+  for (auto* b : {&m.rstd1, &m.rstd2, &m.rstdq, &m.rstdk, &m.qpre, &m.kpre, &m.vpre, &m.lse, &m.xmid, &m.g, &m.u, &m.dxA, &m.dxB, &m.dh, &m.dmid,
+                  &m.da, &m.dg, &m.du, &m.dq, &m.dk, &m.dv, &m.dqpre, &m.dkpre, &m.dattn, &m.t32, &m.rstdf, &m.dhf, &m.rowLoss, &m.absmax,
+                  &m.attnWs, &m.cosT, &m.sinT, &m.la32})
+    b->release();
+  m.targets.release();
+  m.ids.release();
+}
+
+std::size_t Trainer::loraSize(int index, bool b) const {
+  FT_CHECK(index >= 0 && index < impl_->cfg.layers * NPROJ, "Trainer: projection index ", index, " out of range");
+  const auto& p = impl_->layers[index / NPROJ].p[index % NPROJ];
+  return b ? p.B.n : p.A.n;
+}
+
+void Trainer::setLora(int index, const float* A, const float* B) {
+  FT_CHECK(index >= 0 && index < impl_->cfg.layers * NPROJ, "Trainer: projection index ", index, " out of range");
+  auto& p = impl_->layers[index / NPROJ].p[index % NPROJ];
+  FT_CUDA(cudaMemcpy(p.A.p, A, p.A.n * sizeof(float), cudaMemcpyHostToDevice));
+  FT_CUDA(cudaMemcpy(p.B.p, B, p.B.n * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+float* Trainer::loraA(int index) { return impl_->layers[index / NPROJ].p[index % NPROJ].A.p; }
+float* Trainer::loraB(int index) { return impl_->layers[index / NPROJ].p[index % NPROJ].B.p; }
+float* Trainer::gradA(int index) { return impl_->layers[index / NPROJ].p[index % NPROJ].dA.p; }
+float* Trainer::gradB(int index) { return impl_->layers[index / NPROJ].p[index % NPROJ].dB.p; }
+
+void Trainer::syncLora() {
+  for (auto& L : impl_->layers)
+    for (auto& p : L.p) {
+      toHalf(p.A.p, p.A.n, p.A16.p);
+      toHalf(p.B.p, p.B.n, p.B16.p);
+    }
+}
+
+void Trainer::zeroGrads() {
+  for (auto& L : impl_->layers)
+    for (auto& p : L.p) {
+      FT_CUDA(cudaMemsetAsync(p.dA.p, 0, p.dA.n * sizeof(float)));
+      FT_CUDA(cudaMemsetAsync(p.dB.p, 0, p.dB.n * sizeof(float)));
+    }
+}
+
+void Trainer::getGrads(int index, float* dA, float* dB, float factor) {
+  FT_CHECK(index >= 0 && index < impl_->cfg.layers * NPROJ, "Trainer: projection index ", index, " out of range");
+  auto& p = impl_->layers[index / NPROJ].p[index % NPROJ];
+  FT_CUDA(cudaMemcpy(dA, p.dA.p, p.dA.n * sizeof(float), cudaMemcpyDeviceToHost));
+  FT_CUDA(cudaMemcpy(dB, p.dB.p, p.dB.n * sizeof(float), cudaMemcpyDeviceToHost));
+  for (std::size_t i = 0; i < p.dA.n; ++i) dA[i] *= factor;
+  for (std::size_t i = 0; i < p.dB.n; ++i) dB[i] *= factor;
+}
+
+Trainer::Bytes Trainer::bytes() const { return impl_->bytes; }
+
+float Trainer::step(const std::int32_t* ids, const std::uint8_t* mask, bool backward, float lossScale, int* counted, float* logitsOut) {
+  Impl& m = *impl_;
+  const int N = m.N, C = m.cfg.hidden, V = m.cfg.vocab, T = m.seqLen, L = m.cfg.layers;
+  FT_CHECK(ids != nullptr && mask != nullptr, "Trainer::step: null ids or mask");
+  FT_CHECK(lossScale > 0.f, "Trainer::step: loss scale ", lossScale, ", expected > 0");
+  // targets: the next token of each position whose next token is in the loss
+  std::vector<int> targets(N, -1);
+  int count = 0;
+  for (int n = 0; n < N; ++n) {
+    FT_CHECK(ids[n] >= 0 && ids[n] < V, "Trainer::step: token id ", ids[n], " at ", n, " is outside the vocabulary of ", V);
+    if (n % T + 1 < T && mask[n + 1] != 0) {
+      targets[n] = ids[n + 1];
+      ++count;
+    }
+  }
+  if (counted != nullptr) *counted = count;
+  FT_CUDA(cudaMemcpy(m.ids.p, ids, sizeof(std::int32_t) * N, cudaMemcpyHostToDevice));
+  FT_CUDA(cudaMemcpy(m.targets.p, targets.data(), sizeof(int) * N, cudaMemcpyHostToDevice));
+
+  // forward: the embedding, every layer (inputs kept), the final norm
+  {
+    const long long total = static_cast<long long>(N) * C;
+    embedKernel<<<ceilDiv(total, 256), 256>>>(m.embed.p, m.ids.p, N, C, m.xs[0].p);
+    FT_LAUNCHED();
+  }
+  for (int l = 0; l < L; ++l) m.layerForward(l);
+  rmsnormForward(m.xs[L].p, m.finalNorm.p, m.hf.p, m.rstdf.p, N, C, m.cfg.rmsEps);
+
+  // the head, a chunk of rows at a time: logits, loss, and (backward) their gradient times E
+  const float gradScale = count > 0 ? lossScale / static_cast<float>(count) : 0.f;
+  for (int r0 = 0; r0 < N; r0 += kLogitRows) {
+    const int rows = std::min(kLogitRows, N - r0);
+    gemm({rows, V, C, false, true, C, C, V}, 1.f, m.hf.p + static_cast<std::size_t>(r0) * C, m.embed.p, 0.f, m.logits.p);
+    if (logitsOut != nullptr) {
+      std::vector<__half> h(static_cast<std::size_t>(rows) * V);
+      FT_CUDA(cudaMemcpy(h.data(), m.logits.p, h.size() * sizeof(__half), cudaMemcpyDeviceToHost));
+      for (std::size_t i = 0; i < h.size(); ++i) logitsOut[static_cast<std::size_t>(r0) * V + i] = __half2float(h[i]);
+    }
+    xentForwardBackward(m.logits.p, rows, V, m.targets.p + r0, gradScale, m.rowLoss.p + r0, nullptr);
+    if (backward) gemm({rows, C, V, false, false, V, C, C}, 1.f, m.logits.p, m.embed.p, 0.f, m.dhf.p + static_cast<std::size_t>(r0) * C);
+  }
+  std::vector<float> rowLoss(N);
+  FT_CUDA(cudaMemcpy(rowLoss.data(), m.rowLoss.p, sizeof(float) * N, cudaMemcpyDeviceToHost));
+  double sum = 0;
+  for (int n = 0; n < N; ++n)
+    if (targets[n] >= 0) sum += rowLoss[n];
+  const float loss = count > 0 ? static_cast<float>(sum / count) : 0.f;
+  if (!backward) return loss;
+
+  // backward: the final norm, then every layer from the top, each recomputed from its kept input
+  float* dcur = m.dxA.p;
+  float* dnext = m.dxB.p;
+  FT_CUDA(cudaMemset(dcur, 0, sizeof(float) * N * C));
+  rmsnormBackward(m.dhf.p, m.xs[L].p, m.rstdf.p, m.finalNorm.p, dcur, N, C);
+  for (int l = L - 1; l >= 0; --l) {
+    m.layerForward(l);  // recompute (it also rewrites xs[l + 1] with the same values)
+    m.layerBackward(l, dcur, dnext);
+    std::swap(dcur, dnext);
+  }
+  FT_CUDA(cudaDeviceSynchronize());
+  return loss;
+}
+
+}  // namespace ft::cuda

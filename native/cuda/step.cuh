@@ -1,0 +1,96 @@
+// step.cuh: one QLoRA training step of the Qwen3 decoder on the GPU, from the kernels of this
+// directory: the same model, loss and LoRA gradients as ft::forwardBackward (src/qwen3.h), in
+// mixed precision.
+//
+// The frozen base lives on the device as NF4 codes with double-quantized absmax (src/nf4.h,
+// src/double_quant.h: the trainer double-quantizes the absmax it is given, so a reference must
+// dequantize the weights with dq::dequantize(dq::quantize(absmax))), the tied embedding in fp16
+// and the norm weights in fp32. LoRA A and B are fp32 master weights with fp16 copies refreshed
+// by syncLora(); their gradients accumulate in fp32, multiplied by the loss scale.
+//
+// Forward, per layer (N = batch * seqLen rows, x the fp32 residual stream):
+//   h1 = rmsnorm(x) (fp16)                    q, k, v = h1 W^T + s (h1 A^T) B^T   (gemmNf4 + 2 gemm)
+//   q, k = rope(qk-norm(q), qk-norm(k)) (fp16) y = attention(q, k, v) (fp16)
+//   x' = x + y Wo^T + LoRA                    h2 = rmsnorm(x') (fp16)
+//   g, u = h2 W^T + LoRA (fp32)               a = silu(g) u (fp16)
+//   x'' = x' + a Wd^T + LoRA
+// then the final norm and the tied head, 512 rows of fp16 logits at a time, each chunk turned
+// into its gradient in place by the fused cross-entropy (xent.cuh) and multiplied back by E.
+// Activation checkpointing: each layer's input x is kept (fp32); in backward the layer is
+// recomputed from it, then its gradients computed in reverse. Gradients of the residual stream
+// are fp32; they are rounded to fp16 (scaled by the loss scale, so small values survive) only
+// as operands of the products.
+//
+// Not here yet: LoRA dropout (the step runs with dropout 0), bf16 operands on sm_80+, CUDA
+// graphs. The optimizer (adamw8bit.cuh) and the loss scaler (lossscale.cuh) are the caller's.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "qwen3.h"
+
+namespace ft::cuda {
+
+/** One layer of the frozen base as the host holds it: NF4 projections (src/nf4.h), fp32 norms. */
+struct HostLayer {
+  const float* inputNorm;  // [C]
+  const float* postNorm;   // [C]
+  const float* qNorm;      // [D]
+  const float* kNorm;      // [D]
+  const std::uint8_t* codes[NPROJ];  // NF4 codes of w[j] (shapes as Qwen3Weights: [out, in])
+  const float* absmax[NPROJ];        // its absmax per 64 (double-quantized on upload)
+};
+
+class Trainer {
+ public:
+  // cfg: the model; embed [V, C] fp32 (stored as fp16; also the head); finalNorm [C];
+  // layers: cfg.layers of them; LoRA of the given rank on all seven projections, y += scale (x A^T) B^T;
+  // batch x seqLen tokens per step. Allocates everything the step needs here, once.
+  Trainer(const Qwen3Config& cfg, const float* embed, const float* finalNorm, const std::vector<HostLayer>& layers, int rank, float scale,
+          int batch, int seqLen);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  /** LoRA of projection `index` = layer * NPROJ + j: A [r, in], B [out, r], fp32, copied to the device. */
+  void setLora(int index, const float* A, const float* B);
+  /** Device pointers of a projection's fp32 master weights and gradients (for the optimizer). */
+  float* loraA(int index);
+  float* loraB(int index);
+  float* gradA(int index);
+  float* gradB(int index);
+  std::size_t loraSize(int index, bool b) const;
+  /** Refreshes the fp16 copies from the fp32 masters (after setLora or an optimizer step). */
+  void syncLora();
+  /** Sets every LoRA gradient to zero (before accumulating a step's micro-batches). */
+  void zeroGrads();
+  /** Copies a projection's gradients to the host, multiplied by `factor` (1 / the loss scale). */
+  void getGrads(int index, float* dA, float* dB, float factor);
+
+  /**
+   * Forward (and backward) over ids/mask [batch, seqLen] (host arrays): returns the mean
+   * cross-entropy over positions whose next token has mask 1 (as ft::forwardBackward), and with
+   * `backward` accumulates lossScale * d(loss)/d(LoRA) into the gradients. `counted` gets the
+   * number of positions in the loss. When `logits` is not null (tests; small models only), the
+   * fp16 logits [batch * seqLen, V] are copied there as fp32 before they become gradients.
+   */
+  float step(const std::int32_t* ids, const std::uint8_t* mask, bool backward, float lossScale, int* counted, float* logits = nullptr);
+
+  /** Bytes this trainer holds on the device, by what they are (the measured memory plan). */
+  struct Bytes {
+    std::size_t weights, lora, activations, head, workspace;
+    std::size_t total() const { return weights + lora + activations + head + workspace; }
+  };
+  Bytes bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ft::cuda
