@@ -32,7 +32,8 @@ export const verify = (ws: Workspace, onProgress: (done: number, total: number) 
   const check = (label: string, e: LockEntry) => {
     for (const o of e.outputs) if (!ws.store.objectsOf(o).every((d) => ws.store.has(d))) return void incomplete.push(label)
   }
-  for (const [n, e] of Object.entries(ws.lock)) check(`lock: ${n}`, e)
+  // a result a run left on a remote (run --remote fetches only what it needs) is not missing here
+  for (const [n, e] of Object.entries(ws.lock)) if (ws.onRemote(n, e.key) === undefined) check(`lock: ${n}`, e)
   for (const { entry } of ws.runs.list()) check(`run-cache: ${entry.stage} ${entry.entry.key.slice(7, 19)}`, entry.entry)
   const damagedEntries = [...ws.runs.damaged()].map(([file, why]) => `${ws.rel(file)} (${why})`)
   ws.stats.save()

@@ -193,6 +193,9 @@ describe.each([
     expect(st.stdout).toMatch(/a +up to date \(outputs on remote team: pipeline pull a --only\)/)
     const again = await run(clone, ["run", "c", "--remote", "none"])
     expect(again.stdout).toMatch(/nothing to do: 3 stages up to date/)
+    const verified = await run(clone, ["verify"])
+    expect(verified.code, verified.stderr).toBe(0)
+    expect(verified.stdout).not.toMatch(/incomplete: lock/) // left on the remote is not missing
     expect(runs(clone)).toEqual([])
     // c's params change: c runs, so b's outputs come (a's still do not)
     const changed = await run(clone, ["run", "c", "--remote", "team", "--set", "c.repeat=5"])
