@@ -36,7 +36,8 @@ section "memory plan"
 "$build/ftcuda_memplan" || status=1
 
 section "kernels against the CPU references (native SASS)"
-"$build/ftcuda_tests" || status=1
+"$build/ftcuda_tests" | tee "$build.tests.md" || status=1
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 section "the compute_75 PTX path, JIT-compiled for this GPU (what a T4 runs)"
 CUDA_FORCE_PTX_JIT=1 "$build/ftcuda_tests" nf4 gemm norm rope swiglu attention xent adamw8bit lossscale "tiny model step = CPU backend" || status=1
@@ -46,8 +47,21 @@ python3 "$here/peft/check.py"; rc=$?
 [ $rc -eq 0 ] || [ $rc -eq 77 ] || status=1
 
 section "the peer: transformers + peft LoRA step on Qwen3-4B shapes"
-python3 "$here/peft/peer_bench.py"; rc=$?
+python3 "$here/peft/peer_bench.py" | tee "$build.peer.md"; rc=${PIPESTATUS[0]}
 [ $rc -eq 0 ] || [ $rc -eq 77 ] || status=1
+
+section "estimate for a T4 (fp16 tensor cores: 65 TFLOP/s peak)"
+# our Qwen3-4B step's TFLOP/s here, scaled by the T4's peak over this GPU's measured fp16 matmul rate
+ours=$(grep 'GFLOP/token' "$build.tests.md" | grep -o 'TFLOP/s [0-9.]*' | tail -1 | awk '{print $2}')
+gpu=$(grep -o 'fp16 matmul rate ([^|]*| [0-9.]*' "$build.peer.md" | awk '{print $NF}')
+perToken=$(grep -o '([0-9.]* GFLOP/token)' "$build.tests.md" | tail -1 | tr -d '(' | awk '{print $1}')
+if [ -n "$ours" ] && [ -n "$gpu" ] && [ -n "$perToken" ]; then
+  awk -v o="$ours" -v g="$gpu" -v f="$perToken" 'BEGIN {
+    t4 = o * 65 / g; tok = t4 * 1e3 / f
+    printf "our step here: %.1f TFLOP/s, this GPU fp16 matmul %.1f TFLOP/s -> on a T4 about %.2f TFLOP/s = %.0f tokens/s = %.3f steps/s at 2 x 2048 tokens (the reference run: 0.32 steps/s)\n", o, g, t4, tok, tok / 4096 }'
+else
+  echo "not estimated: a figure is missing (ours: '$ours', matmul: '$gpu', GFLOP/token: '$perToken')"
+fi
 
 printf '\nall done in %s s, status %s\n' "$(( $(date +%s) - started ))" "$status"
 exit $status
