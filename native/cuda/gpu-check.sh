@@ -36,7 +36,7 @@ section "memory plan"
 "$build/ftcuda_memplan" || status=1
 
 section "kernels against the CPU references (native SASS)"
-"$build/ftcuda_tests" | tee "$build.tests.md" || status=1
+"$build/ftcuda_tests" | tee "$build.tests.md"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 section "the compute_75 PTX path, JIT-compiled for this GPU (what a T4 runs)"
