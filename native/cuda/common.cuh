@@ -58,6 +58,16 @@ namespace ft::cuda {
 
 inline int ceilDiv(long long a, long long b) { return static_cast<int>((a + b - 1) / b); }
 
+/** An fp32 value as an element type (fp16: round to nearest even), and an element as fp32. */
+template <typename T>
+__device__ __forceinline__ T fromFloat(float v);
+template <>
+__device__ __forceinline__ float fromFloat<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half fromFloat<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ float toFloat(float v) { return v; }
+__device__ __forceinline__ float toFloat(__half v) { return __half2float(v); }
+
 /** Warp-wide sum and max (all 32 lanes take part). */
 __device__ __forceinline__ float warpSum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -41,19 +41,6 @@ struct Nf4Source {
   }
 };
 
-template <typename Out>
-__device__ __forceinline__ float load(const Out* c);
-template <>
-__device__ __forceinline__ float load<float>(const float* c) { return *c; }
-template <>
-__device__ __forceinline__ float load<__half>(const __half* c) { return __half2float(*c); }
-template <typename Out>
-__device__ __forceinline__ void put(Out* c, float v);
-template <>
-__device__ __forceinline__ void put<float>(float* c, float v) { *c = v; }
-template <>
-__device__ __forceinline__ void put<__half>(__half* c, float v) { *c = __float2half_rn(v); }
-
 template <typename Source, typename Out>
 __global__ void __launch_bounds__(THREADS) gemmKernel(GemmShape s, float alpha, const __half* __restrict__ A, Source B, float beta,
                                                       Out* __restrict__ C) {
@@ -114,7 +101,7 @@ __global__ void __launch_bounds__(THREADS) gemmKernel(GemmShape s, float alpha, 
     if (m >= s.M || n >= s.N) continue;
     Out* out = C + static_cast<long long>(m) * s.ldc + n;
     const float v = alpha * Cs[r][c];
-    put<Out>(out, beta == 0.f ? v : v + beta * load<Out>(out));
+    *out = fromFloat<Out>(beta == 0.f ? v : v + beta * toFloat(*out));
   }
 }
 

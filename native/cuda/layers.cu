@@ -9,13 +9,6 @@ namespace {
 constexpr int ROW_THREADS = 128;
 
 template <typename Out>
-__device__ __forceinline__ Out cast(float v);
-template <>
-__device__ __forceinline__ float cast<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half cast<__half>(float v) { return __float2half_rn(v); }
-
-template <typename Out>
 __global__ void __launch_bounds__(ROW_THREADS) rmsForwardKernel(const float* __restrict__ x, const float* __restrict__ w, Out* __restrict__ y,
                                                                 float* __restrict__ rstd, int width, float eps) {
   const long long row = blockIdx.x;
@@ -26,7 +19,7 @@ __global__ void __launch_bounds__(ROW_THREADS) rmsForwardKernel(const float* __r
   const float r = 1.f / sqrtf(ss / static_cast<float>(width) + eps);
   if (threadIdx.x == 0) rstd[row] = r;
   Out* yr = y + row * width;
-  for (int i = threadIdx.x; i < width; i += ROW_THREADS) yr[i] = cast<Out>(xr[i] * r * w[i]);
+  for (int i = threadIdx.x; i < width; i += ROW_THREADS) yr[i] = fromFloat<Out>(xr[i] * r * w[i]);
 }
 
 __global__ void __launch_bounds__(ROW_THREADS) rmsBackwardKernel(const float* __restrict__ dy, const float* __restrict__ x,
@@ -44,13 +37,6 @@ __global__ void __launch_bounds__(ROW_THREADS) rmsBackwardKernel(const float* __
   for (int i = threadIdx.x; i < width; i += ROW_THREADS) dxr[i] += r * w[i] * dyr[i] - xr[i] * c;
 }
 
-template <typename T>
-__device__ __forceinline__ float toF(T v);
-template <>
-__device__ __forceinline__ float toF<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float toF<__half>(__half v) { return __half2float(v); }
-
 // one thread per rotated pair (i, i + D/2) of one head of one row
 template <typename T>
 __global__ void ropeKernel(T* __restrict__ x, long long pairs, int heads, int D, int seqLen, const float* __restrict__ cosT,
@@ -65,9 +51,9 @@ __global__ void ropeKernel(T* __restrict__ x, long long pairs, int heads, int D,
   const float c = cosT[static_cast<long long>(t) * half + i];
   const float s = inverse ? -sinT[static_cast<long long>(t) * half + i] : sinT[static_cast<long long>(t) * half + i];
   T* v = x + rowHead * D;
-  const float a = toF(v[i]), b = toF(v[i + half]);
-  v[i] = cast<T>(a * c - b * s);
-  v[i + half] = cast<T>(b * c + a * s);
+  const float a = toFloat(v[i]), b = toFloat(v[i + half]);
+  v[i] = fromFloat<T>(a * c - b * s);
+  v[i + half] = fromFloat<T>(b * c + a * s);
 }
 
 __device__ __forceinline__ float sigmoid(float v) { return 1.f / (1.f + expf(-v)); }
@@ -77,7 +63,7 @@ __global__ void swigluForwardKernel(const float* __restrict__ g, const float* __
   const std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   const float gi = g[i];
-  a[i] = cast<Out>(gi * sigmoid(gi) * u[i]);
+  a[i] = fromFloat<Out>(gi * sigmoid(gi) * u[i]);
 }
 
 __global__ void swigluBackwardKernel(const float* __restrict__ da, const float* __restrict__ g, const float* __restrict__ u,

@@ -19,13 +19,6 @@ void uploadTables() {
   done = true;
 }
 
-template <typename Out>
-__device__ __forceinline__ Out store(float v);
-template <>
-__device__ __forceinline__ float store<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half store<__half>(float v) { return __float2half_rn(v); }
-
 // one thread per byte (two elements)
 template <typename Out>
 __global__ void nf4DequantizeKernel(const std::uint8_t* __restrict__ codes, const float* __restrict__ absmax, std::size_t n, Out* __restrict__ out) {
@@ -34,8 +27,8 @@ __global__ void nf4DequantizeKernel(const std::uint8_t* __restrict__ codes, cons
   if (i >= n) return;
   const unsigned byte = codes[j];
   const float scale = absmax[i / ft::nf4::kBlock];  // 2j and 2j+1 share a block (64 is even)
-  out[i] = store<Out>(kNf4[byte >> 4] * scale);
-  if (i + 1 < n) out[i + 1] = store<Out>(kNf4[byte & 15] * scale);
+  out[i] = fromFloat<Out>(kNf4[byte >> 4] * scale);
+  if (i + 1 < n) out[i + 1] = fromFloat<Out>(kNf4[byte & 15] * scale);
 }
 
 __global__ void dqDequantizeKernel(const std::uint8_t* __restrict__ q, const float* __restrict__ scales, float offset, std::size_t n,
