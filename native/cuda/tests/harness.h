@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -118,6 +119,13 @@ inline std::size_t mismatches(const std::vector<T>& a, const std::vector<T>& b) 
   std::size_t n = 0;
   for (std::size_t i = 0; i < a.size(); ++i) n += std::memcmp(&a[i], &b[i], sizeof(T)) != 0;
   return n;
+}
+
+/** FTCUDA_SMALL=1: the smaller shapes that the CPU simulator (../sim) can run in seconds, where a test's
+ *  GPU-sized ones would take minutes; the default shapes are the GPU's. */
+inline bool small() {
+  const char* e = std::getenv("FTCUDA_SMALL");
+  return e != nullptr && std::strcmp(e, "1") == 0;
 }
 
 /** Milliseconds of `f` on the GPU (the mean of `reps` runs after one warm-up). */

@@ -99,8 +99,9 @@ FT_TEST("gemm", "Qwen3-4B projections") {
 }
 
 FT_TEST("gemm", "NF4 weights dequantized in the product") {
-  for (auto [M, N, K, tB] : {std::tuple<int, int, int, bool>{77, 130, 96, true}, std::tuple<int, int, int, bool>{77, 96, 130, false},
-                             std::tuple<int, int, int, bool>{4096, 9728, 2560, true}}) {
+  std::vector<std::tuple<int, int, int, bool>> shapes{{77, 130, 96, true}, {77, 96, 130, false}};
+  if (!small()) shapes.emplace_back(4096, 9728, 2560, true);  // a Qwen3-4B MLP projection
+  for (auto [M, N, K, tB] : shapes) {
     const GemmShape s = shape(M, N, K, false, tB);
     const std::size_t count = static_cast<std::size_t>(N) * K;
     const auto W = randomVector(count, 31, 0.02f);

@@ -26,7 +26,7 @@ void ropeTables(int seqLen, int D, float theta, std::vector<float>& c, std::vect
 
 FT_TEST("norm", "rmsnorm forward and backward") {
   // the layer norm over C = 2560 and Qwen3's q norm over each head's D = 128
-  for (const auto& dims : {std::pair<int, int>{4096, 2560}, std::pair<int, int>{4096 * 32, 128}, std::pair<int, int>{3, 37}}) {
+  for (const auto& dims : {std::pair<int, int>{small() ? 64 : 4096, 2560}, std::pair<int, int>{small() ? 64 * 4 : 4096 * 32, 128}, std::pair<int, int>{3, 37}}) {
     const int rows_ = dims.first, width = dims.second;
     const std::size_t n = static_cast<std::size_t>(rows_) * width;
     const auto x = randomVector(n, 41), w = randomVector(width, 42, 0.5f), dy = randomVector(n, 43);
@@ -49,7 +49,7 @@ FT_TEST("norm", "rmsnorm forward and backward") {
 
 FT_TEST("rope", "rope forward and inverse") {
   // Qwen3-4B: 32 q heads of 128, theta 1e6, 2 sequences of 2048; and an odd small case
-  for (const auto& dims : {std::array<int, 4>{2, 2048, 32, 128}, std::array<int, 4>{3, 5, 2, 6}}) {
+  for (const auto& dims : {small() ? std::array<int, 4>{2, 64, 4, 128} : std::array<int, 4>{2, 2048, 32, 128}, std::array<int, 4>{3, 5, 2, 6}}) {
     const int B = dims[0], T = dims[1], heads = dims[2], D = dims[3];
     const int N = B * T;
     std::vector<float> c, s;
@@ -78,7 +78,7 @@ FT_TEST("rope", "rope forward and inverse") {
 }
 
 FT_TEST("swiglu", "swiglu forward and backward") {
-  const std::size_t n = static_cast<std::size_t>(4096) * 9728 + 5;
+  const std::size_t n = static_cast<std::size_t>(4096) * (small() ? 9 : 9728) + 5;
   const auto g = randomVector(n, 61, 2.f), u = randomVector(n, 62), da = randomVector(n, 63);
   std::vector<float> a(n), dg(n), du(n);
   const double cpu = cpuMs([&] {

@@ -33,7 +33,7 @@ FT_TEST("lossscale", "unscale and check") {
   const float scale = 65536.0f, invScale = 1.0f / scale;
   // 1 block with idle threads, 1 block, a few blocks, the 1024-block cap with several elements per
   // thread; none a multiple of the block (256)
-  for (std::size_t n : {std::size_t{1}, std::size_t{1000}, std::size_t{(1 << 20) + 5}, std::size_t{(1 << 22) + 3}}) {
+  for (std::size_t n : {std::size_t{1}, std::size_t{1000}, std::size_t{(1 << 20) + 5}, (std::size_t{1} << (small() ? 21 : 22)) + 3}) {
     const std::vector<float> grad = randomVector(n, 40 + n, 300.0f);  // gradients of a scaled loss
     std::vector<float> ref(n);
     double squares = 0;
