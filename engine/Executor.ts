@@ -25,6 +25,7 @@ import { DiskBudgetError, StageFailed, stageErrorFrom } from "./Errors.ts"
 import type { FileRec, LockEntry, OutputRec } from "./Lockfile.ts"
 import { redact, secretValues } from "./Params.ts"
 import { type Decision, decide } from "./Decide.ts"
+import * as Dag from "./Dag.ts"
 import * as DiskPlan from "./DiskPlan.ts"
 import { type Known, knownFromLock, outputState } from "./Fingerprint.ts"
 import * as Planner from "./Planner.ts"
@@ -219,9 +220,8 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
       if (d.action === "cached" && d.key !== undefined) {
         const entry = ws.lock[stage.name]
         // readers that run for a reason of their own (one that runs only because its upstream did may be cut off)
-        const readers = sh.plan.stages.filter(
-          (s) => s.action === "run" && s.reasons.some((r) => !r.startsWith("upstream runs")) && Object.values(ws.dag.byName.get(s.name)!.inputs).some((r) => r.stage === stage.name)
-        )
+        const consumers = new Set(Dag.consumers(ws.dag, stage.name))
+        const readers = sh.plan.stages.filter((s) => consumers.has(s.name) && s.action === "run" && s.reasons.some((r) => !r.startsWith("upstream runs")))
         const away = entry?.outputs.filter((o) => outputState(ws, o) !== "ok") ?? []
         if (entry !== undefined && readers.length > 0 && away.length > 0) {
           const why = [`output missing: ${away.map((o) => o.path).join(", ")} (needed by ${readers.map((r) => r.name).join(", ")})`]

@@ -156,11 +156,10 @@ const planStages = (
     // A result known from a remote is fetched only when something needs it here: the target (or,
     // without one, a stage nothing else in the plan reads) or a stage that runs. The others stay
     // on the remote, and the run records where (`pull` fetches them on demand).
-    const readers = (producer: string) => names.filter((n) => Object.values(ws.dag.byName.get(n)!.inputs).some((r) => r.stage === producer))
     for (const name of names) {
       const d = decisions.get(name)!
       if (d.action !== "restore" || d.hit?.fetch !== true) continue
-      const rs = readers(name)
+      const rs = Dag.consumers(ws.dag, name).filter((n) => decisions.has(n))
       const wanted = options.target !== undefined ? name === options.target : rs.length === 0
       if (wanted || rs.some((r) => decisions.get(r)!.action === "run")) continue
       decisions.set(name, {

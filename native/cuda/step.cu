@@ -9,6 +9,7 @@
 #include "double_quant.h"
 #include "gemm.cuh"
 #include "layers.cuh"
+#include "layers.h"
 #include "nf4.cuh"
 #include "nf4.h"
 #include "step.cuh"
@@ -20,19 +21,22 @@ namespace {
 
 constexpr int kLogitRows = 512;
 
-/** A device allocation that counts itself into one of the Bytes groups. */
+/** A device allocation that counts itself into one of the Bytes groups; freed with its owner. */
 template <typename T>
 struct Buf {
   T* p = nullptr;
   std::size_t n = 0;
+  Buf() = default;
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  Buf(Buf&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr; }
+  ~Buf() {
+    if (p != nullptr) cudaFree(p);
+  }
   void alloc(std::size_t count, std::size_t& group) {
     n = count;
     FT_CUDA(cudaMalloc(&p, (count == 0 ? 1 : count) * sizeof(T)));
     group += (count == 0 ? 1 : count) * sizeof(T);
-  }
-  void release() {
-    if (p != nullptr) cudaFree(p);
-    p = nullptr;
   }
 };
 
@@ -317,45 +321,16 @@ Trainer::Trainer(const Qwen3Config& cfg, const float* embed, const float* finalN
   m.attnWs.alloc(attentionBackwardWorkspace(batch, seqLen, H, KV, D), m.bytes.workspace);
   m.la32.alloc(static_cast<std::size_t>(N) * r, m.bytes.workspace);
   {
-    // the CPU backend's tables (qwen3.cpp): inv = 1 / theta^(2i / D) in double, cos/sin rounded to float
-    const int half = D / 2;
-    std::vector<float> c(static_cast<std::size_t>(seqLen) * half), s(c.size());
-    for (int t = 0; t < seqLen; ++t)
-      for (int i = 0; i < half; ++i) {
-        const double inv = 1.0 / std::pow(static_cast<double>(cfg.ropeTheta), (2.0 * i) / D);
-        c[static_cast<std::size_t>(t) * half + i] = static_cast<float>(std::cos(t * inv));
-        s[static_cast<std::size_t>(t) * half + i] = static_cast<float>(std::sin(t * inv));
-      }
+    std::vector<float> c, s;
+    ft::layers::ropeTables(seqLen, D, cfg.ropeTheta, c, s);
     upload(m.cosT, c.data(), c.size(), m.bytes.workspace);
     upload(m.sinT, s.data(), s.size(), m.bytes.workspace);
   }
   syncLora();
 }
 
-Trainer::~Trainer() {
-  Impl& m = *impl_;
-  m.embed.release();
-  m.finalNorm.release();
-  for (auto& L : m.layers) {
-    for (auto* b : {&L.inputNorm, &L.postNorm, &L.qNorm, &L.kNorm}) b->release();
-    for (auto& p : L.p) {
-      p.codes.release();
-      p.q.release();
-      for (auto* b : {&p.scales, &p.A, &p.B, &p.dA, &p.dB}) b->release();
-      p.A16.release();
-      p.B16.release();
-    }
-  }
-  for (auto& x : m.xs) x.release();
-  for (auto* b : {&m.h1, &m.h2, &m.qn, &m.kn, &m.v16, &m.y16, &m.a16, &m.d16, &m.d16b, &m.d16c, &m.t16, &m.hf, &m.logits}) b->release();
-  for (auto& b : m.la16) b.release();
-  for (auto* b : {&m.rstd1, &m.rstd2, &m.rstdq, &m.rstdk, &m.qpre, &m.kpre, &m.vpre, &m.lse, &m.xmid, &m.g, &m.u, &m.dxA, &m.dxB, &m.dh, &m.dmid,
-                  &m.da, &m.dg, &m.du, &m.dq, &m.dk, &m.dv, &m.dqpre, &m.dkpre, &m.dattn, &m.t32, &m.rstdf, &m.dhf, &m.rowLoss, &m.absmax,
-                  &m.attnWs, &m.cosT, &m.sinT, &m.la32})
-    b->release();
-  m.targets.release();
-  m.ids.release();
-}
+// every buffer is a Buf of Impl: freed with it
+Trainer::~Trainer() = default;
 
 std::size_t Trainer::loraSize(int index, bool b) const {
   FT_CHECK(index >= 0 && index < impl_->cfg.layers * NPROJ, "Trainer: projection index ", index, " out of range");

@@ -158,6 +158,18 @@ void rope(float* x, int N, int heads, int D, int seqLen, const std::vector<float
   }
 }
 
+void ropeTables(int seqLen, int D, float theta, std::vector<float>& cosT, std::vector<float>& sinT) {
+  const int half = D / 2;
+  cosT.assign((size_t)seqLen * half, 0.f);
+  sinT.assign((size_t)seqLen * half, 0.f);
+  for (int t = 0; t < seqLen; t++)
+    for (int i = 0; i < half; i++) {
+      const double inv = 1.0 / std::pow((double)theta, (2.0 * i) / D);
+      cosT[(size_t)t * half + i] = (float)std::cos(t * inv);
+      sinT[(size_t)t * half + i] = (float)std::sin(t * inv);
+    }
+}
+
 }  // namespace layers
 using namespace layers;
 
@@ -426,13 +438,8 @@ float run(const Ops& op, const Qwen3Config& cfg, const Qwen3Weights& w, Lora& lo
   };
 
   // RoPE tables [seqLen, D/2], angles in double as the reference computes them
-  std::vector<float> cosT((size_t)seqLen * D / 2), sinT((size_t)seqLen * D / 2);
-  for (int t = 0; t < seqLen; t++)
-    for (int i = 0; i < D / 2; i++) {
-      const double inv = 1.0 / std::pow((double)cfg.ropeTheta, (2.0 * i) / D);
-      cosT[(size_t)t * D / 2 + i] = (float)std::cos(t * inv);
-      sinT[(size_t)t * D / 2 + i] = (float)std::sin(t * inv);
-    }
+  std::vector<float> cosT, sinT;
+  ropeTables(seqLen, D, cfg.ropeTheta, cosT, sinT);
 
   std::vector<LayerActs> acts(cfg.layers);
 
@@ -569,13 +576,8 @@ int generate(const Qwen3Config& cfg, const Qwen3Weights& w, const Lora& lora, co
   const int T = nPrompt + maxNew;
   std::vector<Buf> K(L, Buf((size_t)T * KD)), Vc(L, Buf((size_t)T * KD));
   // RoPE tables [T, D/2], angles in double as the training forward computes them
-  Buf cosT((size_t)T * half), sinT((size_t)T * half);
-  for (int t = 0; t < T; t++)
-    for (int i = 0; i < half; i++) {
-      const double inv = 1.0 / std::pow((double)cfg.ropeTheta, (2.0 * i) / D);
-      cosT[(size_t)t * half + i] = (float)std::cos(t * inv);
-      sinT[(size_t)t * half + i] = (float)std::sin(t * inv);
-    }
+  Buf cosT, sinT;
+  ropeTables(T, D, cfg.ropeTheta, cosT, sinT);
   Buf x(C), h(C), q(HD), k(KD), v(KD), y(HD), o(C), g(I), u(I), d(C), la(std::max(r, 1)), rs(std::max(H, KV)), scores(T), logits(V);
   auto lp = [&](int l, int p) -> const LoraPair& { return lora.proj[(size_t)l * NPROJ + p]; };
   auto ropeAt = [&](float* vec, int heads, int pos) {

@@ -9,20 +9,6 @@
 
 using namespace ft::test;
 
-namespace {
-// the CPU backend's RoPE tables (qwen3.cpp): inv = 1 / theta^(2i / D) in double, cos/sin rounded to float
-void ropeTables(int seqLen, int D, float theta, std::vector<float>& c, std::vector<float>& s) {
-  const int half = D / 2;
-  c.assign(static_cast<std::size_t>(seqLen) * half, 0);
-  s.assign(c.size(), 0);
-  for (int t = 0; t < seqLen; ++t)
-    for (int i = 0; i < half; ++i) {
-      const double inv = 1.0 / std::pow(static_cast<double>(theta), (2.0 * i) / D);
-      c[static_cast<std::size_t>(t) * half + i] = static_cast<float>(std::cos(t * inv));
-      s[static_cast<std::size_t>(t) * half + i] = static_cast<float>(std::sin(t * inv));
-    }
-}
-}  // namespace
 
 FT_TEST("norm", "rmsnorm forward and backward") {
   // the layer norm over C = 2560 and Qwen3's q norm over each head's D = 128
@@ -53,7 +39,7 @@ FT_TEST("rope", "rope forward and inverse") {
     const int B = dims[0], T = dims[1], heads = dims[2], D = dims[3];
     const int N = B * T;
     std::vector<float> c, s;
-    ropeTables(T, D, 1e6f, c, s);
+    ft::layers::ropeTables(T, D, 1e6f, c, s);
     const auto x = randomVector(static_cast<std::size_t>(N) * heads * D, 51);
     auto ref = x;
     const double cpu = cpuMs([&] { ft::layers::rope(ref.data(), N, heads, D, T, c, s, false); });
