@@ -87,6 +87,69 @@ export const addon = (): Addon => {
   return loaded
 }
 
+// ---- the CUDA backend (native/src/addon_cuda.cpp) --------------------------------------------------
+
+/** A GPU the CUDA runtime sees. */
+export interface CudaDevice {
+  readonly index: number
+  readonly name: string
+  /** "7.5" for a T4, "8.0" for an A100, "9.0" for an H100 */
+  readonly computeCapability: string
+  readonly totalBytes: number
+  readonly freeBytes: number
+}
+
+/** The frozen base as the CUDA trainer takes it: NF4 projections (codes + plain absmax), fp32 rest. */
+export interface CudaBase {
+  readonly embed: Float32Array
+  readonly finalNorm: Float32Array
+  readonly layers: ReadonlyArray<{
+    readonly inputNorm: Float32Array
+    readonly postNorm: Float32Array
+    readonly qNorm: Float32Array
+    readonly kNorm: Float32Array
+    /** per projection, in PROJECTIONS order */
+    readonly codes: ReadonlyArray<Uint8Array>
+    readonly absmax: ReadonlyArray<Float32Array>
+  }>
+}
+
+type LoraSlots = ReadonlyArray<{ readonly A: Float32Array; readonly B: Float32Array } | null>
+type GradSlots = ReadonlyArray<{ readonly dA: Float32Array; readonly dB: Float32Array } | null>
+
+/** The QLoRA step on a GPU (native/cuda/step.cuh): the base and every buffer live on the device. */
+export interface CudaTrainer {
+  /** fp32 LoRA weights to the device (null: no adapter on that projection), fp16 copies refreshed */
+  setLora(proj: LoraSlots): void
+  zeroGrads(): void
+  /** one micro-batch; with backward, lossScale x d(loss)/d(LoRA) accumulates on the device */
+  step(ids: Int32Array, mask: Uint8Array, batch: number, seqLen: number, backward: boolean, lossScale: number, dropout: number, seed: number): { loss: number; counted: number }
+  /** the accumulated gradients times factor into dA/dB (null slots skipped) */
+  getGrads(proj: GradSlots, factor: number): void
+  bytes(): { weights: number; lora: number; activations: number; head: number; workspace: number }
+  /** frees the device memory now */
+  close(): void
+}
+
+interface CudaModule {
+  cudaDevices(): ReadonlyArray<CudaDevice>
+  CudaTrainer: new (config: Qwen3Config, base: CudaBase, rank: number, scale: number, maxBatch: number, maxSeqLen: number) => CudaTrainer
+}
+
+/**
+ * The CUDA backend, or why there is none: ftcore.node has it where nvcc was found at build time.
+ * FT_CUDA_ADDON names another module with the same binding instead: the CPU simulator's build
+ * (native/cuda/sim/addon.sh), with which the tests drive this path on machines without a GPU.
+ */
+export const cuda = (): CudaModule | string => {
+  const override = process.env["FT_CUDA_ADDON"]
+  const mod = (override ? createRequire(import.meta.url)(path.resolve(override)) : addon()) as Partial<CudaModule>
+  if (typeof mod.cudaDevices !== "function" || typeof mod.CudaTrainer !== "function") {
+    return "this build of the native core has no CUDA backend (nvcc was not found when it was built: install the CUDA toolkit and run `npm run build:native`)"
+  }
+  return mod as CudaModule
+}
+
 /** Threads the native core computes with (FT_THREADS, else the core count). */
 export const threads = (): number => addon().qwen3SetThreads(0)
 
@@ -245,13 +308,23 @@ export const nf4Codebook = (): Float32Array => addon().nf4Codebook.slice()
 
 // ---- build identity -------------------------------------------------------------------------------
 
-/** Files whose bytes decide the binary: CMakeLists.txt, kernels.cmake, package.json (Node-API version) and src/ (not cuda/: the addon does not link it yet). */
+/**
+ * Files whose bytes decide the binary: CMakeLists.txt, kernels.cmake, package.json (Node-API
+ * version), src/, and the CUDA backend's sources in cuda/ (linked into the addon where nvcc is;
+ * not its tests, simulator or GPU-check tooling).
+ */
 export const buildInputs = (dir: string = nativeDir): ReadonlyArray<string> => {
   const src = fs
     .readdirSync(path.join(dir, "src"), { recursive: true, withFileTypes: true })
     .filter((e) => e.isFile())
     .map((e) => path.relative(dir, path.join(e.parentPath, e.name)).split(path.sep).join("/"))
-  return ["CMakeLists.txt", "kernels.cmake", "package.json", ...src].sort()
+  const cuda = fs.existsSync(path.join(dir, "cuda"))
+    ? fs
+        .readdirSync(path.join(dir, "cuda"), { withFileTypes: true })
+        .filter((e) => e.isFile() && /\.(cu|cuh|h|cpp)$|^CMakeLists\.txt$/.test(e.name))
+        .map((e) => `cuda/${e.name}`)
+    : []
+  return ["CMakeLists.txt", "kernels.cmake", "package.json", ...src, ...cuda].sort()
 }
 
 /** The version of a package the build uses (cmake-js, node-addon-api, node-api-headers). */

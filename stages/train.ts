@@ -15,6 +15,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Stage, StageError } from "../engine/index.ts"
 import { fileURLToPath } from "node:url"
+import * as Native from "../native/index.ts"
 import { addonBuildId } from "./lib/addon.ts"
 import { type Job, LoraParams, protocol, TrainParams, type TrainEvent } from "./train/protocol.ts"
 import { runWorker } from "./lib/worker.ts"
@@ -66,7 +67,7 @@ export const train = Stage.make({
       const refused = backendProblem(t)
       if (refused !== undefined) return yield* new StageError({ message: refused })
       const scratch = ctx.scratchDir
-      const { device: _device, precision: _precision, ...trainer } = t
+      const { device, precision: _precision, ...trainer } = t
       const job: Job = {
         modelDir: ctx.inputs.model,
         trainBin: ctx.inputs.train,
@@ -75,7 +76,8 @@ export const train = Stage.make({
         metricsFile: path.join(scratch, "metrics.jsonl"),
         scratch,
         t: trainer,
-        lora
+        lora,
+        device
       }
       yield* runWorker({ file: WORKER, label: "trainer", protocol, job, jobFile: path.join(scratch, "job.json"), onEvent: (e) => onEvent(ctx, e) })
       fs.copyFileSync(job.metricsFile, ctx.outputs.metrics)
@@ -83,13 +85,23 @@ export const train = Stage.make({
 })
 
 /**
- * What this build cannot train with. The CUDA kernels and the GPU training step exist
- * (native/cuda: built wherever nvcc is, checked on a GPU by native/cuda/gpu-check.sh), but the
- * trainer does not drive them yet.
+ * What this configuration cannot train with, known before anything runs: the precision each
+ * backend computes in, and a CUDA backend in this build. Whether a GPU is there is known only
+ * where the stage runs (a Slurm job runs on another host): the worker says so in its first second.
  */
 const backendProblem = (t: { readonly device: string; readonly precision: string }): string | undefined => {
-  if (t.device !== "cpu") return `train.device ${t.device}: the CUDA training step (native/cuda) is not wired into the trainer yet; use cpu`
-  if (t.precision !== "fp32") return `train.precision ${t.precision}: the CPU backend computes in fp32 (fp16 comes with the CUDA backend)`
+  if (t.device === "cpu" && t.precision !== "fp32") return `train.precision ${t.precision}: the CPU backend computes in fp32 (fp16 is the CUDA backend's: train.device: cuda)`
+  if (t.device === "cuda") {
+    if (t.precision !== "fp16")
+      return `train.precision ${t.precision}: the CUDA backend trains in fp16 mixed precision (fp16 operands, fp32 accumulation and master weights); set train.precision: fp16`
+    let mod: ReturnType<typeof Native.cuda>
+    try {
+      mod = Native.cuda()
+    } catch {
+      return undefined // no addon built at all: the run says how to build it
+    }
+    if (typeof mod === "string") return `train.device cuda: ${mod}`
+  }
   return undefined
 }
 
@@ -101,7 +113,7 @@ const onEvent = (ctx: { log: (l: string) => Effect.Effect<void>; progress: { tot
     case "start":
       return Effect.andThen(
         ctx.log(`${e.params}; ${e.trainSequences} sequences, ${e.totalSteps} steps${e.resumedFrom !== null ? `; resuming from the checkpoint at step ${e.resumedFrom}` : ""}`),
-        ctx.progress.total(e.totalSteps, "steps")
+        Effect.andThen(ctx.log(`on ${e.device}`), ctx.progress.total(e.totalSteps, "steps"))
       )
     case "step":
       return ctx.progress.update(e.step, `loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ${Math.round(e.tokensPerSecond)} tok/s${e.skipped ? " (skipped: non-finite gradient)" : ""}`)

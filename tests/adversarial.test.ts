@@ -265,7 +265,8 @@ describe("5. params that cannot make sense are refused when decoded, exit 2", ()
     ["tokenize.maxSeqLen=20", "tokenize.maxSeqLen: Expected a value between 32 and 262144, got 20"],
     ["split.valFraction=0", "split.valFraction: Expected a value greater than 0, got 0"],
     ["eval.gates={accuracy: 0.9}", "stage eval: eval.gates.accuracy: no such metric (metrics: samples, intents, valLoss, valPerplexity, baseValLoss, baseValPerplexity, turns, decisionAccuracy, toolNameAccuracy"],
-    ["train.device=cuda", "stage train: train.device cuda: the CUDA training step (native/cuda) is not wired into the trainer yet; use cpu"],
+    ["train.device=cuda", "stage train: train.precision fp32: the CUDA backend trains in fp16 mixed precision (fp16 operands, fp32 accumulation and master weights); set train.precision: fp16"],
+    ["train.precision=fp16", "stage train: train.precision fp16: the CPU backend computes in fp32 (fp16 is the CUDA backend's: train.device: cuda)"],
     ["upload.include=[]", "upload.include: Expected a value with a length of at least 1, got []"]
   ])("--set %s", (set, says) => {
     const r = cli(ws, ["run", "--dry-run", "--set", set])

@@ -13,7 +13,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
-import { REPO } from "./helpers.ts"
+import { NODE, REPO } from "./helpers.ts"
 
 const has = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
 const cudaHeaders = (() => {
@@ -23,7 +23,7 @@ const cudaHeaders = (() => {
 })()
 const supported = process.platform === "linux" && process.arch === "x64" && has("g++") && has("python3") && cudaHeaders !== undefined
 
-const RUN = path.join(REPO, "native", "cuda", "sim", "run.sh")
+const ADDON = path.join(REPO, "native", "cuda", "sim", "addon.sh")
 const TESTS = [
   "tiny model step = CPU backend",
   "nf4 dequantize",
@@ -51,16 +51,22 @@ const STEP_ROWS = [
   "dB down (worst of",
   "determinism: second step's loss (difference)",
   "accumulation: grads after 2 steps vs 2 x one step",
-  "forward only: loss vs the training step's"
+  "forward only: loss vs the training step's",
+  "dropout 0.25, 1 x 30: loss",
+  "dropout: LoRA gradients",
+  "dropout off: dA differs",
+  "dropout set, forward only",
+  "3 x 37 tokens in a 2 x 37 trainer: refused"
 ]
 
 describe.skipIf(!supported)("the CUDA kernels and the step on the CPU simulator (native/cuda/sim)", () => {
   let build = ""
   beforeAll(() => {
     build = fs.mkdtempSync(path.join(os.tmpdir(), "ftcuda-sim-"))
-    const r = spawnSync("bash", [RUN, build], { encoding: "utf8", env: { ...process.env, CUDA_INCLUDE: cudaHeaders } })
+    // the kernels' test executable (run.sh) and the binding's Node module over the same objects
+    const r = spawnSync("bash", [ADDON, build], { encoding: "utf8", env: { ...process.env, CUDA_INCLUDE: cudaHeaders } })
     expect(r.status, r.stdout + r.stderr).toBe(0)
-  }, 150_000)
+  }, 180_000)
 
   // the two schedules run at once (one process each)
   it.concurrent.each(["greedy", "fwd"])("SIM_ORDER=%s: every kernel's small cases and the tiny step match their references", async (order) => {
@@ -78,4 +84,54 @@ describe.skipIf(!supported)("the CUDA kernels and the step on the CPU simulator 
     for (const t of TESTS) expect(rows.some((l) => l.startsWith(`| ${t} | `)), t).toBe(true)
     for (const r of STEP_ROWS) expect(rows.some((l) => l.startsWith(`| tiny model step = CPU backend | ${r}`)), r).toBe(true)
   }, 120_000)
+
+  // `train.device: cuda` end to end but for the GPU: the training loop (stages/train), the
+  // backend (backend.ts), the N-API binding (src/addon_cuda.cpp) and the step's kernels
+  it.concurrent("the training loop on the CUDA backend: the CPU backend's losses, and a kill + resume gives the same adapter, bit for bit", async () => {
+    const { status, out, err } = await new Promise<{ status: number | null; out: string; err: string }>((resolve) => {
+      const p = spawn(NODE, [path.join(REPO, "tests", "fixtures", "cuda-train.ts")], {
+        env: { ...process.env, FT_CUDA_ADDON: path.join(build, "ftcuda_sim.node"), SIM_ORDER: "greedy" }
+      })
+      let out = ""
+      let err = ""
+      p.stdout.on("data", (d) => (out += d))
+      p.stderr.on("data", (d) => (err += d))
+      p.on("close", (code) => resolve({ status: code, out, err }))
+    })
+    expect(status, err).toBe(0)
+    type Ev = { type: string; step?: number; loss?: number; valLoss?: number; scale?: number; skipped?: boolean; device?: string; resumedFrom?: number | null }
+    type Run = { finished: boolean; events: Array<Ev>; adapter: Array<Array<number>> }
+    const r = JSON.parse(out) as { cpu: Run; cuda: Run; resumed: Run; killed: { finished: boolean; steps: number }; checkpoints: Array<string>; noBackend: string }
+    const steps = (run: Run) => run.events.filter((e) => e.type === "step")
+    const evals = (run: Run) => run.events.filter((e) => e.type === "eval")
+    expect(r.cuda.events[0]!.device).toMatch(/^cuda: CPU simulation \(fibers\) \(sm_75, 16\.00 GiB\), fp16 operands with fp32 accumulation; [\d.]+ MiB on the device for 2 x 24 tokens/)
+    expect(r.cpu.events[0]!.device).toMatch(/^cpu, \d+ threads, fp32$/)
+    // fp16 operands against fp32: the same losses to 2e-3, step by step, with no step skipped
+    expect(steps(r.cuda).map((e) => e.step)).toEqual([1, 2, 3, 4])
+    steps(r.cuda).forEach((e, i) => {
+      const ref = steps(r.cpu)[i]!
+      expect(Math.abs(e.loss! - ref.loss!) / ref.loss!, `step ${e.step}: ${e.loss} vs ${ref.loss}`).toBeLessThan(2e-3)
+      expect(e.skipped).toBe(false)
+      expect(e.scale).toBe(65536) // the GPU's loss scale (GradScaler's start); the CPU's is 1
+    })
+    evals(r.cuda).forEach((e, i) => expect(Math.abs(e.valLoss! - evals(r.cpu)[i]!.valLoss!) / evals(r.cpu)[i]!.valLoss!, `eval at ${e.step}`).toBeLessThan(2e-3))
+    // learning: the validation loss falls on both
+    expect(evals(r.cuda).at(-1)!.valLoss!).toBeLessThan(evals(r.cuda)[0]!.valLoss! - 1)
+    // the adapters: Adam divides each gradient by its own running size, so the small fp16-vs-fp32
+    // differences of tiny gradients become full-size differences of their updates; the bound is loose
+    let d = 0
+    let n = 0
+    r.cuda.adapter.forEach((a, i) => a.forEach((x, j) => ((d += (x - r.cpu.adapter[i]![j]!) ** 2), (n += r.cpu.adapter[i]![j]! ** 2))))
+    expect(Math.sqrt(d / n)).toBeLessThan(0.15)
+    // killed after 2 steps (a checkpoint at 2), resumed: steps 3 and 4, then the uninterrupted run's adapter
+    expect(r.killed).toEqual({ finished: false, steps: 2 })
+    expect(r.checkpoints).toEqual(["ckpt-2"])
+    expect(r.resumed.events.find((e) => e.type === "start")!.resumedFrom).toBe(2)
+    expect(steps(r.resumed).map((e) => e.step)).toEqual([3, 4])
+    expect(r.resumed.adapter).toEqual(r.cuda.adapter)
+    // and this machine's own CUDA backend: no GPU here, said in one line (or a GPU, where one is)
+    const gpu = spawnSync("sh", ["-c", "command -v nvidia-smi && nvidia-smi -L"], { encoding: "utf8" }).status === 0
+    if (gpu) expect(r.noBackend).toBe("a GPU")
+    else expect(r.noBackend).toMatch(/^train\.device cuda: (no usable GPU: .+ \(hint: no usable GPU or driver here; train\.device: cpu runs without one\)|this build of the native core has no CUDA backend .+)$/)
+  }, 150_000)
 })

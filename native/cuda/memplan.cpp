@@ -35,7 +35,8 @@ std::vector<Item> plan(const Model& m, const Run& r) {
   v.push_back({"LoRA", "A and B, fp16 copies for the products", P * 2});
   v.push_back({"LoRA", "gradients, fp32", P * 4});
   // optimizer
-  v.push_back({"optimizer", "8-bit AdamW moments (m and v codes, absmax per 256)", P * 2 + 2 * ((P + 255) / 256) * 4});
+  // the trainer (stages/train) keeps them in host memory today; counted here for an optimizer on the device
+  v.push_back({"optimizer", "8-bit AdamW moments (m and v codes, absmax per 256; host-side today)", P * 2 + 2 * ((P + 255) / 256) * 4});
   // activations
   const long long kept = r.checkpointing ? L : 1;
   v.push_back({"activations", r.checkpointing ? "each layer's input (fp32 residual stream), kept" : "the first layer's input", kept * N * C * 4});
@@ -59,6 +60,7 @@ std::vector<Item> plan(const Model& m, const Run& r) {
   v.push_back({"head", "final norm out (fp16) and its gradient (fp32)", N * C * 2 + N * C * 4});
   v.push_back({"head", "a chunk of logits, fp16, turned into its gradient in place", r.logitRows * m.vocab * 2 + r.logitRows * 8});
   v.push_back({"workspace", "loss-scaling partials, attention backward workspace", (N * HD * 4) + (1 << 20)});
+  if (r.dropout) v.push_back({"workspace", "LoRA dropout: a projection's dropped input (fp16) and masked gradient (fp32)", N * I * (2 + 4)});
   v.push_back({"context", "CUDA context and allocator slack", r.contextBytes});
   return v;
 }

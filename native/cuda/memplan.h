@@ -22,6 +22,7 @@ struct Run {
   bool checkpointing;
   long long logitRows;     // rows of logits computed at once by the head (fp16 [logitRows, V])
   long long contextBytes;  // the CUDA context and allocator slack (measured by the GPU check)
+  bool dropout = true;     // LoRA dropout > 0 (the profile's 0.05): two [N, intermediate] buffers
 };
 struct Item {
   std::string group, what;

@@ -47,14 +47,47 @@ __global__ void embedKernel(const __half* __restrict__ E, const std::int32_t* __
   x[i] = __half2float(E[static_cast<long long>(ids[n]) * C + (i % C)]);
 }
 
+// The LoRA dropout mask of src/qwen3.cpp, bit for bit: element i of projection (l, j) is kept
+// (scaled by 1 / (1 - p)) unless uniform01(stream + i) < p, stream = seed * golden ^ ((l * 7 + j) << 40).
+__device__ __forceinline__ float uniform01(std::uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(z >> 40) * (1.f / 16777216.f);
+}
+
+/** xl = x * keep (the adapter's dropped input), fp16. */
+__global__ void dropKernel(const __half* __restrict__ x, __half* __restrict__ xl, long long n, std::uint64_t stream, float p, float keepScale) {
+  const long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float keep = uniform01(stream + static_cast<std::uint64_t>(i)) < p ? 0.f : keepScale;
+  xl[i] = __float2half_rn(__half2float(x[i]) * keep);
+}
+
+/** dx += t * keep: the LoRA path's input gradient through the dropout mask. */
+__global__ void dropAddKernel(float* __restrict__ dx, const float* __restrict__ t, long long n, std::uint64_t stream, float p, float keepScale) {
+  const long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float keep = uniform01(stream + static_cast<std::uint64_t>(i)) < p ? 0.f : keepScale;
+  dx[i] += t[i] * keep;
+}
+
 }  // namespace
 
 struct Trainer::Impl {
   Qwen3Config cfg;
   int rank;
   float scale;
-  int batch, seqLen, N;
+  int capBatch, capSeqLen, capN;  // what the buffers hold
+  int batch, seqLen, N;            // this call's shape (step), at most the capacity
   Bytes bytes{0, 0, 0, 0, 0};
+  // LoRA dropout (training calls only); xd/dropTmp are allocated by the first setDropout(p > 0)
+  float dropout = 0.f;
+  std::uint64_t dropSeed = 0;
+  bool training = false;
+  Buf<__half> xd;     // [N, widest in] the dropped input of one projection
+  Buf<float> dropTmp; // [N, widest in] the LoRA path's dx before the mask
 
   // ---- the frozen base
   Buf<__half> embed;
@@ -121,27 +154,48 @@ struct Trainer::Impl {
     return absmax.p;
   }
 
-  /** y (+)= x W^T + scale (x A^T) B^T; keeps x A^T (fp16) in la. x [N, in] fp16, y [N, out] fp32. */
-  void linear(const __half* x, Proj& p, float* y, bool accumulate, __half* la) {
+  bool dropping() const { return training && dropout > 0.f; }
+  std::uint64_t dropStream(int index) const { return dropSeed * 0x9E3779B97F4A7C15ull ^ (static_cast<std::uint64_t>(index) << 40); }
+  float keepScale() const { return 1.f / (1.f - dropout); }
+
+  /** The adapter's input of projection `index` (l * NPROJ + j): x itself, or x through the dropout mask (in xd). */
+  const __half* adapterInput(const __half* x, const Proj& p, int index) {
+    if (!dropping()) return x;
+    const long long n = static_cast<long long>(N) * p.in;
+    dropKernel<<<ceilDiv(n, 256), 256>>>(x, xd.p, n, dropStream(index), dropout, keepScale());
+    FT_LAUNCHED();
+    return xd.p;
+  }
+
+  /** y (+)= x W^T + scale (drop(x) A^T) B^T; keeps drop(x) A^T (fp16) in la. x [N, in] fp16, y [N, out] fp32. */
+  void linear(const __half* x, Proj& p, int index, float* y, bool accumulate, __half* la) {
     const int in = p.in, out = p.out, r = rank;
     gemmNf4({N, out, in, false, true, in, in, out}, 1.f, x, p.codes.p, absmaxOf(p), accumulate ? 1.f : 0.f, y);
-    gemm({N, r, in, false, true, in, in, r}, 1.f, x, p.A16.p, 0.f, la32.p);
+    gemm({N, r, in, false, true, in, in, r}, 1.f, adapterInput(x, p, index), p.A16.p, 0.f, la32.p);
     toHalf(la32.p, static_cast<std::size_t>(N) * r, la);
     gemm({N, out, r, false, true, r, r, out}, scale, la, p.B16.p, 1.f, y);
   }
 
   /**
-   * The backward of linear: dy [N, out] fp16 (loss-scaled), x [N, in] fp16 and la = x A^T as in
-   * the forward. dx [N, in] fp32 (+)= dy W + scale (dy B) A; dB += scale dy^T la; dA += scale (dy B)^T x.
+   * The backward of linear: dy [N, out] fp16 (loss-scaled), x [N, in] fp16 and la = drop(x) A^T as
+   * in the forward. dx [N, in] fp32 (+)= dy W + keep * scale (dy B) A; dB += scale dy^T la;
+   * dA += scale (dy B)^T drop(x). The mask is drawn again from its counter (no copy is kept).
    */
-  void linearBackward(const __half* dy, const __half* x, const __half* la, Proj& p, float* dx, bool accumulate) {
+  void linearBackward(const __half* dy, const __half* x, const __half* la, Proj& p, int index, float* dx, bool accumulate) {
     const int in = p.in, out = p.out, r = rank;
     gemmNf4({N, in, out, false, false, out, in, in}, 1.f, dy, p.codes.p, absmaxOf(p), accumulate ? 1.f : 0.f, dx);
     gemm({N, r, out, false, false, out, r, r}, 1.f, dy, p.B16.p, 0.f, t32.p);
     toHalf(t32.p, static_cast<std::size_t>(N) * r, t16.p);
-    gemm({N, in, r, false, false, r, in, in}, scale, t16.p, p.A16.p, 1.f, dx);
+    if (!dropping()) {
+      gemm({N, in, r, false, false, r, in, in}, scale, t16.p, p.A16.p, 1.f, dx);
+    } else {
+      const long long n = static_cast<long long>(N) * in;
+      gemm({N, in, r, false, false, r, in, in}, scale, t16.p, p.A16.p, 0.f, dropTmp.p);
+      dropAddKernel<<<ceilDiv(n, 256), 256>>>(dx, dropTmp.p, n, dropStream(index), dropout, keepScale());
+      FT_LAUNCHED();
+    }
     gemm({out, r, N, true, false, out, r, r}, scale, dy, la, 1.f, p.dB.p);
-    gemm({r, in, N, true, false, r, in, in}, scale, t16.p, x, 1.f, p.dA.p);
+    gemm({r, in, N, true, false, r, in, in}, scale, t16.p, adapterInput(x, p, index), 1.f, p.dA.p);
   }
 
   /** The forward of layer l from xs[l]; writes xs[l + 1]; keeps every activation backward needs. */
@@ -150,9 +204,9 @@ struct Trainer::Impl {
     const int C = cfg.hidden, I = cfg.intermediate, H = cfg.heads, KV = cfg.kvHeads, D = cfg.headDim;
     const float* x = xs[l].p;
     rmsnormForward(x, L.inputNorm.p, h1.p, rstd1.p, N, C, cfg.rmsEps);
-    linear(h1.p, L.p[PROJ_Q], qpre.p, false, la16[PROJ_Q].p);
-    linear(h1.p, L.p[PROJ_K], kpre.p, false, la16[PROJ_K].p);
-    linear(h1.p, L.p[PROJ_V], vpre.p, false, la16[PROJ_V].p);
+    linear(h1.p, L.p[PROJ_Q], l * NPROJ + PROJ_Q, qpre.p, false, la16[PROJ_Q].p);
+    linear(h1.p, L.p[PROJ_K], l * NPROJ + PROJ_K, kpre.p, false, la16[PROJ_K].p);
+    linear(h1.p, L.p[PROJ_V], l * NPROJ + PROJ_V, vpre.p, false, la16[PROJ_V].p);
     rmsnormForward(qpre.p, L.qNorm.p, qn.p, rstdq.p, N * H, D, cfg.rmsEps);
     rmsnormForward(kpre.p, L.kNorm.p, kn.p, rstdk.p, N * KV, D, cfg.rmsEps);
     rope(qn.p, N, H, D, seqLen, cosT.p, sinT.p, false);
@@ -160,13 +214,13 @@ struct Trainer::Impl {
     toHalf(vpre.p, static_cast<std::size_t>(N) * KV * D, v16.p);
     attentionForward(qn.p, kn.p, v16.p, y16.p, lse.p, batch, seqLen, H, KV, D);
     FT_CUDA(cudaMemcpyAsync(xmid.p, x, sizeof(float) * N * C, cudaMemcpyDeviceToDevice));
-    linear(y16.p, L.p[PROJ_O], xmid.p, true, la16[PROJ_O].p);
+    linear(y16.p, L.p[PROJ_O], l * NPROJ + PROJ_O, xmid.p, true, la16[PROJ_O].p);
     rmsnormForward(xmid.p, L.postNorm.p, h2.p, rstd2.p, N, C, cfg.rmsEps);
-    linear(h2.p, L.p[PROJ_GATE], g.p, false, la16[PROJ_GATE].p);
-    linear(h2.p, L.p[PROJ_UP], u.p, false, la16[PROJ_UP].p);
+    linear(h2.p, L.p[PROJ_GATE], l * NPROJ + PROJ_GATE, g.p, false, la16[PROJ_GATE].p);
+    linear(h2.p, L.p[PROJ_UP], l * NPROJ + PROJ_UP, u.p, false, la16[PROJ_UP].p);
     swigluForward(g.p, u.p, a16.p, static_cast<std::size_t>(N) * I);
     FT_CUDA(cudaMemcpyAsync(xs[l + 1].p, xmid.p, sizeof(float) * N * C, cudaMemcpyDeviceToDevice));
-    linear(a16.p, L.p[PROJ_DOWN], xs[l + 1].p, true, la16[PROJ_DOWN].p);
+    linear(a16.p, L.p[PROJ_DOWN], l * NPROJ + PROJ_DOWN, xs[l + 1].p, true, la16[PROJ_DOWN].p);
   }
 
   /** The backward of layer l (its activations just recomputed): dout [N, C] → din [N, C]. */
@@ -177,16 +231,16 @@ struct Trainer::Impl {
     // the MLP: x'' = x' + down(a)
     FT_CUDA(cudaMemcpyAsync(dmid.p, dout, sizeof(float) * NC, cudaMemcpyDeviceToDevice));
     toHalf(dout, NC, d16.p);
-    linearBackward(d16.p, a16.p, la16[PROJ_DOWN].p, L.p[PROJ_DOWN], da.p, false);
+    linearBackward(d16.p, a16.p, la16[PROJ_DOWN].p, L.p[PROJ_DOWN], l * NPROJ + PROJ_DOWN, da.p, false);
     swigluBackward(da.p, g.p, u.p, dg.p, du.p, NI);
     toHalf(dg.p, NI, d16.p);
     toHalf(du.p, NI, d16b.p);
-    linearBackward(d16.p, h2.p, la16[PROJ_GATE].p, L.p[PROJ_GATE], dh.p, false);
-    linearBackward(d16b.p, h2.p, la16[PROJ_UP].p, L.p[PROJ_UP], dh.p, true);
+    linearBackward(d16.p, h2.p, la16[PROJ_GATE].p, L.p[PROJ_GATE], l * NPROJ + PROJ_GATE, dh.p, false);
+    linearBackward(d16b.p, h2.p, la16[PROJ_UP].p, L.p[PROJ_UP], l * NPROJ + PROJ_UP, dh.p, true);
     rmsnormBackward(dh.p, xmid.p, rstd2.p, L.postNorm.p, dmid.p, N, C);
     // attention: x' = x + o(y)
     toHalf(dmid.p, NC, d16.p);
-    linearBackward(d16.p, y16.p, la16[PROJ_O].p, L.p[PROJ_O], dattn.p, false);
+    linearBackward(d16.p, y16.p, la16[PROJ_O].p, L.p[PROJ_O], l * NPROJ + PROJ_O, dattn.p, false);
     toHalf(dattn.p, static_cast<std::size_t>(N) * H * D, d16b.p);
     attentionBackward(qn.p, kn.p, v16.p, y16.p, d16b.p, lse.p, dq.p, dk.p, dv.p, attnWs.p, batch, seqLen, H, KV, D);
     rope(dq.p, N, H, D, seqLen, cosT.p, sinT.p, true);
@@ -196,11 +250,11 @@ struct Trainer::Impl {
     rmsnormBackward(dq.p, qpre.p, rstdq.p, L.qNorm.p, dqpre.p, N * H, D);
     rmsnormBackward(dk.p, kpre.p, rstdk.p, L.kNorm.p, dkpre.p, N * KV, D);
     toHalf(dqpre.p, static_cast<std::size_t>(N) * H * D, d16.p);
-    linearBackward(d16.p, h1.p, la16[PROJ_Q].p, L.p[PROJ_Q], dh.p, false);
+    linearBackward(d16.p, h1.p, la16[PROJ_Q].p, L.p[PROJ_Q], l * NPROJ + PROJ_Q, dh.p, false);
     toHalf(dkpre.p, static_cast<std::size_t>(N) * KV * D, d16b.p);
-    linearBackward(d16b.p, h1.p, la16[PROJ_K].p, L.p[PROJ_K], dh.p, true);
+    linearBackward(d16b.p, h1.p, la16[PROJ_K].p, L.p[PROJ_K], l * NPROJ + PROJ_K, dh.p, true);
     toHalf(dv.p, static_cast<std::size_t>(N) * KV * D, d16c.p);
-    linearBackward(d16c.p, h1.p, la16[PROJ_V].p, L.p[PROJ_V], dh.p, true);
+    linearBackward(d16c.p, h1.p, la16[PROJ_V].p, L.p[PROJ_V], l * NPROJ + PROJ_V, dh.p, true);
     FT_CUDA(cudaMemcpyAsync(din, dmid.p, sizeof(float) * NC, cudaMemcpyDeviceToDevice));
     rmsnormBackward(dh.p, xs[l].p, rstd1.p, L.inputNorm.p, din, N, C);
   }
@@ -217,9 +271,9 @@ Trainer::Trainer(const Qwen3Config& cfg, const float* embed, const float* finalN
   m.cfg = cfg;
   m.rank = rank;
   m.scale = scale;
-  m.batch = batch;
-  m.seqLen = seqLen;
-  m.N = batch * seqLen;
+  m.capBatch = m.batch = batch;
+  m.capSeqLen = m.seqLen = seqLen;
+  m.capN = m.N = batch * seqLen;
   const int N = m.N, C = cfg.hidden, I = cfg.intermediate, H = cfg.heads, KV = cfg.kvHeads, D = cfg.headDim, V = cfg.vocab, r = rank;
   auto& W = m.bytes.weights;
   auto& A = m.bytes.activations;
@@ -377,8 +431,35 @@ void Trainer::getGrads(int index, float* dA, float* dB, float factor) {
 
 Trainer::Bytes Trainer::bytes() const { return impl_->bytes; }
 
-float Trainer::step(const std::int32_t* ids, const std::uint8_t* mask, bool backward, float lossScale, int* counted, float* logitsOut) {
+void Trainer::setDropout(float p, std::uint64_t seed) {
   Impl& m = *impl_;
+  FT_CHECK(p >= 0.f && p < 1.f, "Trainer::setDropout: p = ", p, ", expected 0 <= p < 1");
+  if (p > 0.f && m.xd.p == nullptr) {
+    int widest = 0;
+    for (int j = 0; j < NPROJ; ++j) widest = std::max(widest, m.projIn(j));
+    const std::size_t n = static_cast<std::size_t>(m.capN) * widest;
+    m.xd.alloc(n, m.bytes.workspace);
+    m.dropTmp.alloc(n, m.bytes.workspace);
+  }
+  m.dropout = p;
+  m.dropSeed = seed;
+}
+
+float Trainer::step(const std::int32_t* ids, const std::uint8_t* mask, bool backward, float lossScale, int* counted, float* logitsOut) {
+  return step(ids, mask, impl_->capBatch, impl_->capSeqLen, backward, lossScale, counted, logitsOut);
+}
+
+float Trainer::step(const std::int32_t* ids, const std::uint8_t* mask, int batch, int seqLen, bool backward, float lossScale, int* counted,
+                    float* logitsOut) {
+  Impl& m = *impl_;
+  FT_CHECK(batch > 0 && seqLen > 0 && seqLen <= m.capSeqLen && static_cast<long long>(batch) * seqLen <= m.capN, "Trainer::step: ", batch, " x ",
+           seqLen, " tokens do not fit the trainer's ", m.capBatch, " x ", m.capSeqLen);
+  FT_CHECK(attentionBackwardWorkspace(batch, seqLen, m.cfg.heads, m.cfg.kvHeads, m.cfg.headDim) <= m.attnWs.n, "Trainer::step: ", batch, " x ",
+           seqLen, " needs more attention workspace than ", m.capBatch, " x ", m.capSeqLen);
+  m.batch = batch;
+  m.seqLen = seqLen;
+  m.N = batch * seqLen;
+  m.training = backward;
   const int N = m.N, C = m.cfg.hidden, V = m.cfg.vocab, T = m.seqLen, L = m.cfg.layers;
   FT_CHECK(ids != nullptr && mask != nullptr, "Trainer::step: null ids or mask");
   FT_CHECK(lossScale > 0.f, "Trainer::step: loss scale ", lossScale, ", expected > 0");

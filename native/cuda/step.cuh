@@ -21,8 +21,7 @@
 // are fp32; they are rounded to fp16 (scaled by the loss scale, so small values survive) only
 // as operands of the products.
 //
-// Not here yet: LoRA dropout (the step runs with dropout 0), bf16 operands on sm_80+, CUDA
-// graphs. The optimizer (adamw8bit.cuh) and the loss scaler (lossscale.cuh) are the caller's.
+// Not here yet: bf16 operands on sm_80+, CUDA graphs. The optimizer (adamw8bit.cuh) and the loss scaler (lossscale.cuh) are the caller's.
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -80,6 +79,17 @@ class Trainer {
    * fp16 logits [batch * seqLen, V] are copied there as fp32 before they become gradients.
    */
   float step(const std::int32_t* ids, const std::uint8_t* mask, bool backward, float lossScale, int* counted, float* logits = nullptr);
+  /** The same over a smaller batch: batch * seqLen at most the constructor's, seqLen at most its seqLen. */
+  float step(const std::int32_t* ids, const std::uint8_t* mask, int batch, int seqLen, bool backward, float lossScale, int* counted,
+             float* logits = nullptr);
+
+  /**
+   * LoRA dropout for the training calls that follow (backward true; never in forward-only calls):
+   * PEFT's lora_dropout on each adapter's input, the mask of ft::forwardBackward's (src/qwen3.cpp)
+   * bit for bit: drawn from a counter on (seed, layer, projection, element). The caller sets a new
+   * seed every micro-step. The first p > 0 allocates two [batch * seqLen, intermediate] buffers.
+   */
+  void setDropout(float p, std::uint64_t seed);
 
   /** Bytes this trainer holds on the device, by what they are (the measured memory plan). */
   struct Bytes {

@@ -11,7 +11,9 @@
 //   adamwStep, adamw8bitInit, ggufQuantize, ggufDequantize (gguf_quant.h),
 //   kernel    { nf4Quantize, nf4Dequantize, doubleQuantize, doubleDequantize, adamw8bitStep,
 //               dynamicEncode },
-//   reference { the same six, bound to the scalar references }.
+//   reference { the same six, bound to the scalar references },
+//   qwen3* (addon_qwen3.cpp), and where nvcc built the CUDA backend: cudaDevices, CudaTrainer
+//   (addon_cuda.cpp).
 //
 // Errors: ft::Error (a bad argument) becomes a JS Error with code "FT_NATIVE_CHECK"; any other
 // C++ exception is a bug in the core and becomes a JS Error with code "FT_NATIVE_BUG". This is
@@ -278,6 +280,9 @@ void add(Napi::Env env, Napi::Object target, const char* name) {
 }  // namespace
 
 void RegisterQwen3(Napi::Env env, Napi::Object exports);  // addon_qwen3.cpp
+#ifdef FT_HAVE_CUDA
+void RegisterCuda(Napi::Env env, Napi::Object exports);  // addon_cuda.cpp (built when nvcc is found)
+#endif
 
 namespace {
 
@@ -315,6 +320,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add<dynamicEncode<dynmap::encode_ref>>(env, reference, "dynamicEncode");
   exports.Set("reference", reference);
   RegisterQwen3(env, exports);
+#ifdef FT_HAVE_CUDA
+  RegisterCuda(env, exports);
+#endif
   return exports;
 }
 

@@ -11,7 +11,7 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { loraSlots, PROJECTIONS, projectionShape, type LoraTensors, type Projection, type Qwen3Config, type Qwen3Weights } from "../../native/qwen3.ts"
+import { loraSlots, PROJECTIONS, projectionShape, type LayerWeights, type LoraTensors, type Projection, type Qwen3Config, type Qwen3Weights } from "../../native/qwen3.ts"
 import * as Safetensors from "./safetensors.ts"
 
 export class CheckpointError extends Error {}
@@ -107,7 +107,16 @@ const tensor = (t: ReadonlyMap<string, Safetensors.Located>, name: string, shape
   }
 }
 
-export const loadQwen3 = (dir: string): { config: Qwen3Config; weights: Qwen3Weights } => {
+export const loadQwen3 = (dir: string): { config: Qwen3Config; weights: Qwen3Weights } => loadQwen3With(dir, (w) => w)
+
+/**
+ * loadQwen3 with each projection weight passed through `project` as it is read: a 4-bit copy
+ * of the base (the CUDA trainer's) never holds all the fp32 projections at once.
+ */
+export const loadQwen3With = <W>(
+  dir: string,
+  project: (w: Float32Array) => W
+): { config: Qwen3Config; weights: { embed: Float32Array; finalNorm: Float32Array; layers: Array<Omit<LayerWeights, "w"> & { w: Array<W> }> } } => {
   const c = readConfig(dir)
   if (!c.tied) throw new CheckpointError(`${dir}/config.json: tie_word_embeddings false is not supported yet`)
   const t = locateTensors(dir)
@@ -118,7 +127,7 @@ export const loadQwen3 = (dir: string): { config: Qwen3Config; weights: Qwen3Wei
     postNorm: read(`model.layers.${i}.post_attention_layernorm.weight`),
     qNorm: read(`model.layers.${i}.self_attn.q_norm.weight`),
     kNorm: read(`model.layers.${i}.self_attn.k_norm.weight`),
-    w: PROJECTIONS.map((j) => read(weightName(i, j)))
+    w: PROJECTIONS.map((j) => project(read(weightName(i, j))))
   }))
   return { config: c, weights: { embed: read("model.embed_tokens.weight"), finalNorm: read("model.norm.weight"), layers } }
 }

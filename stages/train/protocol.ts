@@ -66,6 +66,7 @@ export const Job = Schema.Struct({
   scratch: Schema.String,
   t: TrainConfig,
   lora: LoraParams,
+  device: Schema.Literals(["cpu", "cuda"]),
   /** stop after this many steps (tests of resume) */
   stopAfter: Schema.optionalKey(Count)
 })
@@ -78,7 +79,15 @@ const Measured = Schema.NullOr(Schema.Number).pipe(
 
 /** One line of the worker's output. */
 export const TrainEvent = Schema.Union([
-  Schema.Struct({ type: Schema.Literal("start"), totalSteps: Schema.Int, params: Schema.String, resumedFrom: Schema.NullOr(Schema.Int), trainSequences: Schema.Int }),
+  Schema.Struct({
+    type: Schema.Literal("start"),
+    totalSteps: Schema.Int,
+    params: Schema.String,
+    resumedFrom: Schema.NullOr(Schema.Int),
+    trainSequences: Schema.Int,
+    /** the backend and device the steps run on (backend.ts `describe`) */
+    device: Schema.String
+  }),
   Schema.Struct({
     type: Schema.Literal("step"),
     step: Schema.Int,

@@ -15,7 +15,9 @@
  *   scaler    dynamic loss scaling: a step with a non-finite gradient is skipped and
  *             the scale halved; after `growthInterval` good steps it doubles. The CPU
  *             backend computes in fp32 (scale 1, it only guards against inf/nan); the
- *             CUDA backend's fp16 kernels use the same loop
+ *             CUDA backend's fp16 step starts at 2^16 (backend.ts)
+ *   backend   where micro-batches become a loss and gradients (backend.ts): the CPU or
+ *             a GPU; everything above stays here, on the host, for both
  *   state     checkpoints every `checkpointEvery` steps (keeping the last
  *             `keepCheckpoints`) hold the adapter, the optimizer state, the scaler,
  *             the step and the best adapter so far; the data position is a function
@@ -31,6 +33,7 @@ import * as Native from "../../native/index.ts"
 import { loraSlots, PROJECTIONS, projectionShape, type LoraTensors, type Qwen3Config, type Qwen3Weights } from "../../native/qwen3.ts"
 import { Rng } from "../lib/rng.ts"
 import type * as Format from "../tokenize/format.ts"
+import { cpuBackend, type Backend } from "./backend.ts"
 import type { LoraConfig, TrainConfig, TrainEvent } from "./protocol.ts"
 
 export type { LoraConfig, TrainConfig, TrainEvent } from "./protocol.ts"
@@ -91,11 +94,14 @@ export interface Batch {
 
 export const PAD = 151643
 
-export const makeBatch = (data: Format.Tokenized, seqIdx: ReadonlyArray<number>): Batch => {
+/** The padding id for a model: Qwen3's <|endoftext|>, or the last id of a smaller vocabulary (padding is masked out either way). */
+export const padFor = (c: Qwen3Config): number => (PAD < c.vocab ? PAD : c.vocab - 1)
+
+export const makeBatch = (data: Format.Tokenized, seqIdx: ReadonlyArray<number>, pad: number = PAD): Batch => {
   const off = data.sequenceOffsets
   const lens = seqIdx.map((s) => off[s + 1]! - off[s]!)
   const T = Math.max(2, ...lens)
-  const ids = new Int32Array(seqIdx.length * T).fill(PAD)
+  const ids = new Int32Array(seqIdx.length * T).fill(pad)
   const mask = new Uint8Array(seqIdx.length * T)
   seqIdx.forEach((s, b) => {
     ids.set(data.ids.subarray(off[s]!, off[s + 1]!), b * T)
@@ -238,7 +244,10 @@ const saveCheckpoint = (scratch: string, keep: number, c: Checkpoint, lora: Lora
 
 export interface TrainInput {
   readonly config: Qwen3Config
-  readonly weights: Qwen3Weights
+  /** the CPU backend's base (quantizeBase); unused when `backend` is given */
+  readonly weights?: Qwen3Weights
+  /** where the steps run (backend.ts); default the CPU backend over `weights` */
+  readonly backend?: Backend
   readonly train: Format.Tokenized
   readonly val: Format.Tokenized
   readonly t: TrainConfig
@@ -249,17 +258,28 @@ export interface TrainInput {
   readonly onEvent: (e: TrainEvent) => void
 }
 
-export const validationLoss = (input: Pick<TrainInput, "config" | "weights" | "val" | "t">, lora: LoraTensors): number => {
+export const validationLoss = (input: Pick<TrainInput, "config" | "val" | "t">, backend: Backend, lora: LoraTensors): number => {
   const n = Math.min(input.t.evalSamples, input.val.sequenceOffsets.length - 1)
   let sum = 0
   let count = 0
   for (let s = 0; s < n; s++) {
-    const b = makeBatch(input.val, [s])
-    const r = Native.qwen3ForwardBackward(input.config, input.weights, lora, b.ids, b.mask, 1, b.seqLen, false)
+    const r = backend.evaluate(lora, makeBatch(input.val, [s], padFor(input.config)))
     sum += r.loss * r.counted
     count += r.counted
   }
   return count ? sum / count : NaN
+}
+
+/** The longest sequence of a tokenized file (what a backend that allocates up front must hold). */
+export const longestSequence = (data: Format.Tokenized): number => {
+  let n = 2
+  const off = data.sequenceOffsets
+  for (let s = 0; s + 1 < off.length; s++) n = Math.max(n, off[s + 1]! - off[s]!)
+  return n
+}
+
+const missingWeights = (): never => {
+  throw new Error("train: neither a backend nor the CPU backend's weights were given")
 }
 
 /** Trains (or resumes) and returns the adapter to keep: the best by validation loss. */
@@ -268,12 +288,13 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
   const nSeq = input.train.sequenceOffsets.length - 1
   if (nSeq === 0) throw new Error("no training sequences (every example was dropped by tokenize.maxSeqLen?)")
   const total = t.maxSteps ?? Math.max(1, Math.ceil((t.epochs * nSeq) / (t.batchSize * t.gradAccum)))
+  const backend = input.backend ?? cpuBackend(config, input.weights ?? missingWeights(), t.activationCheckpointing === true)
   const lora = initLora(config, input.lora, t.seed)
   const ps = params(lora)
   const gs = grads(lora)
   const opt = ps.map((p) => Native.adamw8bitInit(p.length))
   const best = ps.map((p) => Float32Array.from(p))
-  let ck: Checkpoint = { step: 0, optStep: 0, scaler: { scale: 1, goodSteps: 0, skipped: 0 }, bestVal: null }
+  let ck: Checkpoint = { step: 0, optStep: 0, scaler: { scale: backend.scaler.initial, goodSteps: 0, skipped: 0 }, bestVal: null }
   // the newest checkpoint that loads; a damaged one (a checkpoint is derived state) is
   // said once, removed, and the one before it is tried
   let resumedFrom: number | null = null
@@ -287,12 +308,13 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
       fs.rmSync(c.dir, { recursive: true, force: true })
     }
   }
-  input.onEvent({ type: "start", totalSteps: total, params: parameterCount(config, input.lora).line, resumedFrom, trainSequences: nSeq })
+  input.onEvent({ type: "start", totalSteps: total, params: parameterCount(config, input.lora).line, resumedFrom, trainSequences: nSeq, device: backend.describe })
   const scaler = { ...ck.scaler }
   let optStep = ck.optStep
   let bestVal = ck.bestVal
+  backend.loraChanged(lora)
   const evaluate = (step: number) => {
-    const v = validationLoss(input, lora)
+    const v = validationLoss(input, backend, lora)
     const improved = bestVal === null || v < bestVal
     if (improved) {
       bestVal = v
@@ -301,22 +323,20 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
     input.onEvent({ type: "eval", step, valLoss: v, best: improved })
   }
   if (ck.step === 0 && resumedFrom === null) evaluate(0) // the untrained adapter's validation loss
-  const runConfig = { ...config, activationCheckpointing: t.activationCheckpointing === true }
   let stepsHere = 0
   for (let step = ck.step; step < total; step++) {
     if (input.stopAfter !== undefined && stepsHere >= input.stopAfter) return { lora, finished: false, bestVal }
     const started = performance.now()
-    for (const g of gs) g.fill(0)
+    backend.zeroGrads(lora)
     let lossSum = 0
     let tokens = 0
     for (let a = 0; a < t.gradAccum; a++) {
-      const b = makeBatch(input.train, microBatchIndices(nSeq, t.batchSize, t.seed, step * t.gradAccum + a))
+      const b = makeBatch(input.train, microBatchIndices(nSeq, t.batchSize, t.seed, step * t.gradAccum + a), padFor(config))
       const micro = step * t.gradAccum + a
-      const dropped = { ...lora, dropout: input.lora.dropout, seed: (t.seed * 1_000_003 + micro) % 2 ** 52 }
-      const r = Native.qwen3ForwardBackward(runConfig, input.weights, dropped, b.ids, b.mask, b.batch, b.seqLen, true)
-      lossSum += r.loss
+      lossSum += backend.trainMicro(lora, b, input.lora.dropout, (t.seed * 1_000_003 + micro) % 2 ** 52, scaler.scale)
       tokens += b.tokens
     }
+    backend.collectGrads(lora, scaler.scale)
     // mean over micro-batches, then the global norm in a fixed order
     let sq = 0
     for (const g of gs) for (let i = 0; i < g.length; i++) {
@@ -325,7 +345,7 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
     }
     const norm = Math.sqrt(sq)
     const finite = Number.isFinite(norm)
-    const apply = scalerUpdate(scaler, finite)
+    const apply = scalerUpdate(scaler, finite, backend.scaler.growthInterval)
     const lr = learningRate(t, step, total)
     if (apply) {
       if (t.maxGradNorm > 0 && norm > t.maxGradNorm) {
@@ -334,6 +354,7 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
       }
       optStep++
       ps.forEach((p, i) => Native.adamw8bitStep(p, gs[i]!, opt[i]!, { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: t.weightDecay, step: optStep }))
+      backend.loraChanged(lora)
     }
     const seconds = (performance.now() - started) / 1000
     input.onEvent({ type: "step", step: step + 1, loss: lossSum / t.gradAccum, lr, gradNorm: norm, tokens, tokensPerSecond: tokens / seconds, skipped: !apply, scale: scaler.scale })

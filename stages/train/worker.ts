@@ -6,15 +6,33 @@
  * failure ends with an error event carrying its one-line reason.
  */
 import * as fs from "node:fs"
-import { loadQwen3, writeAdapter } from "../lib/checkpoint.ts"
-import { protocol, type TrainEvent } from "./protocol.ts"
-import { quantizeBase, train } from "./trainer.ts"
+import * as Native from "../../native/index.ts"
+import { loadQwen3, loadQwen3With, writeAdapter } from "../lib/checkpoint.ts"
+import { cudaBackend, type Backend } from "./backend.ts"
+import { protocol, type Job, type TrainEvent } from "./protocol.ts"
+import { longestSequence, quantizeBase, train } from "./trainer.ts"
 import * as Format from "../tokenize/format.ts"
 import { workerMain } from "../lib/worker.ts"
 
+/**
+ * The backend the job asks for. CUDA: each projection goes to NF4 as it is read (the host never
+ * holds the whole fp32 base), and the device holds steps of up to batchSize x the longest sequence.
+ */
+const makeBackend = (job: Job, trainData: Format.Tokenized, valData: Format.Tokenized) => {
+  if (job.device === "cpu") {
+    const { config, weights } = loadQwen3(job.modelDir)
+    return { config, weights: quantizeBase(weights), backend: undefined as Backend | undefined }
+  }
+  const { config, weights } = loadQwen3With(job.modelDir, (w) => Native.nf4Quantize(w))
+  const base = { ...weights, layers: weights.layers.map((l) => ({ ...l, codes: l.w.map((q) => q.codes), absmax: l.w.map((q) => q.absmax) })) }
+  const seqLen = Math.max(longestSequence(trainData), longestSequence(valData))
+  return { config, weights: undefined, backend: cudaBackend(config, base, job.lora, job.t.batchSize, seqLen) }
+}
+
 await workerMain(protocol, (job, emit) => {
-  const { config, weights } = loadQwen3(job.modelDir)
-  const base = quantizeBase(weights)
+  const trainData = Format.read(job.trainBin)
+  const valData = Format.read(job.valBin)
+  const { config, weights, backend } = makeBackend(job, trainData, valData)
   // metrics live in the scratch directory so that a resumed run continues them
   let metrics = fs.openSync(job.metricsFile, "a")
   const onEvent = (e: TrainEvent) => {
@@ -34,9 +52,10 @@ await workerMain(protocol, (job, emit) => {
   try {
     const result = train({
       config,
-      weights: base,
-      train: Format.read(job.trainBin),
-      val: Format.read(job.valBin),
+      ...(weights !== undefined ? { weights } : {}),
+      ...(backend !== undefined ? { backend } : {}),
+      train: trainData,
+      val: valData,
       t: job.t,
       lora: job.lora,
       scratch: job.scratch,
@@ -46,5 +65,6 @@ await workerMain(protocol, (job, emit) => {
     if (result.finished) writeAdapter(job.adapterDir, config, job.lora, result.lora, null)
   } finally {
     fs.closeSync(metrics)
+    backend?.close()
   }
 })

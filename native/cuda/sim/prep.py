@@ -38,7 +38,7 @@ for sub in ('', 'tests'):
     os.makedirs(os.path.join(dst, sub), exist_ok=True)
     for f in glob.glob(os.path.join(src, sub, '*.cu')) + glob.glob(os.path.join(src, sub, '*.cuh')) + glob.glob(os.path.join(src, sub, '*.h')):
         name = os.path.basename(f)
-        if sub == '' and name.endswith('.h'): continue  # memplan.h: not CUDA
+        if name == 'memplan.h': continue  # plain C++, not CUDA
         text = convert(open(f).read())
         path = os.path.join(dst, sub, name[:-3] + '.cpp' if name.endswith('.cu') else name)
         if not os.path.exists(path) or open(path).read() != text:

@@ -31,7 +31,7 @@ fi
 
 python3 "$here/prep.py" "$cuda" "$out/gen"
 
-common="-std=c++20 ${SIM_OPT:--O1} -ffp-contract=off -fno-math-errno -pthread -I$src ${SIM_CXXFLAGS:-}"
+common="-std=c++20 ${SIM_OPT:--O1} -fPIC -ffp-contract=off -fno-math-errno -pthread -I$src ${SIM_CXXFLAGS:-}"
 flags="$common -include $here/sim.h -I$here -I$out/gen -I$inc -DFT_CUDA_ARCHS=\"sim\"
   -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -Wno-unused-variable -Wno-unused-function -Wno-missing-field-initializers"
 # the CPU references: the list in ../../kernels.cmake

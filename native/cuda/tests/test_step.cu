@@ -324,6 +324,53 @@ FT_TEST("step", "tiny model step = CPU backend") {
                   std::isfinite(loss4) ? std::fabs(static_cast<double>(loss4) - loss1) / std::fabs(loss1) : INFINITY, 1e-6, -1, -1,
                   format("%.9g vs %.9g, counted %d", loss4, loss1, counted4)});
   rows.push_back({"forward only: max |grad| after it", gradsMaxAbs(download(tr, cfg, rank, 1.f)), 0});
+
+  // LoRA dropout on a smaller batch (one sequence of 30 tokens in the 2 x 37 trainer): the CPU
+  // backend's masks, drawn from the same counter, so the same loss and gradients as its step
+  const int T5 = 30;
+  const float pDrop = 0.25f;
+  const std::uint64_t dropSeed = 1234567;
+  for (int i = 0; i < nLora; ++i) {
+    std::fill(refA[i].begin(), refA[i].end(), 0.f);
+    std::fill(refB[i].begin(), refB[i].end(), 0.f);
+  }
+  lora.dropout = pDrop;
+  lora.seed = dropSeed;
+  int counted5Ref = -1;
+  const float loss5Ref = ft::forwardBackward(cfg, weights, lora, ids.data(), mask.data(), 1, T5, true, nullptr, &counted5Ref);
+  tr.setDropout(pDrop, dropSeed);
+  tr.zeroGrads();
+  int counted5 = -1;
+  const float loss5 = tr.step(ids.data(), mask.data(), 1, T5, true, lossScale, &counted5, nullptr);
+  const Grads g5 = download(tr, cfg, rank, 1.f / lossScale);
+  rows.push_back({format("dropout %.2f, 1 x %d: loss (relative difference)", pDrop, T5),
+                  std::isfinite(loss5) ? std::fabs(static_cast<double>(loss5) - loss5Ref) / std::fabs(loss5Ref) : INFINITY, 1e-2, -1, -1,
+                  format("gpu %.6f, cpu %.6f, counted %d/%d", loss5, loss5Ref, counted5, counted5Ref)});
+  double worst5 = 0;
+  for (int i = 0; i < nLora; ++i) worst5 = std::fmax(worst5, std::fmax(relL2(g5.dA[i], refA[i]), relL2(g5.dB[i], refB[i])));
+  rows.push_back({"dropout: LoRA gradients (worst rel L2 of all projections)", worst5, 5e-2});
+  // the masks matter: without dropout the same batch's gradients are far from these
+  tr.setDropout(0.f, dropSeed);
+  tr.zeroGrads();
+  tr.step(ids.data(), mask.data(), 1, T5, true, lossScale, &counted5, nullptr);
+  const Grads g6 = download(tr, cfg, rank, 1.f / lossScale);
+  double moved = INFINITY;
+  for (int i = 0; i < nLora; ++i) moved = std::fmin(moved, relL2(g6.dA[i], refA[i]));
+  rows.push_back({"dropout off: dA differs from the dropout step's (least rel L2, must exceed 0.1)", moved > 0.1 ? 0.0 : 1.0, 0, -1, -1,
+                  format("least %.3g", moved)});
+  // forward-only calls never drop
+  tr.setDropout(pDrop, dropSeed);
+  const float loss7 = tr.step(ids.data(), mask.data(), false, lossScale, &counted5, nullptr);
+  rows.push_back({"dropout set, forward only: loss = the undropped one (relative difference)",
+                  std::isfinite(loss7) ? std::fabs(static_cast<double>(loss7) - loss1) / std::fabs(loss1) : INFINITY, 1e-6});
+  // a batch larger than the trainer's is refused with its shapes
+  bool refused = false;
+  try {
+    tr.step(ids.data(), mask.data(), 3, seqLen, false, lossScale, &counted5, nullptr);
+  } catch (const std::exception&) {
+    refused = true;
+  }
+  rows.push_back({"3 x 37 tokens in a 2 x 37 trainer: refused", refused ? 0.0 : 1.0, 0});
 }
 
 FT_TEST("step", "Qwen3-4B step: memory and throughput") {
@@ -384,6 +431,7 @@ FT_TEST("step", "Qwen3-4B step: memory and throughput") {
   for (int i = 0; i < nLora; ++i) tr.setLora(i, loraAHost[i % ft::NPROJ].data(), loraBHost[i % ft::NPROJ].data());
   tr.syncLora();
   tr.zeroGrads();
+  tr.setDropout(0.05f, 42);  // the reference profile's lora.dropout (its buffers count in the peak)
 
   // warm-up step, then the memory it left in use
   int counted = -1;

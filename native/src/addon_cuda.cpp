@@ -1,0 +1,285 @@
+// addon_cuda.cpp: the JS face of the CUDA training step (native/cuda/step.cuh).
+//
+// Built into ftcore.node when nvcc is found (FT_HAVE_CUDA: native/CMakeLists.txt), and into the
+// CPU simulator's module (native/cuda/sim/addon.sh), which runs the same kernels on the CPU so
+// that this binding and the trainer above it are tested on machines without a GPU.
+//
+//   cudaDevices() -> [{ index, name, computeCapability: "7.5", totalBytes, freeBytes }]
+//       throws (code FT_NATIVE_CHECK) with CUDA's words and a hint when there is no usable GPU
+//   new CudaTrainer(config, base, rank, scale, maxBatch, maxSeqLen)
+//       config  as qwen3ForwardBackward's
+//       base    { embed, finalNorm, layers: [{ inputNorm, postNorm, qNorm, kNorm,
+//                 codes: Uint8Array[7] (NF4), absmax: Float32Array[7] (per 64, plain fp32) }] }
+//       uploads the base (double-quantizing the absmax) and allocates everything a step of up to
+//       maxBatch x maxSeqLen tokens needs
+//   .setLora(proj)        proj: layers * 7 entries { A, B } or null (no adapter there: zeros);
+//                         copies the fp32 masters to the device and refreshes the fp16 copies
+//   .zeroGrads()
+//   .step(ids, mask, batch, seqLen, backward, lossScale, dropout, seed) -> { loss, counted }
+//                         backward: accumulates lossScale * d(loss)/d(LoRA) on the device
+//   .getGrads(proj, factor)  proj: entries { dA, dB } or null (skipped); gradients x factor
+//   .bytes() -> { weights, lora, activations, head, workspace }  device bytes held
+//   .close()              frees the device memory now (later calls throw)
+//
+// Errors: ft::Error (a bad argument, a CUDA failure with file:line and a hint) becomes a JS Error
+// with code "FT_NATIVE_CHECK"; any other C++ exception becomes "FT_NATIVE_BUG", as in addon.cpp.
+#include <napi.h>
+
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "cuda_check.h"
+#include "nf4.h"
+#include "qwen3.h"
+#include "step.cuh"
+
+namespace ft {
+namespace {
+
+Napi::Error nativeError(Napi::Env env, const char* code, const std::string& message) {
+  Napi::Error error = Napi::Error::New(env, message);
+  error.Value().Set("code", Napi::String::New(env, code));
+  return error;
+}
+
+/** Runs f, turning C++ errors into JS errors (the one boundary of this file). */
+template <typename F>
+auto guarded(Napi::Env env, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const Error& e) {
+    throw nativeError(env, "FT_NATIVE_CHECK", e.what());
+  } catch (const std::exception& e) {
+    throw nativeError(env, "FT_NATIVE_BUG", std::string("native core bug: ") + e.what());
+  }
+}
+
+template <typename T>
+T* typed(const Napi::Value& v, napi_typedarray_type type, const char* typeName, std::size_t expected, const std::string& what) {
+  FT_CHECK(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == type, what, ": expected a ", typeName);
+  auto a = v.As<Napi::TypedArray>();
+  FT_CHECK(a.ElementLength() == expected, what, ": ", a.ElementLength(), " elements, expected ", expected);
+  return reinterpret_cast<T*>(static_cast<std::uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
+}
+const float* f32(const Napi::Value& v, std::size_t n, const std::string& what) { return typed<float>(v, napi_float32_array, "Float32Array", n, what); }
+float* f32w(const Napi::Value& v, std::size_t n, const std::string& what) { return typed<float>(v, napi_float32_array, "Float32Array", n, what); }
+
+int intField(const Napi::Object& o, const char* key) {
+  const Napi::Value v = o.Get(key);
+  FT_CHECK(v.IsNumber(), "config.", key, ": expected a number");
+  return v.As<Napi::Number>().Int32Value();
+}
+double number(const Napi::CallbackInfo& info, std::size_t i, const char* what) {
+  FT_CHECK(i < info.Length() && info[i].IsNumber(), "CudaTrainer: ", what, " (argument ", i + 1, ") must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "CudaTrainer",
+                       {InstanceMethod<&CudaTrainer::SetLora>("setLora"), InstanceMethod<&CudaTrainer::ZeroGrads>("zeroGrads"),
+                        InstanceMethod<&CudaTrainer::Step>("step"), InstanceMethod<&CudaTrainer::GetGrads>("getGrads"),
+                        InstanceMethod<&CudaTrainer::Bytes>("bytes"), InstanceMethod<&CudaTrainer::Close>("close")});
+  }
+
+  explicit CudaTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaTrainer>(info) {
+    guarded(info.Env(), [&] {
+      FT_CHECK(info.Length() >= 6 && info[0].IsObject() && info[1].IsObject(), "CudaTrainer(config, base, rank, scale, maxBatch, maxSeqLen)");
+      const Napi::Object c = info[0].As<Napi::Object>();
+      cfg_ = Qwen3Config{intField(c, "hidden"), intField(c, "intermediate"), intField(c, "heads"), intField(c, "kvHeads"), intField(c, "headDim"),
+                         intField(c, "layers"), intField(c, "vocab"), c.Get("ropeTheta").As<Napi::Number>().FloatValue(),
+                         c.Get("rmsEps").As<Napi::Number>().FloatValue()};
+      FT_CHECK(cfg_.layers > 0 && cfg_.hidden > 0 && cfg_.vocab > 0 && cfg_.kvHeads > 0 && cfg_.heads % cfg_.kvHeads == 0, "CudaTrainer: bad config");
+      const std::size_t C = cfg_.hidden, V = cfg_.vocab, D = cfg_.headDim;
+      const Napi::Object base = info[1].As<Napi::Object>();
+      const float* embed = f32(base.Get("embed"), V * C, "base.embed");
+      const float* finalNorm = f32(base.Get("finalNorm"), C, "base.finalNorm");
+      const Napi::Value lv = base.Get("layers");
+      FT_CHECK(lv.IsArray() && lv.As<Napi::Array>().Length() == static_cast<std::uint32_t>(cfg_.layers), "base.layers: expected ", cfg_.layers,
+               " entries");
+      const Napi::Array layers = lv.As<Napi::Array>();
+      std::vector<cuda::HostLayer> host(cfg_.layers);
+      for (int l = 0; l < cfg_.layers; ++l) {
+        const Napi::Object lo = layers.Get(l).As<Napi::Object>();
+        const std::string p = "base.layers[" + std::to_string(l) + "].";
+        host[l].inputNorm = f32(lo.Get("inputNorm"), C, p + "inputNorm");
+        host[l].postNorm = f32(lo.Get("postNorm"), C, p + "postNorm");
+        host[l].qNorm = f32(lo.Get("qNorm"), D, p + "qNorm");
+        host[l].kNorm = f32(lo.Get("kNorm"), D, p + "kNorm");
+        const Napi::Value codes = lo.Get("codes"), absmax = lo.Get("absmax");
+        FT_CHECK(codes.IsArray() && absmax.IsArray() && codes.As<Napi::Array>().Length() == NPROJ && absmax.As<Napi::Array>().Length() == NPROJ, p,
+                 "codes and absmax: expected 7 entries each");
+        for (int j = 0; j < NPROJ; ++j) {
+          const std::size_t n = projCount(j);
+          host[l].codes[j] = typed<std::uint8_t>(codes.As<Napi::Array>().Get(j), napi_uint8_array, "Uint8Array", nf4::codeBytes(n),
+                                                 p + "codes[" + std::to_string(j) + "]");
+          host[l].absmax[j] = f32(absmax.As<Napi::Array>().Get(j), nf4::absmaxCount(n), p + "absmax[" + std::to_string(j) + "]");
+        }
+      }
+      rank_ = static_cast<int>(number(info, 2, "rank"));
+      const float scale = static_cast<float>(number(info, 3, "scale"));
+      const int maxBatch = static_cast<int>(number(info, 4, "maxBatch")), maxSeqLen = static_cast<int>(number(info, 5, "maxSeqLen"));
+      trainer_ = std::make_unique<cuda::Trainer>(cfg_, embed, finalNorm, host, rank_, scale, maxBatch, maxSeqLen);
+    });
+  }
+
+ private:
+  Qwen3Config cfg_{};
+  int rank_ = 0;
+  std::unique_ptr<cuda::Trainer> trainer_;
+
+  int projIn(int j) const { return j == PROJ_O ? cfg_.heads * cfg_.headDim : j == PROJ_DOWN ? cfg_.intermediate : cfg_.hidden; }
+  int projOut(int j) const {
+    switch (j) {
+      case PROJ_Q: return cfg_.heads * cfg_.headDim;
+      case PROJ_K:
+      case PROJ_V: return cfg_.kvHeads * cfg_.headDim;
+      case PROJ_O:
+      case PROJ_DOWN: return cfg_.hidden;
+      default: return cfg_.intermediate;
+    }
+  }
+  std::size_t projCount(int j) const { return static_cast<std::size_t>(projIn(j)) * projOut(j); }
+
+  cuda::Trainer& live() {
+    FT_CHECK(trainer_ != nullptr, "CudaTrainer: used after close()");
+    return *trainer_;
+  }
+  Napi::Array projections(const Napi::CallbackInfo& info, const char* what) {
+    const std::uint32_t count = static_cast<std::uint32_t>(cfg_.layers) * NPROJ;
+    FT_CHECK(info.Length() > 0 && info[0].IsArray() && info[0].As<Napi::Array>().Length() == count, "CudaTrainer.", what,
+             ": expected an array of layers * 7 = ", count, " entries");
+    return info[0].As<Napi::Array>();
+  }
+
+  Napi::Value SetLora(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&] {
+      cuda::Trainer& t = live();
+      const Napi::Array proj = projections(info, "setLora");
+      std::vector<float> zeroA, zeroB;
+      for (std::uint32_t i = 0; i < proj.Length(); ++i) {
+        const int j = static_cast<int>(i % NPROJ);
+        const std::size_t na = static_cast<std::size_t>(rank_) * projIn(j), nb = static_cast<std::size_t>(projOut(j)) * rank_;
+        const Napi::Value v = proj.Get(i);
+        if (v.IsNull() || v.IsUndefined()) {
+          zeroA.assign(na, 0.f);
+          zeroB.assign(nb, 0.f);
+          t.setLora(static_cast<int>(i), zeroA.data(), zeroB.data());
+        } else {
+          const Napi::Object o = v.As<Napi::Object>();
+          const std::string p = "setLora: proj[" + std::to_string(i) + "].";
+          t.setLora(static_cast<int>(i), f32(o.Get("A"), na, p + "A"), f32(o.Get("B"), nb, p + "B"));
+        }
+      }
+      t.syncLora();
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value ZeroGrads(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&] {
+      live().zeroGrads();
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Step(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      cuda::Trainer& t = live();
+      const int batch = static_cast<int>(number(info, 2, "batch")), seqLen = static_cast<int>(number(info, 3, "seqLen"));
+      FT_CHECK(batch > 0 && seqLen > 0, "CudaTrainer.step: batch ", batch, " x seqLen ", seqLen);
+      const std::size_t n = static_cast<std::size_t>(batch) * seqLen;
+      const std::int32_t* ids = typed<std::int32_t>(info[0], napi_int32_array, "Int32Array", n, "step: ids");
+      const std::uint8_t* mask = typed<std::uint8_t>(info[1], napi_uint8_array, "Uint8Array", n, "step: mask");
+      FT_CHECK(info.Length() > 4 && info[4].IsBoolean(), "CudaTrainer.step: backward (argument 5) must be a boolean");
+      const bool backward = info[4].As<Napi::Boolean>().Value();
+      const float lossScale = static_cast<float>(number(info, 5, "lossScale"));
+      const float dropout = static_cast<float>(number(info, 6, "dropout"));
+      const double seed = number(info, 7, "seed");
+      FT_CHECK(seed >= 0 && seed < 9.0e15, "CudaTrainer.step: seed ", seed, " must be a non-negative integer below 2^53");
+      t.setDropout(dropout, static_cast<std::uint64_t>(seed));
+      int counted = 0;
+      const float loss = t.step(ids, mask, batch, seqLen, backward, lossScale, &counted);
+      Napi::Object res = Napi::Object::New(info.Env());
+      res.Set("loss", loss);
+      res.Set("counted", counted);
+      return res;
+    });
+  }
+
+  Napi::Value GetGrads(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&] {
+      cuda::Trainer& t = live();
+      const Napi::Array proj = projections(info, "getGrads");
+      const float factor = static_cast<float>(number(info, 1, "factor"));
+      for (std::uint32_t i = 0; i < proj.Length(); ++i) {
+        const Napi::Value v = proj.Get(i);
+        if (v.IsNull() || v.IsUndefined()) continue;
+        const int j = static_cast<int>(i % NPROJ);
+        const Napi::Object o = v.As<Napi::Object>();
+        const std::string p = "getGrads: proj[" + std::to_string(i) + "].";
+        t.getGrads(static_cast<int>(i), f32w(o.Get("dA"), static_cast<std::size_t>(rank_) * projIn(j), p + "dA"),
+                   f32w(o.Get("dB"), static_cast<std::size_t>(projOut(j)) * rank_, p + "dB"), factor);
+      }
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Bytes(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const cuda::Trainer::Bytes b = live().bytes();
+      Napi::Object o = Napi::Object::New(info.Env());
+      o.Set("weights", static_cast<double>(b.weights));
+      o.Set("lora", static_cast<double>(b.lora));
+      o.Set("activations", static_cast<double>(b.activations));
+      o.Set("head", static_cast<double>(b.head));
+      o.Set("workspace", static_cast<double>(b.workspace));
+      return o;
+    });
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    trainer_.reset();
+    return info.Env().Undefined();
+  }
+};
+
+Napi::Value Devices(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    int count = 0;
+    FT_CUDA(cudaGetDeviceCount(&count));
+    Napi::Array out = Napi::Array::New(info.Env());
+    for (int i = 0; i < count; ++i) {
+      cudaDeviceProp prop{};
+      FT_CUDA(cudaGetDeviceProperties(&prop, i));
+      std::size_t freeBytes = 0, totalBytes = 0;
+      FT_CUDA(cudaSetDevice(i));
+      FT_CUDA(cudaMemGetInfo(&freeBytes, &totalBytes));
+      Napi::Object d = Napi::Object::New(info.Env());
+      d.Set("index", i);
+      d.Set("name", std::string(prop.name));
+      d.Set("computeCapability", std::to_string(prop.major) + "." + std::to_string(prop.minor));
+      d.Set("totalBytes", static_cast<double>(totalBytes));
+      d.Set("freeBytes", static_cast<double>(freeBytes));
+      out.Set(static_cast<std::uint32_t>(i), d);
+    }
+    if (count > 0) FT_CUDA(cudaSetDevice(0));
+    return out;
+  });
+}
+
+}  // namespace
+
+void RegisterCuda(Napi::Env env, Napi::Object exports) {
+  exports.Set("cudaDevices", Napi::Function::New(env, Devices));
+  exports.Set("CudaTrainer", CudaTrainer::Define(env));
+}
+
+}  // namespace ft

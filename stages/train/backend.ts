@@ -1,0 +1,117 @@
+/**
+ * Where the training loop's arithmetic runs: the CPU backend (the native core's fp32
+ * forward/backward on the host) or the CUDA backend (native/cuda/step.cuh: the NF4 base, the
+ * activations and the LoRA gradients on the GPU, fp16 operands with fp32 accumulation).
+ *
+ * The loop (trainer.ts) is the same for both: it owns the LoRA weights (fp32, on the host), the
+ * 8-bit AdamW state, clipping, the schedule, the loss scaler, evaluation and checkpoints, so a
+ * checkpoint is the same files whichever backend wrote it. A backend only turns micro-batches
+ * into a loss and gradients:
+ *
+ *   zeroGrads → trainMicro × gradAccum → collectGrads (unscaled, into lora.dA/dB) → optimizer
+ *   → loraChanged (the CUDA backend copies the new weights to the device)
+ *
+ * The CUDA backend trains with dynamic loss scaling (fp16 gradients would underflow without it):
+ * PyTorch's GradScaler's defaults, 2^16 to start, doubled after 2000 good steps. The CPU backend
+ * computes in fp32: scale 1, which the scaler only guards against inf/nan.
+ */
+import * as Native from "../../native/index.ts"
+import { type LoraTensors, type Qwen3Config, type Qwen3Weights } from "../../native/qwen3.ts"
+
+/** A padded batch of token ids and their loss mask, [batch, seqLen]. */
+export interface BatchLike {
+  readonly ids: Int32Array
+  readonly mask: Uint8Array
+  readonly batch: number
+  readonly seqLen: number
+}
+
+export interface Backend {
+  readonly name: "cpu" | "cuda"
+  /** the loss scaler's start and growth interval (steps) */
+  readonly scaler: { readonly initial: number; readonly growthInterval: number }
+  /** a line for the log: the device and what it holds */
+  readonly describe: string
+  zeroGrads(lora: LoraTensors): void
+  /** one training micro-batch (dropout on); scale x d(loss)/d(LoRA) accumulates; returns the loss */
+  trainMicro(lora: LoraTensors, b: BatchLike, dropout: number, seed: number, scale: number): number
+  /** the step's accumulated gradients, divided by `scale`, into lora's dA/dB */
+  collectGrads(lora: LoraTensors, scale: number): void
+  /** the host's LoRA weights changed (start, resume, an optimizer step) */
+  loraChanged(lora: LoraTensors): void
+  /** forward only: the mean loss and the positions it counts */
+  evaluate(lora: LoraTensors, b: BatchLike): { loss: number; counted: number }
+  /** frees what the backend holds (device memory) */
+  close(): void
+}
+
+/** The CPU backend: the frozen base dequantized to fp32 (`quantizeBase`), gradients straight into lora. */
+export const cpuBackend = (config: Qwen3Config, weights: Qwen3Weights, activationCheckpointing: boolean): Backend => {
+  const runConfig = { ...config, activationCheckpointing }
+  return {
+    name: "cpu",
+    scaler: { initial: 1, growthInterval: 200 },
+    describe: `cpu, ${Native.threads()} threads, fp32`,
+    zeroGrads: (lora) => {
+      for (const p of lora.proj) {
+        p?.dA.fill(0)
+        p?.dB.fill(0)
+      }
+    },
+    trainMicro: (lora, b, dropout, seed) =>
+      Native.qwen3ForwardBackward(runConfig, weights, { ...lora, dropout, seed }, b.ids, b.mask, b.batch, b.seqLen, true).loss,
+    collectGrads: () => {},
+    loraChanged: () => {},
+    evaluate: (lora, b) => Native.qwen3ForwardBackward(config, weights, lora, b.ids, b.mask, b.batch, b.seqLen, false),
+    close: () => {}
+  }
+}
+
+/** The base for the CUDA trainer: each projection quantized to NF4 (codes + plain absmax), the rest as loaded. */
+export const nf4Base = (w: Qwen3Weights): Native.CudaBase => ({
+  embed: w.embed,
+  finalNorm: w.finalNorm,
+  layers: w.layers.map((l) => {
+    const q = l.w.map((x) => Native.nf4Quantize(x))
+    return { inputNorm: l.inputNorm, postNorm: l.postNorm, qNorm: l.qNorm, kNorm: l.kNorm, codes: q.map((t) => t.codes), absmax: q.map((t) => t.absmax) }
+  })
+})
+
+const GiB = 1024 ** 3
+const size = (b: number) => (b >= GiB ? `${(b / GiB).toFixed(2)} GiB` : `${(b / 1024 ** 2).toFixed(1)} MiB`)
+
+/**
+ * The CUDA backend on the first GPU: uploads the base and allocates every buffer for steps of up
+ * to maxBatch x maxSeqLen tokens, once. Throws a one-line reason when there is no CUDA backend or
+ * no usable GPU, or when the GPU cannot hold the run.
+ */
+export const cudaBackend = (config: Qwen3Config, base: Native.CudaBase, lora: { readonly r: number; readonly alpha: number }, maxBatch: number, maxSeqLen: number): Backend => {
+  const mod = Native.cuda()
+  if (typeof mod === "string") throw new Error(`train.device cuda: ${mod}`)
+  let devices: ReadonlyArray<Native.CudaDevice>
+  try {
+    devices = mod.cudaDevices()
+  } catch (e) {
+    // "native/src/addon_cuda.cpp:257: cudaGetDeviceCount(&count): <CUDA's words> (hint: …)"
+    throw new Error(`train.device cuda: no usable GPU: ${(e as Error).message.replace(/^\S+:\d+: \w+\([^)]*\): /, "")}`)
+  }
+  if (devices.length === 0) throw new Error("train.device cuda: no CUDA GPU is visible (CUDA_VISIBLE_DEVICES?); train.device: cpu runs without one")
+  const gpu = devices[0]!
+  const trainer = new mod.CudaTrainer(config, base, lora.r, lora.alpha / lora.r, maxBatch, maxSeqLen)
+  const b = trainer.bytes()
+  const held = b.weights + b.lora + b.activations + b.head + b.workspace
+  const slots = (t: LoraTensors) => t.proj
+  return {
+    name: "cuda",
+    scaler: { initial: 65536, growthInterval: 2000 },
+    describe:
+      `cuda: ${gpu.name} (sm_${gpu.computeCapability.replace(".", "")}, ${size(gpu.totalBytes)}), fp16 operands with fp32 accumulation; ` +
+      `${size(held)} on the device for ${maxBatch} x ${maxSeqLen} tokens (base ${size(b.weights)}, LoRA ${size(b.lora)}, activations ${size(b.activations)}, head ${size(b.head)}, workspace ${size(b.workspace)})`,
+    zeroGrads: () => trainer.zeroGrads(),
+    trainMicro: (_lora, m, dropout, seed, scale) => trainer.step(m.ids, m.mask, m.batch, m.seqLen, true, scale, dropout, seed).loss,
+    collectGrads: (t, scale) => trainer.getGrads(slots(t), 1 / scale),
+    loraChanged: (t) => trainer.setLora(slots(t)),
+    evaluate: (_lora, m) => trainer.step(m.ids, m.mask, m.batch, m.seqLen, false, 1, 0, 0),
+    close: () => trainer.close()
+  }
+}
