@@ -221,7 +221,7 @@ describe("4. a worker's own error reaches the user as one line", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "worker-"))
     const job = {
       modelDir: path.join(dir, "no-model"), trainBin: "", valBin: "", adapterDir: "", metricsFile: "", scratch: dir,
-      t: Schema.decodeUnknownSync(TrainConfig)({}), lora: Schema.decodeUnknownSync(LoraParams)({})
+      t: Schema.decodeUnknownSync(TrainConfig)({}), lora: Schema.decodeUnknownSync(LoraParams)({}), device: "cpu" as const
     }
     const err = await Effect.runPromise(
       Effect.flip(runWorker({ file: path.join(REPO, "stages/train/worker.ts"), label: "trainer", protocol, job, jobFile: path.join(dir, "job.json"), onEvent: () => Effect.void })).pipe(

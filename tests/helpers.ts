@@ -115,12 +115,16 @@ export const makeDemoWorkspace = (edit: (yaml: string) => string = (y) => y, pre
   return ws
 }
 
-/** The demo's params cut down to seconds: two training steps, two eval samples. */
-export const quickDemo = (yaml: string): string =>
-  yaml
+/** The demo's params cut down to seconds: two training steps, two eval samples, one short generation. */
+export const quickDemo = (yaml: string): string => {
+  const quick = yaml
     .replace("maxSteps: 40", "maxSteps: 2")
     .replace("evalEvery: 10", "evalEvery: 2\n  evalSamples: 1")
-    .replace("eval: { maxSamples: 16, compareBase: true, gates: {} }", "eval: { maxSamples: 2, compareBase: false, gates: {} }")
+    .replace(/^eval: \{.*\}$/m, "eval: { maxSamples: 2, compareBase: false, generate: 1, maxNewTokens: 16, gates: {} }")
+  // a demo edited so that these no longer apply would silently make every test using it slow
+  for (const want of ["maxSteps: 2", "evalSamples: 1", "eval: { maxSamples: 2,"]) if (!quick.includes(want)) throw new Error(`quickDemo: pipeline.yaml no longer has what it cuts down (${want})`)
+  return quick
+}
 
 /**
  * A tmpfs of `mb` megabytes (needs root, as CI runs); undefined where mounting

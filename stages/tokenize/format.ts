@@ -56,7 +56,12 @@ export const write = (file: string, t: Tokenized): void => {
 }
 
 export const read = (file: string): Tokenized => {
-  const buf = fs.readFileSync(file)
+  let buf: Buffer
+  try {
+    buf = fs.readFileSync(file)
+  } catch (e) {
+    throw new Error(`${file === "" ? "(no file name)" : file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
+  }
   if (!buf.subarray(0, 8).equals(MAGIC)) throw new Error(`${file}: not a tokenized file (bad magic)`)
   const h = buf.readUInt32LE(8)
   const header = JSON.parse(buf.subarray(12, 12 + h).toString("utf8")) as Header

@@ -15,24 +15,26 @@ import * as Format from "../tokenize/format.ts"
 import { workerMain } from "../lib/worker.ts"
 
 /**
- * The backend the job asks for. CUDA: each projection goes to NF4 as it is read (the host never
+ * The model, the data and the backend the job asks for (the model first: a missing model is the
+ * likelier mistake, and says so). CUDA: each projection goes to NF4 as it is read (the host never
  * holds the whole fp32 base), and the device holds steps of up to batchSize x the longest sequence.
  */
-const makeBackend = (job: Job, trainData: Format.Tokenized, valData: Format.Tokenized) => {
+const prepare = (job: Job) => {
   if (job.device === "cpu") {
     const { config, weights } = loadQwen3(job.modelDir)
-    return { config, weights: quantizeBase(weights), backend: undefined as Backend | undefined }
+    const base = quantizeBase(weights)
+    return { config, weights: base, backend: undefined as Backend | undefined, trainData: Format.read(job.trainBin), valData: Format.read(job.valBin) }
   }
   const { config, weights } = loadQwen3With(job.modelDir, (w) => Native.nf4Quantize(w))
+  const trainData = Format.read(job.trainBin)
+  const valData = Format.read(job.valBin)
   const base = { ...weights, layers: weights.layers.map((l) => ({ ...l, codes: l.w.map((q) => q.codes), absmax: l.w.map((q) => q.absmax) })) }
   const seqLen = Math.max(longestSequence(trainData), longestSequence(valData))
-  return { config, weights: undefined, backend: cudaBackend(config, base, job.lora, job.t.batchSize, seqLen) }
+  return { config, weights: undefined, backend: cudaBackend(config, base, job.lora, job.t.batchSize, seqLen), trainData, valData }
 }
 
 await workerMain(protocol, (job, emit) => {
-  const trainData = Format.read(job.trainBin)
-  const valData = Format.read(job.valBin)
-  const { config, weights, backend } = makeBackend(job, trainData, valData)
+  const { config, weights, backend, trainData, valData } = prepare(job)
   // metrics live in the scratch directory so that a resumed run continues them
   let metrics = fs.openSync(job.metricsFile, "a")
   const onEvent = (e: TrainEvent) => {
