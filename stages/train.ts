@@ -121,6 +121,8 @@ const onEvent = (ctx: { log: (l: string) => Effect.Effect<void>; progress: { tot
       return ctx.log(`step ${e.step}: validation loss ${e.valLoss.toFixed(4)}${e.best ? " (best)" : ""}`)
     case "checkpoint":
       return Effect.void
+    case "loading":
+      return e.done === 1 ? Effect.andThen(ctx.progress.total(e.total, "base layers loaded"), ctx.progress.update(e.done)) : ctx.progress.update(e.done)
     case "done":
       return ctx.log(`done at step ${e.step}; kept the adapter with the best validation loss ${e.bestVal?.toFixed(4) ?? "n/a"}`)
     case "warning":

@@ -115,7 +115,8 @@ export const loadQwen3 = (dir: string): { config: Qwen3Config; weights: Qwen3Wei
  */
 export const loadQwen3With = <W>(
   dir: string,
-  project: (w: Float32Array) => W
+  /** also told which projection this is (counting from 1) of how many */
+  project: (w: Float32Array, index: number, total: number) => W
 ): { config: Qwen3Config; weights: { embed: Float32Array; finalNorm: Float32Array; layers: Array<Omit<LayerWeights, "w"> & { w: Array<W> }> } } => {
   const c = readConfig(dir)
   if (!c.tied) throw new CheckpointError(`${dir}/config.json: tie_word_embeddings false is not supported yet`)
@@ -127,7 +128,7 @@ export const loadQwen3With = <W>(
     postNorm: read(`model.layers.${i}.post_attention_layernorm.weight`),
     qNorm: read(`model.layers.${i}.self_attn.q_norm.weight`),
     kNorm: read(`model.layers.${i}.self_attn.k_norm.weight`),
-    w: PROJECTIONS.map((j) => project(read(weightName(i, j))))
+    w: PROJECTIONS.map((j, k) => project(read(weightName(i, j)), i * PROJECTIONS.length + k + 1, c.layers * PROJECTIONS.length))
   }))
   return { config: c, weights: { embed: read("model.embed_tokens.weight"), finalNorm: read("model.norm.weight"), layers } }
 }

@@ -101,6 +101,8 @@ export const TrainEvent = Schema.Union([
   }),
   Schema.Struct({ type: Schema.Literal("eval"), step: Schema.Int, valLoss: Measured, best: Schema.Boolean }),
   Schema.Struct({ type: Schema.Literal("checkpoint"), step: Schema.Int }),
+  /** the base's layers read (and, for cuda, quantized to NF4) so far, before training starts */
+  Schema.Struct({ type: Schema.Literal("loading"), done: Schema.Int, total: Schema.Int }),
   Schema.Struct({ type: Schema.Literal("done"), step: Schema.Int, bestVal: Schema.NullOr(Schema.Number) }),
   Schema.Struct({ type: Schema.Literal("warning"), message: Schema.String })
 ])

@@ -7,7 +7,8 @@
  */
 import * as fs from "node:fs"
 import * as Native from "../../native/index.ts"
-import { loadQwen3, loadQwen3With, writeAdapter } from "../lib/checkpoint.ts"
+import { PROJECTIONS } from "../../native/qwen3.ts"
+import { loadQwen3With, writeAdapter } from "../lib/checkpoint.ts"
 import { cudaBackend, type Backend } from "./backend.ts"
 import { protocol, type Job, type TrainEvent } from "./protocol.ts"
 import { longestSequence, quantizeBase, train } from "./trainer.ts"
@@ -19,13 +20,18 @@ import { workerMain } from "../lib/worker.ts"
  * likelier mistake, and says so). CUDA: each projection goes to NF4 as it is read (the host never
  * holds the whole fp32 base), and the device holds steps of up to batchSize x the longest sequence.
  */
-const prepare = (job: Job) => {
+const prepare = (job: Job, emit: (e: TrainEvent) => void) => {
+  // the base's layers as they are read (Qwen3-4B: 36 layers, 8 GB of bf16), at each layer's last projection
+  const loaded = <W>(w: W, done: number, total: number): W => {
+    if (done % PROJECTIONS.length === 0) emit({ type: "loading", done: done / PROJECTIONS.length, total: total / PROJECTIONS.length })
+    return w
+  }
   if (job.device === "cpu") {
-    const { config, weights } = loadQwen3(job.modelDir)
+    const { config, weights } = loadQwen3With(job.modelDir, loaded)
     const base = quantizeBase(weights)
     return { config, weights: base, backend: undefined as Backend | undefined, trainData: Format.read(job.trainBin), valData: Format.read(job.valBin) }
   }
-  const { config, weights } = loadQwen3With(job.modelDir, (w) => Native.nf4Quantize(w))
+  const { config, weights } = loadQwen3With(job.modelDir, (w, done, total) => loaded(Native.nf4Quantize(w), done, total))
   const trainData = Format.read(job.trainBin)
   const valData = Format.read(job.valBin)
   const base = { ...weights, layers: weights.layers.map((l) => ({ ...l, codes: l.w.map((q) => q.codes), absmax: l.w.map((q) => q.absmax) })) }
@@ -34,7 +40,7 @@ const prepare = (job: Job) => {
 }
 
 await workerMain(protocol, (job, emit) => {
-  const { config, weights, backend, trainData, valData } = prepare(job)
+  const { config, weights, backend, trainData, valData } = prepare(job, emit)
   // metrics live in the scratch directory so that a resumed run continues them
   let metrics = fs.openSync(job.metricsFile, "a")
   const onEvent = (e: TrainEvent) => {
