@@ -27,6 +27,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -203,8 +204,9 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
       const float lossScale = static_cast<float>(number(info, 5, "lossScale"));
       const float dropout = static_cast<float>(number(info, 6, "dropout"));
       const double seed = number(info, 7, "seed");
-      FT_CHECK(seed >= 0 && seed < 9.0e15, "CudaTrainer.step: seed ", seed, " must be a non-negative integer below 2^53");
-      t.setDropout(dropout, static_cast<std::uint64_t>(seed));
+      FT_CHECK(std::trunc(seed) == seed && std::fabs(seed) < 9.0e15, "CudaTrainer.step: seed ", seed, " must be an integer of magnitude below 2^53");
+      // as qwen3ForwardBackward reads lora.seed (Int64Value, then unsigned): the same masks
+      t.setDropout(dropout, static_cast<std::uint64_t>(static_cast<std::int64_t>(seed)));
       int counted = 0;
       const float loss = t.step(ids, mask, batch, seqLen, backward, lossScale, &counted);
       Napi::Object res = Napi::Object::New(info.Env());
