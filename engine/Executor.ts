@@ -418,8 +418,9 @@ export const execute = (ws: Workspace, plan: Planner.Plan, executors: Params.Exe
         } else {
           // a stage on the cluster takes nothing of this machine: the cluster's scheduler decides
           const local = executorOf(sh.executors, stage.name).kind === "local"
-          const mem = local ? Math.min(sh.memoryMB, Math.max(0, Math.ceil(stage.resources.memoryMB ?? 0))) : 0
-          const gpu = local ? Math.min(sh.gpus, Math.max(0, stage.resources.gpu ?? 0)) : 0
+          const wants = stage.resources(ws.params.get(stage.name))
+          const mem = local ? Math.min(sh.memoryMB, Math.max(0, Math.ceil(wants.memoryMB ?? 0))) : 0
+          const gpu = local ? Math.min(sh.gpus, Math.max(0, wants.gpu ?? 0)) : 0
           let body = runOne(sh, planned)
           if (mem > 0) body = sh.memory.withPermits(mem)(body)
           if (gpu > 0) body = sh.gpu.withPermits(gpu)(body)

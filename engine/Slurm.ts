@@ -52,14 +52,15 @@ export interface JobResult {
 }
 
 /** What the job asks the cluster for: the executor's options and the stage's declared resources. */
-export const request = (spec: SlurmSpec, stage: AnyStage): Array<string> => {
+export const request = (spec: SlurmSpec, stage: AnyStage, params: unknown): Array<string> => {
   const r: Array<string> = []
+  const wants = stage.resources(params)
   if (spec.partition !== undefined) r.push(`--partition=${spec.partition}`)
   if (spec.time !== undefined) r.push(`--time=${spec.time}`)
-  const gpus = stage.resources.gpu ?? 0
+  const gpus = wants.gpu ?? 0
   if (spec.gres !== undefined) r.push(`--gres=${spec.gres}`)
   else if (gpus > 0) r.push(`--gres=gpu:${gpus}`)
-  if (stage.resources.memoryMB !== undefined) r.push(`--mem=${Math.ceil(stage.resources.memoryMB)}M`)
+  if (wants.memoryMB !== undefined) r.push(`--mem=${Math.ceil(wants.memoryMB)}M`)
   if (spec.cpus !== undefined) r.push(`--cpus-per-task=${spec.cpus}`)
   return [...r, ...spec.extra]
 }
@@ -139,7 +140,7 @@ export const run = (
       "#!/bin/sh",
       `#SBATCH --job-name=pipeline-${stage.name}`,
       `#SBATCH --output=${logFile}`,
-      ...request(spec, stage).map((r) => `#SBATCH ${r}`),
+      ...request(spec, stage, ws.params.get(stage.name)).map((r) => `#SBATCH ${r}`),
       `cd ${JSON.stringify(ws.root)} || exit 1`,
       `exec ${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} exec-stage ${JSON.stringify(jobFile)}`,
       ""
@@ -151,7 +152,7 @@ export const run = (
     if (jobId === "") return yield* new StageError({ message: `sbatch did not give a job id (${submitted.join(" ").slice(0, 200)})` })
     // for `status`: a job left behind by a run that was killed before it could cancel it
     writeFileAtomic(path.join(dir, "id"), `${jobId}\n`)
-    yield* ctx.log(`slurm job ${jobId} submitted (${request(spec, stage).join(" ") || "default partition"})`)
+    yield* ctx.log(`slurm job ${jobId} submitted (${request(spec, stage, ws.params.get(stage.name)).join(" ") || "default partition"})`)
 
     let offset = 0
     let partial = ""

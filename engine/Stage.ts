@@ -181,7 +181,8 @@ export interface Stage<
   readonly deps: (params: P) => ReadonlyArray<string>
   /** versions of what the stage runs (addon build id, tokenizer digest); part of the key */
   readonly versions: (params: P, workspace: string) => Readonly<Record<string, string>>
-  readonly resources: Resources
+  /** what a run takes of a machine (memory, GPUs), given the params (a GPU only for device: cuda) */
+  readonly resources: (params: P) => Resources
   readonly estimate: (input: EstimateInput<P>) => Estimate<O>
   readonly variants: Variants<P> | undefined
   /** checked when the plan is made, before anything runs: a problem is a config error (exit 2) */
@@ -209,7 +210,7 @@ export interface StageSpec<Name extends string, S extends ParamSections, I exten
   readonly outputs: Readonly<Record<O, OutputDecl>>
   readonly deps?: (params: ParamsOf<S>) => ReadonlyArray<string>
   readonly versions?: (params: ParamsOf<S>, workspace: string) => Readonly<Record<string, string>>
-  readonly resources?: Resources
+  readonly resources?: Resources | ((params: ParamsOf<S>) => Resources)
   readonly estimate: (input: EstimateInput<ParamsOf<S>>) => Estimate<O>
   readonly variants?: Variants<ParamsOf<S>>
   readonly preflight?: (ctx: PreflightContext<ParamsOf<S>>) => string | undefined
@@ -240,7 +241,7 @@ export const make = <const Name extends string, S extends ParamSections, I exten
     outputs: spec.outputs,
     deps: spec.deps ?? (() => []),
     versions: spec.versions ?? (() => ({})),
-    resources: spec.resources ?? {},
+    resources: typeof spec.resources === "function" ? spec.resources : () => (spec.resources as Resources | undefined) ?? {},
     estimate: spec.estimate,
     variants: spec.variants,
     preflight: spec.preflight,

@@ -36,7 +36,8 @@ export const train = Stage.make({
   params: { train: TrainParams, lora: LoraParams },
   inputs: { train: tokenize.out.train, val: tokenize.out.val, model: download.out.model },
   outputs: { adapter: Stage.dir("adapter"), metrics: Stage.file("metrics.jsonl", { metrics: true, plot: { x: "step", y: ["loss", "valLoss", "lr"] } }) },
-  resources: { memoryMB: 2000 },
+  // device cuda takes a GPU: the local executor runs one such stage per GPU, Slurm asks for --gres=gpu:1
+  resources: (p) => ({ memoryMB: 2000, ...(p.train.device === "cuda" ? { gpu: 1 } : {}) }),
   estimate: ({ params, inputSizes }) => {
     // LoRA r=16 on all seven projections is 0.82% of Qwen3's parameters; the
     // base weights are bf16, so parameters ≈ model bytes / 2.

@@ -1,5 +1,5 @@
 /** Unit tests of the engine's pure parts: keys, reasons, disk simulation, params, fingerprints, the store. */
-import { assert, describe, it } from "@effect/vitest"
+import { assert, describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -260,5 +260,17 @@ describe("pipeline.lock as written", () => {
     const text = fs.readFileSync(path.join(dir, "pipeline.lock"), "utf8")
     assert.notMatch(text, /[&*]a\d/)
     assert.strictEqual(text.match(/revision: r/g)?.length, 2)
+  })
+})
+
+describe("what a stage asks of a machine", () => {
+  it("train takes a GPU exactly when it trains on one: Slurm asks for it, an executor's own gres wins", async () => {
+    const Slurm = await import("../engine/Slurm.ts")
+    const { train } = await import("../stages/train.ts")
+    const slurm: import("../engine/Slurm.ts").SlurmSpec = { kind: "slurm", partition: "gpu", extra: [] }
+    expect(Slurm.request(slurm, train, { train: { device: "cuda" } })).toEqual(["--partition=gpu", "--gres=gpu:1", "--mem=2000M"])
+    expect(Slurm.request(slurm, train, { train: { device: "cpu" } })).toEqual(["--partition=gpu", "--mem=2000M"])
+    expect(Slurm.request({ ...slurm, gres: "gpu:t4:1" }, train, { train: { device: "cuda" } })).toContain("--gres=gpu:t4:1")
+    expect(train.resources({ train: { device: "cuda" } } as Parameters<typeof train.resources>[0])).toEqual({ memoryMB: 2000, gpu: 1 })
   })
 })
