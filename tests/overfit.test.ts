@@ -59,20 +59,10 @@ describe("overfitting a few conversations", () => {
     expect(losses.at(-1)!).toBeLessThan(losses[0]! / 5)
     const dirTok = bundledTokenizerDir()
     const js = new Tokenizer(JSON.parse(fs.readFileSync(path.join(dirTok, "tokenizer.json"), "utf8")), JSON.parse(fs.readFileSync(path.join(dirTok, "tokenizer_config.json"), "utf8")))
+    // greedy decoding with the KV cache (tests/generate.test.ts: the full forward pass's argmax at every step)
     CASES.forEach((c, i) => {
-      const seq = Array.from(prompts[i]!.ids)
-      const start = seq.length
-      for (let k = 0; k < 48; k++) {
-        const T = seq.length
-        const logits = new Float32Array(T * config.vocab)
-        Native.qwen3ForwardBackward(config, base, lora, Int32Array.from(seq), new Uint8Array(T), 1, T, false, logits)
-        const row = logits.subarray((T - 1) * config.vocab)
-        let next = 0
-        for (let v = 1; v < config.vocab; v++) if (row[v]! > row[next]!) next = v
-        seq.push(next)
-        if (next === SPECIAL.imEnd) break
-      }
-      const text = js.decode(seq.slice(start), { skip_special_tokens: false })
+      const generated = Native.qwen3Generate(config, base, lora, prompts[i]!.ids, 48, [SPECIAL.imEnd])
+      const text = js.decode(Array.from(generated), { skip_special_tokens: false })
       expect(text).toBe(`<tool_call>\n{"name": "${c.tool}", "arguments": {"order_number": "${c.number}"}}\n</tool_call><|im_end|>`)
     })
   }, 300_000)
