@@ -56,7 +56,10 @@ const STEP_ROWS = [
   "dropout: LoRA gradients",
   "dropout off: dA differs",
   "dropout set, forward only",
-  "3 x 37 tokens in a 2 x 37 trainer: refused"
+  "3 x 37 tokens in a 2 x 37 trainer: refused",
+  "4 adapters disabled: loss",
+  "4 adapters disabled: the others' LoRA gradients",
+  "4 adapters disabled: their gradients"
 ]
 
 describe.skipIf(!supported)("the CUDA kernels and the step on the CPU simulator (native/cuda/sim)", () => {

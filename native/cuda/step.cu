@@ -101,6 +101,7 @@ struct Trainer::Impl {
     // LoRA
     Buf<float> A, B, dA, dB;  // fp32 masters [r, in], [out, r] and gradients
     Buf<__half> A16, B16;     // fp16 copies
+    bool adapted = true;      // false: no adapter here (disableLora), the products are skipped
   };
   struct Layer {
     Buf<float> inputNorm, postNorm, qNorm, kNorm;
@@ -171,6 +172,7 @@ struct Trainer::Impl {
   void linear(const __half* x, Proj& p, int index, float* y, bool accumulate, __half* la) {
     const int in = p.in, out = p.out, r = rank;
     gemmNf4({N, out, in, false, true, in, in, out}, 1.f, x, p.codes.p, absmaxOf(p), accumulate ? 1.f : 0.f, y);
+    if (!p.adapted) return;
     gemm({N, r, in, false, true, in, in, r}, 1.f, adapterInput(x, p, index), p.A16.p, 0.f, la32.p);
     toHalf(la32.p, static_cast<std::size_t>(N) * r, la);
     gemm({N, out, r, false, true, r, r, out}, scale, la, p.B16.p, 1.f, y);
@@ -184,6 +186,7 @@ struct Trainer::Impl {
   void linearBackward(const __half* dy, const __half* x, const __half* la, Proj& p, int index, float* dx, bool accumulate) {
     const int in = p.in, out = p.out, r = rank;
     gemmNf4({N, in, out, false, false, out, in, in}, 1.f, dy, p.codes.p, absmaxOf(p), accumulate ? 1.f : 0.f, dx);
+    if (!p.adapted) return;
     gemm({N, r, out, false, false, out, r, r}, 1.f, dy, p.B16.p, 0.f, t32.p);
     toHalf(t32.p, static_cast<std::size_t>(N) * r, t16.p);
     if (!dropping()) {
@@ -395,8 +398,16 @@ std::size_t Trainer::loraSize(int index, bool b) const {
 void Trainer::setLora(int index, const float* A, const float* B) {
   FT_CHECK(index >= 0 && index < impl_->cfg.layers * NPROJ, "Trainer: projection index ", index, " out of range");
   auto& p = impl_->layers[index / NPROJ].p[index % NPROJ];
+  p.adapted = true;
   FT_CUDA(cudaMemcpy(p.A.p, A, p.A.n * sizeof(float), cudaMemcpyHostToDevice));
   FT_CUDA(cudaMemcpy(p.B.p, B, p.B.n * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+void Trainer::disableLora(int index) {
+  FT_CHECK(index >= 0 && index < impl_->cfg.layers * NPROJ, "Trainer: projection index ", index, " out of range");
+  auto& p = impl_->layers[index / NPROJ].p[index % NPROJ];
+  p.adapted = false;
+  for (auto* b : {&p.A, &p.B, &p.dA, &p.dB}) FT_CUDA(cudaMemset(b->p, 0, b->n * sizeof(float)));
 }
 
 float* Trainer::loraA(int index) { return impl_->layers[index / NPROJ].p[index % NPROJ].A.p; }

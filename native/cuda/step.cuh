@@ -58,6 +58,8 @@ class Trainer {
 
   /** LoRA of projection `index` = layer * NPROJ + j: A [r, in], B [out, r], fp32, copied to the device. */
   void setLora(int index, const float* A, const float* B);
+  /** No adapter on projection `index` (not in lora.targets): its LoRA products are skipped, its gradients stay zero. */
+  void disableLora(int index);
   /** Device pointers of a projection's fp32 master weights and gradients (for the optimizer). */
   float* loraA(int index);
   float* loraB(int index);

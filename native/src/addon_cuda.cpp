@@ -12,8 +12,9 @@
 //                 codes: Uint8Array[7] (NF4), absmax: Float32Array[7] (per 64, plain fp32) }] }
 //       uploads the base (double-quantizing the absmax) and allocates everything a step of up to
 //       maxBatch x maxSeqLen tokens needs
-//   .setLora(proj)        proj: layers * 7 entries { A, B } or null (no adapter there: zeros);
-//                         copies the fp32 masters to the device and refreshes the fp16 copies
+//   .setLora(proj)        proj: layers * 7 entries { A, B } or null (no adapter there: its LoRA
+//                         products are skipped); copies the fp32 masters to the device and
+//                         refreshes the fp16 copies
 //   .zeroGrads()
 //   .step(ids, mask, batch, seqLen, backward, lossScale, dropout, seed) -> { loss, counted }
 //                         backward: accumulates lossScale * d(loss)/d(LoRA) on the device
@@ -164,15 +165,12 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     return guarded(info.Env(), [&] {
       cuda::Trainer& t = live();
       const Napi::Array proj = projections(info, "setLora");
-      std::vector<float> zeroA, zeroB;
       for (std::uint32_t i = 0; i < proj.Length(); ++i) {
         const int j = static_cast<int>(i % NPROJ);
         const std::size_t na = static_cast<std::size_t>(rank_) * projIn(j), nb = static_cast<std::size_t>(projOut(j)) * rank_;
         const Napi::Value v = proj.Get(i);
         if (v.IsNull() || v.IsUndefined()) {
-          zeroA.assign(na, 0.f);
-          zeroB.assign(nb, 0.f);
-          t.setLora(static_cast<int>(i), zeroA.data(), zeroB.data());
+          t.disableLora(static_cast<int>(i));
         } else {
           const Napi::Object o = v.As<Napi::Object>();
           const std::string p = "setLora: proj[" + std::to_string(i) + "].";

@@ -363,6 +363,38 @@ FT_TEST("step", "tiny model step = CPU backend") {
   const float loss7 = tr.step(ids.data(), mask.data(), false, lossScale, &counted5, nullptr);
   rows.push_back({"dropout set, forward only: loss = the undropped one (relative difference)",
                   std::isfinite(loss7) ? std::fabs(static_cast<double>(loss7) - loss1) / std::fabs(loss1) : INFINITY, 1e-6});
+  // adapters on some projections only (lora.targets a subset): the others' LoRA products are
+  // skipped on the GPU, and their gradients stay zero
+  tr.setDropout(0.f, 0);
+  lora.dropout = 0.f;
+  const int off[] = {ft::PROJ_K, ft::PROJ_O, ft::PROJ_UP, ft::NPROJ + ft::PROJ_GATE};
+  for (int i = 0; i < nLora; ++i) {
+    std::fill(refA[i].begin(), refA[i].end(), 0.f);
+    std::fill(refB[i].begin(), refB[i].end(), 0.f);
+  }
+  for (int i : off) {
+    lora.proj[i] = ft::LoraPair{};
+    tr.disableLora(i);
+  }
+  int counted8Ref = -1, counted8 = -1;
+  const float loss8Ref = ft::forwardBackward(cfg, weights, lora, ids.data(), mask.data(), batch, seqLen, true, nullptr, &counted8Ref);
+  tr.zeroGrads();
+  const float loss8 = tr.step(ids.data(), mask.data(), true, lossScale, &counted8, nullptr);
+  const Grads g8 = download(tr, cfg, rank, 1.f / lossScale);
+  rows.push_back({"4 adapters disabled: loss (relative difference)",
+                  std::isfinite(loss8) ? std::fabs(static_cast<double>(loss8) - loss8Ref) / std::fabs(loss8Ref) : INFINITY, 1e-2, -1, -1,
+                  format("gpu %.6f, cpu %.6f; all adapters: %.6f", loss8, loss8Ref, loss1)});
+  double worst8 = 0, disabled8 = 0;
+  for (int i = 0; i < nLora; ++i) {
+    if (std::find(std::begin(off), std::end(off), i) != std::end(off)) {
+      disabled8 = std::fmax(disabled8, std::fmax(maxAbs(g8.dA[i]), maxAbs(g8.dB[i])));
+    } else {
+      worst8 = std::fmax(worst8, std::fmax(relL2(g8.dA[i], refA[i]), relL2(g8.dB[i], refB[i])));
+    }
+  }
+  rows.push_back({"4 adapters disabled: the others' LoRA gradients (worst rel L2)", worst8, 5e-2});
+  rows.push_back({"4 adapters disabled: their gradients (max |grad|)", disabled8, 0});
+
   // a batch larger than the trainer's is refused with its shapes
   bool refused = false;
   try {
