@@ -165,7 +165,7 @@ const runCommand = (def: Definition) =>
           for (const s of plan.stages) {
             const where = Executor.executorOf(executors, s.name)
             if (where.kind === "slurm" && s.action === "run")
-              previews.set(s.name, [`on slurm: ${Slurm.request(where, ws.dag.byName.get(s.name)!, ws.params.get(s.name)).join(" ") || "the default partition"}`, ...(previews.get(s.name) ?? [])])
+              previews.set(s.name, [`on slurm: ${Slurm.request(where, ws.dag.byName.get(s.name)!, ws.params.get(s.name), s.estimate.memoryBytes).join(" ") || "the default partition"}`, ...(previews.get(s.name) ?? [])])
           }
           if (o.json) console.log(JSON.stringify({ ...PlanView.toJson(plan, undefined, previews), preflight: problems }, null, 2))
           else console.log([...PlanView.render(plan, previews), ...problems.map((p) => `pre-flight: ${p}`)].join("\n"))

@@ -33,7 +33,7 @@ import * as Slurm from "./Slurm.ts"
 import type * as Params from "./Params.ts"
 import { Output, type Console } from "./Progress.ts"
 import type { ChildProcesses } from "./Services.ts"
-import type { AnyStage } from "./Stage.ts"
+import { memoryMB as runMemoryMB, type AnyStage } from "./Stage.ts"
 import { formatBytes, formatSeconds } from "./Units.ts"
 import type { Workspace } from "./Workspace.ts"
 
@@ -312,7 +312,7 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
     let job: Slurm.JobReport | undefined
     const body =
       where.kind === "slurm"
-        ? Slurm.run(ws, stage, where, { key, code: fp.code, inputs, outputs, scratchDir, progress, log }, (r) => void (job = r))
+        ? Slurm.run(ws, stage, where, { key, code: fp.code, inputs, outputs, scratchDir, progress, log, memoryBytes: planned.estimate.memoryBytes }, (r) => void (job = r))
         : stage.run({ name: stage.name, key, owns: (abs) => ws.owns(abs), params: ws.params.get(stage.name), inputs, outputs, workspace: ws.root, scratchDir, progress, log })
     const ran = yield* body
       .pipe(
@@ -419,7 +419,7 @@ export const execute = (ws: Workspace, plan: Planner.Plan, executors: Params.Exe
           // a stage on the cluster takes nothing of this machine: the cluster's scheduler decides
           const local = executorOf(sh.executors, stage.name).kind === "local"
           const wants = stage.resources(ws.params.get(stage.name))
-          const mem = local ? Math.min(sh.memoryMB, Math.max(0, Math.ceil(wants.memoryMB ?? 0))) : 0
+          const mem = local ? Math.min(sh.memoryMB, runMemoryMB(wants, planned.estimate.memoryBytes)) : 0
           const gpu = local ? Math.min(sh.gpus, Math.max(0, wants.gpu ?? 0)) : 0
           let body = runOne(sh, planned)
           if (mem > 0) body = sh.memory.withPermits(mem)(body)

@@ -20,7 +20,7 @@ import type { Workspace } from "./Workspace.ts"
 
 export interface PlannedStage extends Decision {
   readonly name: string
-  readonly estimate: { readonly diskBytes: number; readonly seconds: number; readonly scratchBytes: number }
+  readonly estimate: { readonly diskBytes: number; readonly seconds: number; readonly scratchBytes: number; readonly memoryBytes: number }
   /** estimated bytes per output */
   readonly outputBytes: Readonly<Record<string, number>>
 }
@@ -184,7 +184,7 @@ const planStages = (
       return {
         name,
         ...d,
-        estimate: { diskBytes, seconds: last ?? est.seconds, scratchBytes: est.scratchBytes ?? 0 },
+        estimate: { diskBytes, seconds: last ?? est.seconds, scratchBytes: est.scratchBytes ?? 0, memoryBytes: est.memoryBytes ?? 0 },
         outputBytes: est.bytes
       }
   })

@@ -28,7 +28,7 @@ import { StageError } from "./Errors.ts"
 import type { ExecutorSpec } from "./Params.ts"
 import type { Progress } from "./Progress.ts"
 import { ChildProcesses } from "./Services.ts"
-import type { AnyStage } from "./Stage.ts"
+import { memoryMB, type AnyStage } from "./Stage.ts"
 import type { Workspace } from "./Workspace.ts"
 
 export type SlurmSpec = Extract<ExecutorSpec, { kind: "slurm" }>
@@ -52,15 +52,16 @@ export interface JobResult {
 }
 
 /** What the job asks the cluster for: the executor's options and the stage's declared resources. */
-export const request = (spec: SlurmSpec, stage: AnyStage, params: unknown): Array<string> => {
+export const request = (spec: SlurmSpec, stage: AnyStage, params: unknown, estimatedMemoryBytes = 0): Array<string> => {
   const r: Array<string> = []
   const wants = stage.resources(params)
+  const mem = memoryMB(wants, estimatedMemoryBytes)
   if (spec.partition !== undefined) r.push(`--partition=${spec.partition}`)
   if (spec.time !== undefined) r.push(`--time=${spec.time}`)
   const gpus = wants.gpu ?? 0
   if (spec.gres !== undefined) r.push(`--gres=${spec.gres}`)
   else if (gpus > 0) r.push(`--gres=gpu:${gpus}`)
-  if (wants.memoryMB !== undefined) r.push(`--mem=${Math.ceil(wants.memoryMB)}M`)
+  if (mem > 0) r.push(`--mem=${mem}M`)
   if (spec.cpus !== undefined) r.push(`--cpus-per-task=${spec.cpus}`)
   return [...r, ...spec.extra]
 }
@@ -108,6 +109,8 @@ export const run = (
   spec: SlurmSpec,
   ctx: {
     readonly key: string
+    /** the planner's estimate of the run's peak memory (Estimate.memoryBytes) */
+    readonly memoryBytes: number
     readonly code: Readonly<Record<string, string>>
     readonly inputs: Readonly<Record<string, string>>
     readonly outputs: Readonly<Record<string, string>>
@@ -140,7 +143,7 @@ export const run = (
       "#!/bin/sh",
       `#SBATCH --job-name=pipeline-${stage.name}`,
       `#SBATCH --output=${logFile}`,
-      ...request(spec, stage, ws.params.get(stage.name)).map((r) => `#SBATCH ${r}`),
+      ...request(spec, stage, ws.params.get(stage.name), ctx.memoryBytes).map((r) => `#SBATCH ${r}`),
       `cd ${JSON.stringify(ws.root)} || exit 1`,
       `exec ${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} exec-stage ${JSON.stringify(jobFile)}`,
       ""
@@ -152,7 +155,7 @@ export const run = (
     if (jobId === "") return yield* new StageError({ message: `sbatch did not give a job id (${submitted.join(" ").slice(0, 200)})` })
     // for `status`: a job left behind by a run that was killed before it could cancel it
     writeFileAtomic(path.join(dir, "id"), `${jobId}\n`)
-    yield* ctx.log(`slurm job ${jobId} submitted (${request(spec, stage, ws.params.get(stage.name)).join(" ") || "default partition"})`)
+    yield* ctx.log(`slurm job ${jobId} submitted (${request(spec, stage, ws.params.get(stage.name), ctx.memoryBytes).join(" ") || "default partition"})`)
 
     let offset = 0
     let partial = ""

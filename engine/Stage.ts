@@ -67,6 +67,11 @@ export interface Estimate<O extends string = string> {
   /** bytes of scratch space used while running (freed on success) */
   readonly scratchBytes?: number
   readonly seconds: number
+  /**
+   * peak host memory of a run given its inputs (a model's size decides it); the executor takes
+   * the larger of this and `resources.memoryMB`, locally and in a Slurm job's --mem
+   */
+  readonly memoryBytes?: number
 }
 
 /**
@@ -85,6 +90,10 @@ export interface Resources {
   readonly memoryMB?: number
   readonly gpu?: number
 }
+
+/** MiB a run takes: the declared memory, or the estimate for its inputs (Estimate.memoryBytes) when larger. */
+export const memoryMB = (wants: Resources, estimatedBytes: number): number =>
+  Math.max(0, Math.ceil(wants.memoryMB ?? 0), Math.ceil(estimatedBytes / 2 ** 20))
 
 /** What the workspace keeps at or under a path (its own files, the cache, out/), or undefined. */
 export type Owns = (abs: string) => string | undefined

@@ -273,4 +273,24 @@ describe("what a stage asks of a machine", () => {
     expect(Slurm.request({ ...slurm, gres: "gpu:t4:1" }, train, { train: { device: "cuda" } })).toContain("--gres=gpu:t4:1")
     expect(train.resources({ train: { device: "cuda" } } as Parameters<typeof train.resources>[0])).toEqual({ memoryMB: 2000, gpu: 1 })
   })
+
+  it("a stage's memory follows its model: Qwen3-4B's train asks for its estimate, the tiny model's for the declared 2000 MB", async () => {
+    const Slurm = await import("../engine/Slurm.ts")
+    const { train } = await import("../stages/train.ts")
+    const { TrainParams, LoraParams } = await import("../stages/train/protocol.ts")
+    const params = (device: "cpu" | "cuda") => ({
+      train: Schema.decodeUnknownSync(TrainParams)({ device, precision: device === "cuda" ? "fp16" : "fp32" }),
+      lora: Schema.decodeUnknownSync(LoraParams)({})
+    })
+    const qwen3_4b = 8_044_936_192 // bytes of its bf16 safetensors
+    const gpu = train.estimate({ params: params("cuda"), inputSizes: { model: qwen3_4b, train: 5e6, val: 5e5 } }).memoryBytes!
+    const cpu = train.estimate({ params: params("cpu"), inputSizes: { model: qwen3_4b, train: 5e6, val: 5e5 } }).memoryBytes!
+    expect(gpu / 2 ** 30).toBeGreaterThan(6) // NF4 codes, the fp32 embedding, one fp32 tensor at a time
+    expect(gpu / 2 ** 30).toBeLessThan(8)
+    expect(cpu / 2 ** 30).toBeGreaterThan(30) // the fp32 base twice
+    const slurm: import("../engine/Slurm.ts").SlurmSpec = { kind: "slurm", extra: [] }
+    expect(Slurm.request(slurm, train, params("cuda"), gpu)).toEqual(["--gres=gpu:1", `--mem=${Math.ceil(gpu / 2 ** 20)}M`])
+    const tiny = train.estimate({ params: params("cpu"), inputSizes: { model: 80e6, train: 5e6, val: 5e5 } }).memoryBytes!
+    expect(Slurm.request(slurm, train, params("cpu"), tiny)).toEqual(["--mem=2000M"])
+  })
 })
