@@ -16,7 +16,7 @@
  * computes in fp32: scale 1, which the scaler only guards against inf/nan.
  */
 import * as Native from "../../native/index.ts"
-import { type LoraTensors, type Qwen3Config, type Qwen3Weights } from "../../native/qwen3.ts"
+import type { LayerWeights, LoraTensors, Qwen3Config, Qwen3Weights } from "../../native/qwen3.ts"
 
 /** A padded batch of token ids and their loss mask, [batch, seqLen]. */
 export interface BatchLike {
@@ -27,7 +27,6 @@ export interface BatchLike {
 }
 
 export interface Backend {
-  readonly name: "cpu" | "cuda"
   /** the loss scaler's start and growth interval (steps) */
   readonly scaler: { readonly initial: number; readonly growthInterval: number }
   /** a line for the log: the device and what it holds */
@@ -49,7 +48,6 @@ export interface Backend {
 export const cpuBackend = (config: Qwen3Config, weights: Qwen3Weights, activationCheckpointing: boolean): Backend => {
   const runConfig = { ...config, activationCheckpointing }
   return {
-    name: "cpu",
     scaler: { initial: 1, growthInterval: 200 },
     describe: `cpu, ${Native.threads()} threads, fp32`,
     zeroGrads: (lora) => {
@@ -67,14 +65,18 @@ export const cpuBackend = (config: Qwen3Config, weights: Qwen3Weights, activatio
   }
 }
 
-/** The base for the CUDA trainer: each projection quantized to NF4 (codes + plain absmax), the rest as loaded. */
-export const nf4Base = (w: Qwen3Weights): Native.CudaBase => ({
+/** The base as read with each projection quantized to NF4 (`loadQwen3With(dir, nf4Quantize)`). */
+export interface Nf4Weights {
+  readonly embed: Float32Array
+  readonly finalNorm: Float32Array
+  readonly layers: ReadonlyArray<Omit<LayerWeights, "w"> & { readonly w: ReadonlyArray<Native.Nf4Tensor> }>
+}
+
+/** The base as the CUDA trainer takes it: NF4 codes and plain absmax per projection, the rest as loaded. */
+export const cudaBase = (w: Nf4Weights): Native.CudaBase => ({
   embed: w.embed,
   finalNorm: w.finalNorm,
-  layers: w.layers.map((l) => {
-    const q = l.w.map((x) => Native.nf4Quantize(x))
-    return { inputNorm: l.inputNorm, postNorm: l.postNorm, qNorm: l.qNorm, kNorm: l.kNorm, codes: q.map((t) => t.codes), absmax: q.map((t) => t.absmax) }
-  })
+  layers: w.layers.map((l) => ({ inputNorm: l.inputNorm, postNorm: l.postNorm, qNorm: l.qNorm, kNorm: l.kNorm, codes: l.w.map((t) => t.codes), absmax: l.w.map((t) => t.absmax) }))
 })
 
 const GiB = 1024 ** 3
@@ -102,7 +104,6 @@ export const cudaBackend = (config: Qwen3Config, base: Native.CudaBase, lora: { 
   const held = b.weights + b.lora + b.activations + b.head + b.workspace
   const slots = (t: LoraTensors) => t.proj
   return {
-    name: "cuda",
     scaler: { initial: 65536, growthInterval: 2000 },
     describe:
       `cuda: ${gpu.name} (sm_${gpu.computeCapability.replace(".", "")}, ${size(gpu.totalBytes)}), fp16 operands with fp32 accumulation; ` +

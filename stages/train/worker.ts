@@ -9,7 +9,7 @@ import * as fs from "node:fs"
 import * as Native from "../../native/index.ts"
 import { PROJECTIONS } from "../../native/qwen3.ts"
 import { loadQwen3With, writeAdapter } from "../lib/checkpoint.ts"
-import { cudaBackend, type Backend } from "./backend.ts"
+import { cudaBackend, cudaBase, type Backend } from "./backend.ts"
 import { protocol, type Job, type TrainEvent } from "./protocol.ts"
 import { longestSequence, quantizeBase, train } from "./trainer.ts"
 import * as Format from "../tokenize/format.ts"
@@ -34,9 +34,8 @@ const prepare = (job: Job, emit: (e: TrainEvent) => void) => {
   const { config, weights } = loadQwen3With(job.modelDir, (w, done, total) => loaded(Native.nf4Quantize(w), done, total))
   const trainData = Format.read(job.trainBin)
   const valData = Format.read(job.valBin)
-  const base = { ...weights, layers: weights.layers.map((l) => ({ ...l, codes: l.w.map((q) => q.codes), absmax: l.w.map((q) => q.absmax) })) }
   const seqLen = Math.max(longestSequence(trainData), longestSequence(valData))
-  return { config, weights: undefined, backend: cudaBackend(config, base, job.lora, job.t.batchSize, seqLen), trainData, valData }
+  return { config, weights: undefined, backend: cudaBackend(config, cudaBase(weights), job.lora, job.t.batchSize, seqLen), trainData, valData }
 }
 
 await workerMain(protocol, (job, emit) => {
