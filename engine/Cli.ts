@@ -166,6 +166,8 @@ const runCommand = (def: Definition) =>
             const where = Executor.executorOf(executors, s.name)
             if (where.kind === "slurm" && s.action === "run")
               previews.set(s.name, [`on slurm: ${Slurm.request(where, ws.dag.byName.get(s.name)!, ws.params.get(s.name), s.estimate.memoryBytes).join(" ") || "the default partition"}`, ...(previews.get(s.name) ?? [])])
+            const short = where.kind === "local" && s.action === "run" ? Executor.memoryShort(ws, ws.dag.byName.get(s.name)!, s.estimate.memoryBytes) : undefined
+            if (short !== undefined) previews.set(s.name, [...(previews.get(s.name) ?? []), short])
           }
           if (o.json) console.log(JSON.stringify({ ...PlanView.toJson(plan, undefined, previews), preflight: problems }, null, 2))
           else console.log([...PlanView.render(plan, previews), ...problems.map((p) => `pre-flight: ${p}`)].join("\n"))

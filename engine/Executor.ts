@@ -200,6 +200,21 @@ export const diskFull = (ws: Workspace, planned: Planner.PlannedStage, written: 
   )
 }
 
+/** The memory this machine gives stages (resources.memory in the params file, else all of it), in MiB. */
+export const machineMemoryMB = (ws: Workspace): number => Math.max(1, Math.floor(ws.engine.memoryMB ?? os.totalmem() / 1e6))
+
+/**
+ * A line when a stage run here needs more memory than the machine gives (a Qwen3-4B base in fp32
+ * on a laptop): said in the plan and when the stage starts, since the kernel would kill it late.
+ */
+export const memoryShort = (ws: Workspace, stage: AnyStage, estimatedBytes: number): string | undefined => {
+  const need = runMemoryMB(stage.resources(ws.params.get(stage.name)), estimatedBytes)
+  const have = machineMemoryMB(ws)
+  return need > have
+    ? `needs about ${formatBytes(need * 2 ** 20)} of memory, more than the ${formatBytes(have * 1e6)} here: it may be killed; run it on a bigger machine (--executor ${stage.name}=slurm)`
+    : undefined
+}
+
 const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageResult, DiskBudgetError, ChildProcesses> =>
   Effect.gen(function* () {
     const { ws, out } = sh
@@ -384,7 +399,7 @@ const runOne = (sh: Shared, planned: Planner.PlannedStage): Effect.Effect<StageR
 export const execute = (ws: Workspace, plan: Planner.Plan, executors: Params.Executors = ws.engine.executors) =>
   Effect.gen(function* () {
     const out = yield* Output
-    const memoryMB = Math.max(1, Math.floor(ws.engine.memoryMB ?? os.totalmem() / 1e6))
+    const memoryMB = machineMemoryMB(ws)
     const gpus = Math.max(1, ws.engine.gpus)
     const sh: Shared = {
       ws,
@@ -420,6 +435,8 @@ export const execute = (ws: Workspace, plan: Planner.Plan, executors: Params.Exe
           const local = executorOf(sh.executors, stage.name).kind === "local"
           const wants = stage.resources(ws.params.get(stage.name))
           const mem = local ? Math.min(sh.memoryMB, runMemoryMB(wants, planned.estimate.memoryBytes)) : 0
+          const short = local ? memoryShort(ws, stage, planned.estimate.memoryBytes) : undefined
+          if (short !== undefined) out.line(`warning: ${stage.name} ${short}`)
           const gpu = local ? Math.min(sh.gpus, Math.max(0, wants.gpu ?? 0)) : 0
           let body = runOne(sh, planned)
           if (mem > 0) body = sh.memory.withPermits(mem)(body)

@@ -275,6 +275,15 @@ describe("5. params that cannot make sense are refused when decoded, exit 2", ()
     expect(r.stderr).toContain(says)
   })
 
+  it("a stage that needs more memory than the machine gives is named in the plan, before anything runs", () => {
+    // resources.memory: what this machine gives stages; train and eval declare 2000 MB (the tiny model's base in fp32, twice, is less)
+    const r = cli(ws, ["run", "--dry-run", "--set", "resources.memory=1GB", "--set", "train.maxSteps=3"])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/^ {2}train .*\n {15}needs about 2\.1 GB of memory, more than the 1\.0 GB here: it may be killed; run it on a bigger machine \(--executor train=slurm\)$/m)
+    expect(r.stdout).toMatch(/^ {2}eval .*\n {15}needs about 2\.1 GB of memory/m)
+    expect(cli(ws, ["run", "--dry-run", "--set", "train.maxSteps=3"]).stdout).not.toContain("needs about")
+  })
+
   it("a maxSeqLen shorter than every conversation fails tokenize, naming the shortest, before training", () => {
     const quick = makeDemoWorkspace(quickDemo, "seqlen-")
     const r = cli(quick, ["run", "train", "--set", "tokenize.maxSeqLen=200"])
