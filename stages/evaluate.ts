@@ -86,8 +86,8 @@ export const evaluate = Stage.make({
   outputs: { metrics: Stage.file("metrics.json", { metrics: true }), report: Stage.file("report.md") },
   resources: { memoryMB: 2000 },
   estimate: ({ params, inputSizes }) => ({
-    // the fp32 base and its NF4-rounded fp32 copy: 8 bytes a parameter (bf16 on disk: 2)
-    memoryBytes: Math.round(4 * (inputSizes["model"] ?? 0) + 2 ** 30),
+    // the NF4-rounded base in fp32: 4 bytes a parameter (bf16 on disk: 2)
+    memoryBytes: Math.round(2 * (inputSizes["model"] ?? 0) + 2 ** 30),
     bytes: { metrics: 1000, report: 5000 },
     // forward only: ~2 FLOP a parameter a token at ~150 GFLOP/s, ~600 tokens a sample
     seconds: 3 + ((params.eval.compareBase ? 2 : 1) * params.eval.maxSamples * 600 * 2 * ((inputSizes["model"] ?? 0) / 2)) / 150e9

@@ -54,9 +54,9 @@ export const train = Stage.make({
     // measured throughput: ~150 GFLOP/s on the 2-core CPU (npm run bench), ~8 TFLOP/s on a T4
     const flopsPerSecond = t.device === "cuda" ? 8e12 : 150e9
     const evalTokens = Math.ceil(steps / t.evalEvery + 1) * t.evalSamples * seq
-    // host memory: cpu holds the fp32 base and its NF4-rounded fp32 copy (8 bytes a parameter);
-    // cuda quantizes as it reads, keeping NF4 codes and the fp32 embedding (~1.5 bytes a parameter)
-    const memoryBytes = (t.device === "cuda" ? 1.5 : 8) * baseParams + 2 ** 30
+    // host memory: cpu holds the NF4-rounded base in fp32 (4 bytes a parameter); cuda keeps NF4
+    // codes and the fp32 embedding (~1.5 bytes a parameter); both quantize each tensor as it is read
+    const memoryBytes = (t.device === "cuda" ? 1.5 : 4) * baseParams + 2 ** 30
     return {
       memoryBytes: Math.round(memoryBytes),
       bytes: { adapter: Math.round(adapter), metrics: 200 * steps },

@@ -287,7 +287,7 @@ describe("what a stage asks of a machine", () => {
     const cpu = train.estimate({ params: params("cpu"), inputSizes: { model: qwen3_4b, train: 5e6, val: 5e5 } }).memoryBytes!
     expect(gpu / 2 ** 30).toBeGreaterThan(6) // NF4 codes, the fp32 embedding, one fp32 tensor at a time
     expect(gpu / 2 ** 30).toBeLessThan(8)
-    expect(cpu / 2 ** 30).toBeGreaterThan(30) // the fp32 base twice
+    expect(cpu / 2 ** 30).toBeGreaterThan(15) // the base in fp32
     const slurm: import("../engine/Slurm.ts").SlurmSpec = { kind: "slurm", extra: [] }
     expect(Slurm.request(slurm, train, params("cuda"), gpu)).toEqual(["--gres=gpu:1", `--mem=${Math.ceil(gpu / 2 ** 20)}M`])
     const tiny = train.estimate({ params: params("cpu"), inputSizes: { model: 80e6, train: 5e6, val: 5e5 } }).memoryBytes!

@@ -10,15 +10,15 @@ import * as path from "node:path"
 import * as Native from "../../native/index.ts"
 import { chatTemplateOf, SPECIAL } from "../lib/qwen3.ts"
 import { loadEncoder } from "../tokenize.ts"
-import { loadAdapter, loadQwen3 } from "../lib/checkpoint.ts"
-import { makeBatch, quantizeBase } from "../train/trainer.ts"
+import { loadAdapter, loadQwen3With } from "../lib/checkpoint.ts"
+import { makeBatch, quantizeProjection } from "../train/trainer.ts"
 import * as Format from "../tokenize/format.ts"
 import { workerMain } from "../lib/worker.ts"
 import { protocol } from "./protocol.ts"
 
 await workerMain(protocol, async (job, emit) => {
-  const { config, weights } = loadQwen3(job.modelDir)
-  const base = quantizeBase(weights)
+  // each projection through NF4 and back as it is read: one fp32 copy of the base, not two
+  const { config, weights: base } = loadQwen3With(job.modelDir, quantizeProjection)
   const val = Format.read(job.valBin)
   // examples, not packed windows: each measured example is one sequence
   const examples: Format.Tokenized = { ...val, sequenceOffsets: val.exampleOffsets }

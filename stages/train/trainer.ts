@@ -40,17 +40,20 @@ export type { LoraConfig, TrainConfig, TrainEvent } from "./protocol.ts"
 
 // ---------------------------------------------------------------- the base
 
-/** The 4-bit base: every projection weight through NF4 + double quantization and back. */
+/** One projection weight through NF4 + double quantization and back: the value QLoRA computes with. */
+export const quantizeProjection = (x: Float32Array): Float32Array => {
+  const q = Native.nf4Quantize(x)
+  const absmax = Native.nf4DoubleDequantize(Native.nf4DoubleQuantize(q.absmax))
+  return Native.nf4Dequantize(q.codes, absmax, q.n)
+}
+
+/**
+ * The 4-bit base: every projection weight through NF4 + double quantization and back. Workers
+ * rather read with `loadQwen3With(dir, quantizeProjection)`, which never holds both copies.
+ */
 export const quantizeBase = (w: Qwen3Weights): Qwen3Weights => ({
   ...w,
-  layers: w.layers.map((l) => ({
-    ...l,
-    w: l.w.map((x) => {
-      const q = Native.nf4Quantize(x)
-      const absmax = Native.nf4DoubleDequantize(Native.nf4DoubleQuantize(q.absmax))
-      return Native.nf4Dequantize(q.codes, absmax, q.n)
-    })
-  }))
+  layers: w.layers.map((l) => ({ ...l, w: l.w.map(quantizeProjection) }))
 })
 
 /** PEFT's count: `trainable params: … || all params: … || trainable%: …`. */

@@ -11,7 +11,7 @@ import { PROJECTIONS } from "../../native/qwen3.ts"
 import { loadQwen3With, writeAdapter } from "../lib/checkpoint.ts"
 import { cudaBackend, cudaBase, type Backend } from "./backend.ts"
 import { protocol, type Job, type TrainEvent } from "./protocol.ts"
-import { longestSequence, quantizeBase, train } from "./trainer.ts"
+import { longestSequence, quantizeProjection, train } from "./trainer.ts"
 import * as Format from "../tokenize/format.ts"
 import { workerMain } from "../lib/worker.ts"
 
@@ -27,9 +27,9 @@ const prepare = (job: Job, emit: (e: TrainEvent) => void) => {
     return w
   }
   if (job.device === "cpu") {
-    const { config, weights } = loadQwen3With(job.modelDir, loaded)
-    const base = quantizeBase(weights)
-    return { config, weights: base, backend: undefined as Backend | undefined, trainData: Format.read(job.trainBin), valData: Format.read(job.valBin) }
+    // each projection through NF4 and back as it is read: one fp32 copy of the base, not two
+    const { config, weights } = loadQwen3With(job.modelDir, (w, done, total) => loaded(quantizeProjection(w), done, total))
+    return { config, weights, backend: undefined as Backend | undefined, trainData: Format.read(job.trainBin), valData: Format.read(job.valBin) }
   }
   const { config, weights } = loadQwen3With(job.modelDir, (w, done, total) => loaded(Native.nf4Quantize(w), done, total))
   const trainData = Format.read(job.trainBin)
