@@ -200,7 +200,7 @@ export const diskFull = (ws: Workspace, planned: Planner.PlannedStage, written: 
   )
 }
 
-/** The memory this machine gives stages (resources.memory in the params file, else all of it), in MiB. */
+/** The memory this machine gives stages (resources.memory in the params file, else all of it), in MB. */
 export const machineMemoryMB = (ws: Workspace): number => Math.max(1, Math.floor(ws.engine.memoryMB ?? os.totalmem() / 1e6))
 
 /**
@@ -211,7 +211,7 @@ export const memoryShort = (ws: Workspace, stage: AnyStage, estimatedBytes: numb
   const need = runMemoryMB(stage.resources(ws.params.get(stage.name)), estimatedBytes)
   const have = machineMemoryMB(ws)
   return need > have
-    ? `needs about ${formatBytes(need * 2 ** 20)} of memory, more than the ${formatBytes(have * 1e6)} here: it may be killed; run it on a bigger machine (--executor ${stage.name}=slurm)`
+    ? `needs about ${formatBytes(need * 1e6)} of memory, more than the ${formatBytes(have * 1e6)} here: it may be killed; run it on a bigger machine (--executor ${stage.name}=slurm)`
     : undefined
 }
 

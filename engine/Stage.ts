@@ -91,9 +91,9 @@ export interface Resources {
   readonly gpu?: number
 }
 
-/** MiB a run takes: the declared memory, or the estimate for its inputs (Estimate.memoryBytes) when larger. */
+/** MB (1e6 bytes, as `memoryMB` and the machine's memory count) a run takes: the declared memory, or the estimate for its inputs (Estimate.memoryBytes) when larger. */
 export const memoryMB = (wants: Resources, estimatedBytes: number): number =>
-  Math.max(0, Math.ceil(wants.memoryMB ?? 0), Math.ceil(estimatedBytes / 2 ** 20))
+  Math.max(0, Math.ceil(wants.memoryMB ?? 0), Math.ceil(estimatedBytes / 1e6))
 
 /** What the workspace keeps at or under a path (its own files, the cache, out/), or undefined. */
 export type Owns = (abs: string) => string | undefined

@@ -289,7 +289,7 @@ describe("what a stage asks of a machine", () => {
     expect(gpu / 2 ** 30).toBeLessThan(8)
     expect(cpu / 2 ** 30).toBeGreaterThan(15) // the base in fp32
     const slurm: import("../engine/Slurm.ts").SlurmSpec = { kind: "slurm", extra: [] }
-    expect(Slurm.request(slurm, train, params("cuda"), gpu)).toEqual(["--gres=gpu:1", `--mem=${Math.ceil(gpu / 2 ** 20)}M`])
+    expect(Slurm.request(slurm, train, params("cuda"), gpu)).toEqual(["--gres=gpu:1", `--mem=${Math.ceil(gpu / 1e6)}M`])
     const tiny = train.estimate({ params: params("cpu"), inputSizes: { model: 80e6, train: 5e6, val: 5e5 } }).memoryBytes!
     expect(Slurm.request(slurm, train, params("cpu"), tiny)).toEqual(["--mem=2000M"])
   })
