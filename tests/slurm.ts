@@ -51,6 +51,8 @@ export const startSlurm = async (): Promise<Cluster> => {
       "SelectType=select/cons_tres",
       "SelectTypeParameters=CR_Core_Memory",
       "ReturnToService=2",
+      // a cancelled job's processes get SIGTERM, then SIGKILL after KillWait (default 30 s): short here
+      "KillWait=5",
       "MpiDefault=none",
       "JobCompType=jobcomp/none",
       "AccountingStorageType=accounting_storage/none",
