@@ -6,7 +6,7 @@
 #      (ftcuda_tests: nf4, gemm, norm, rope, swiglu, attention, xent, adamw8bit, lossscale), and
 #      the whole training step (step.cu): the tiny model against the CPU backend's loss, logits
 #      and LoRA gradients, and a Qwen3-4B-shaped model at 2 x 2048 tokens for peak memory and
-#      tokens/s;
+#      tokens/s, and what the trainer's host-side optimizer step costs beside it;
 #   3. the same on the compute_75 PTX, JIT-compiled by the driver (CUDA_FORCE_PTX_JIT=1): the
 #      code a T4 runs, exercised on whatever newer GPU we borrow;
 #   4. where PyTorch, transformers and peft are installed: our PEFT adapter loaded by peft, its

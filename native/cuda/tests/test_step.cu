@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "../step.cuh"
+#include "adamw.h"
+#include "adamw8bit.h"
 #include "double_quant.h"
 #include "harness.h"
 #include "nf4.h"
@@ -510,4 +512,48 @@ FT_TEST("step", "Qwen3-4B step: memory and throughput") {
   rows.push_back({"loss is finite", std::isfinite(loss0) ? 0.0 : 1.0, 0, -1, -1,
                   format("loss %.4f (ln V = %.4f), counted %d of %d", loss0, std::log(static_cast<double>(V)), counted, N)});
   rows.push_back({"timed steps: same loss and count as the warm-up (steps differing)", static_cast<double>(changed), 0});
+
+  // The optimizer step as stages/train runs it today, once per optimizer step (gradAccum
+  // micro-batches): the gradients down to the host, 8-bit AdamW there (one thread, tensor by
+  // tensor, as the loop calls it), the new weights up and their fp16 copies refreshed.
+  std::vector<std::vector<float>> pA(nLora), pB(nLora), gA(nLora), gB(nLora);
+  struct State {
+    std::vector<std::uint8_t> mCodes, vCodes;
+    std::vector<float> mAbsmax, vAbsmax;
+  };
+  std::vector<State> sA(nLora), sB(nLora);
+  auto initState = [](State& st, std::size_t n) {
+    st.mCodes.resize(n);
+    st.vCodes.resize(n);
+    st.mAbsmax.resize(ft::adamw8bit::absmaxCount(n));
+    st.vAbsmax.resize(ft::adamw8bit::absmaxCount(n));
+    ft::adamw8bit::init(st.mCodes.data(), st.vCodes.data(), st.mAbsmax.data(), st.vAbsmax.data(), n);
+  };
+  for (int i = 0; i < nLora; ++i) {
+    pA[i] = loraAHost[i % ft::NPROJ];
+    pB[i] = loraBHost[i % ft::NPROJ];
+    gA[i].resize(pA[i].size());
+    gB[i].resize(pB[i].size());
+    initState(sA[i], pA[i].size());
+    initState(sB[i], pB[i].size());
+  }
+  const ft::adamw::Hyper hyper{2e-4f, 0.9f, 0.999f, 1e-8f, 0.f, 1};
+  const auto o0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < nLora; ++i) tr.getGrads(i, gA[i].data(), gB[i].data(), 1.f / lossScale);
+  const double downMs = msSince(o0);
+  const auto o1 = std::chrono::steady_clock::now();
+  for (int i = 0; i < nLora; ++i) {
+    ft::adamw8bit::step(pA[i].data(), gA[i].data(), sA[i].mCodes.data(), sA[i].vCodes.data(), sA[i].mAbsmax.data(), sA[i].vAbsmax.data(), pA[i].size(), hyper);
+    ft::adamw8bit::step(pB[i].data(), gB[i].data(), sB[i].mCodes.data(), sB[i].vCodes.data(), sB[i].mAbsmax.data(), sB[i].vAbsmax.data(), pB[i].size(), hyper);
+  }
+  const double adamMs = msSince(o1);
+  const auto o2 = std::chrono::steady_clock::now();
+  for (int i = 0; i < nLora; ++i) tr.setLora(i, pA[i].data(), pB[i].data());
+  tr.syncLora();
+  FT_CUDA(cudaDeviceSynchronize());
+  const double upMs = msSince(o2);
+  const double optMs = downMs + adamMs + upMs;
+  rows.push_back({"optimizer step on the host, as the trainer runs it (informative)", 0, 0, optMs, -1,
+                  format("gradients down %.0f ms, 8-bit AdamW %.0f ms, weights up %.0f ms; %.0f%% of one 2 x %d micro-step, %.0f%% of 4 (gradAccum 4)",
+                         downMs, adamMs, upMs, 100 * optMs / stepMs, seqLen, 100 * optMs / (4 * stepMs))});
 }
