@@ -132,22 +132,6 @@ struct Trainer::Impl {
   Buf<float> cosT, sinT;
   Buf<float> la32;  // [N, r]
 
-  int projIn(int j) const {
-    const int C = cfg.hidden, I = cfg.intermediate, HD = cfg.heads * cfg.headDim;
-    return j == PROJ_O ? HD : j == PROJ_DOWN ? I : C;
-  }
-  int projOut(int j) const {
-    const int C = cfg.hidden, I = cfg.intermediate, HD = cfg.heads * cfg.headDim, KD = cfg.kvHeads * cfg.headDim;
-    switch (j) {
-      case PROJ_Q: return HD;
-      case PROJ_K:
-      case PROJ_V: return KD;
-      case PROJ_O:
-      case PROJ_DOWN: return C;
-      default: return I;
-    }
-  }
-
   /** Decodes a projection's double-quantized absmax into the workspace; returns it. */
   const float* absmaxOf(const Proj& p) {
     const std::size_t count = ft::nf4::absmaxCount(static_cast<std::size_t>(p.in) * p.out);
@@ -303,8 +287,8 @@ Trainer::Trainer(const Qwen3Config& cfg, const float* embed, const float* finalN
     upload(L.kNorm, h.kNorm, D, W);
     for (int j = 0; j < NPROJ; ++j) {
       Impl::Proj& p = L.p[j];
-      p.in = m.projIn(j);
-      p.out = m.projOut(j);
+      p.in = ft::projIn(m.cfg, j);
+      p.out = ft::projOut(m.cfg, j);
       const std::size_t count = static_cast<std::size_t>(p.in) * p.out;
       FT_CHECK(h.codes[j] != nullptr && h.absmax[j] != nullptr, "Trainer: layer ", l, " projection ", j, " has no weights");
       p.codes.alloc(ft::nf4::codeBytes(count), W);
@@ -447,7 +431,7 @@ void Trainer::setDropout(float p, std::uint64_t seed) {
   FT_CHECK(p >= 0.f && p < 1.f, "Trainer::setDropout: p = ", p, ", expected 0 <= p < 1");
   if (p > 0.f && m.xd.p == nullptr) {
     int widest = 0;
-    for (int j = 0; j < NPROJ; ++j) widest = std::max(widest, m.projIn(j));
+    for (int j = 0; j < NPROJ; ++j) widest = std::max(widest, ft::projIn(m.cfg, j));
     const std::size_t n = static_cast<std::size_t>(m.capN) * widest;
     m.xd.alloc(n, m.bytes.workspace);
     m.dropTmp.alloc(n, m.bytes.workspace);

@@ -137,18 +137,7 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
   int rank_ = 0;
   std::unique_ptr<cuda::Trainer> trainer_;
 
-  int projIn(int j) const { return j == PROJ_O ? cfg_.heads * cfg_.headDim : j == PROJ_DOWN ? cfg_.intermediate : cfg_.hidden; }
-  int projOut(int j) const {
-    switch (j) {
-      case PROJ_Q: return cfg_.heads * cfg_.headDim;
-      case PROJ_K:
-      case PROJ_V: return cfg_.kvHeads * cfg_.headDim;
-      case PROJ_O:
-      case PROJ_DOWN: return cfg_.hidden;
-      default: return cfg_.intermediate;
-    }
-  }
-  std::size_t projCount(int j) const { return static_cast<std::size_t>(projIn(j)) * projOut(j); }
+  std::size_t projCount(int j) const { return static_cast<std::size_t>(projIn(cfg_, j)) * projOut(cfg_, j); }
 
   cuda::Trainer& live() {
     FT_CHECK(trainer_ != nullptr, "CudaTrainer: used after close()");
@@ -167,7 +156,7 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
       const Napi::Array proj = projections(info, "setLora");
       for (std::uint32_t i = 0; i < proj.Length(); ++i) {
         const int j = static_cast<int>(i % NPROJ);
-        const std::size_t na = static_cast<std::size_t>(rank_) * projIn(j), nb = static_cast<std::size_t>(projOut(j)) * rank_;
+        const std::size_t na = static_cast<std::size_t>(rank_) * projIn(cfg_, j), nb = static_cast<std::size_t>(projOut(cfg_, j)) * rank_;
         const Napi::Value v = proj.Get(i);
         if (v.IsNull() || v.IsUndefined()) {
           t.disableLora(static_cast<int>(i));
@@ -225,8 +214,8 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
         const int j = static_cast<int>(i % NPROJ);
         const Napi::Object o = v.As<Napi::Object>();
         const std::string p = "getGrads: proj[" + std::to_string(i) + "].";
-        t.getGrads(static_cast<int>(i), f32w(o.Get("dA"), static_cast<std::size_t>(rank_) * projIn(j), p + "dA"),
-                   f32w(o.Get("dB"), static_cast<std::size_t>(projOut(j)) * rank_, p + "dB"), factor);
+        t.getGrads(static_cast<int>(i), f32w(o.Get("dA"), static_cast<std::size_t>(rank_) * projIn(cfg_, j), p + "dA"),
+                   f32w(o.Get("dB"), static_cast<std::size_t>(projOut(cfg_, j)) * rank_, p + "dB"), factor);
       }
       return info.Env().Undefined();
     });

@@ -55,9 +55,9 @@ Model parseModel(const Napi::CallbackInfo& info, bool grads) {
   ft::Qwen3Config& cfg = m.cfg;
   cfg.checkpointing = c.Has("activationCheckpointing") && c.Get("activationCheckpointing").ToBoolean().Value();
   if (cfg.heads % cfg.kvHeads != 0 || cfg.headDim % 2 != 0) throw Napi::RangeError::New(env, "config: heads must be a multiple of kvHeads and headDim even");
-  const size_t C = cfg.hidden, I = cfg.intermediate, HD = (size_t)cfg.heads * cfg.headDim, KD = (size_t)cfg.kvHeads * cfg.headDim;
-  const size_t in[ft::NPROJ] = {C, C, C, HD, C, C, I};
-  const size_t out[ft::NPROJ] = {HD, KD, KD, C, I, I, C};
+  const size_t C = cfg.hidden;
+  size_t in[ft::NPROJ], out[ft::NPROJ];
+  for (int j = 0; j < ft::NPROJ; j++) in[j] = (size_t)ft::projIn(cfg, j), out[j] = (size_t)ft::projOut(cfg, j);
   auto wo = info[1].As<Napi::Object>();
   ft::Qwen3Weights& w = m.w;
   w.embed = f32(wo.Get("embed"), (size_t)cfg.vocab * C, "weights.embed");

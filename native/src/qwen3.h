@@ -25,6 +25,20 @@ struct Qwen3Config {
 // The seven adapted projections of a layer, in this order.
 enum Proj { PROJ_Q = 0, PROJ_K, PROJ_V, PROJ_O, PROJ_GATE, PROJ_UP, PROJ_DOWN, NPROJ };
 
+/** Columns (inputs) of projection j's weight [out, in], as Hugging Face stores it. */
+inline int projIn(const Qwen3Config& c, int j) { return j == PROJ_O ? c.heads * c.headDim : j == PROJ_DOWN ? c.intermediate : c.hidden; }
+/** Rows (outputs) of projection j's weight [out, in]. */
+inline int projOut(const Qwen3Config& c, int j) {
+  switch (j) {
+    case PROJ_Q: return c.heads * c.headDim;
+    case PROJ_K:
+    case PROJ_V: return c.kvHeads * c.headDim;
+    case PROJ_O:
+    case PROJ_DOWN: return c.hidden;
+    default: return c.intermediate;  // gate, up
+  }
+}
+
 struct LayerWeights {
   const float* inputNorm;  // [C]
   const float* postNorm;   // [C]

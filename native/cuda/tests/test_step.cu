@@ -38,25 +38,8 @@ __attribute__((format(printf, 1, 2))) std::string format(const char* f, ...) {
   return buf;
 }
 
-/** Rows (outputs) of projection j's weight [out, in]. */
-int projOut(const ft::Qwen3Config& c, int j) {
-  switch (j) {
-    case ft::PROJ_Q: return c.heads * c.headDim;
-    case ft::PROJ_K:
-    case ft::PROJ_V: return c.kvHeads * c.headDim;
-    case ft::PROJ_O:
-    case ft::PROJ_DOWN: return c.hidden;
-    default: return c.intermediate;  // gate, up
-  }
-}
-/** Columns (inputs) of projection j's weight [out, in]. */
-int projIn(const ft::Qwen3Config& c, int j) {
-  switch (j) {
-    case ft::PROJ_O: return c.heads * c.headDim;
-    case ft::PROJ_DOWN: return c.intermediate;
-    default: return c.hidden;
-  }
-}
+using ft::projIn;
+using ft::projOut;
 std::size_t projCount(const ft::Qwen3Config& c, int j) { return static_cast<std::size_t>(projOut(c, j)) * projIn(c, j); }
 
 /** ||a - b|| / ||b|| in double; infinite when a holds a non-finite value or the sizes differ. */
