@@ -117,9 +117,12 @@ export interface CudaBase {
 type LoraSlots = ReadonlyArray<{ readonly A: Float32Array; readonly B: Float32Array } | null>
 type GradSlots = ReadonlyArray<{ readonly dA: Float32Array; readonly dB: Float32Array } | null>
 
+/** The operand type of the GPU's products (accumulation is fp32 either way). */
+export type CudaPrecision = "fp16" | "bf16"
+
 /** The QLoRA step on a GPU (native/cuda/step.cuh): the base and every buffer live on the device. */
 export interface CudaTrainer {
-  /** fp32 LoRA weights to the device (null: no adapter on that projection), fp16 copies refreshed */
+  /** fp32 LoRA weights to the device (null: no adapter on that projection), 16-bit copies refreshed */
   setLora(proj: LoraSlots): void
   zeroGrads(): void
   /** one micro-batch; with backward, lossScale x d(loss)/d(LoRA) accumulates on the device */
@@ -133,7 +136,8 @@ export interface CudaTrainer {
 
 interface CudaModule {
   cudaDevices(): ReadonlyArray<CudaDevice>
-  CudaTrainer: new (config: Qwen3Config, base: CudaBase, rank: number, scale: number, maxBatch: number, maxSeqLen: number) => CudaTrainer
+  /** precision: the products' operand type, fp16 (sm_75+) or bf16 (sm_80+: refused elsewhere, saying why) */
+  CudaTrainer: new (config: Qwen3Config, base: CudaBase, rank: number, scale: number, maxBatch: number, maxSeqLen: number, precision?: CudaPrecision) => CudaTrainer
 }
 
 /**

@@ -72,7 +72,7 @@ export const train = Stage.make({
       const refused = backendProblem(t)
       if (refused !== undefined) return yield* new StageError({ message: refused })
       const scratch = ctx.scratchDir
-      const { device, precision: _precision, ...trainer } = t
+      const { device, precision, ...trainer } = t
       const job: Job = {
         modelDir: ctx.inputs.model,
         trainBin: ctx.inputs.train,
@@ -82,7 +82,8 @@ export const train = Stage.make({
         scratch,
         t: trainer,
         lora,
-        device
+        device,
+        precision
       }
       yield* runWorker({ file: WORKER, label: "trainer", protocol, job, jobFile: path.join(scratch, "job.json"), onEvent: (e) => onEvent(ctx, e) })
       fs.copyFileSync(job.metricsFile, ctx.outputs.metrics)
@@ -95,10 +96,11 @@ export const train = Stage.make({
  * where the stage runs (a Slurm job runs on another host): the worker says so in its first second.
  */
 const backendProblem = (t: { readonly device: string; readonly precision: string }): string | undefined => {
-  if (t.device === "cpu" && t.precision !== "fp32") return `train.precision ${t.precision}: the CPU backend computes in fp32 (fp16 is the CUDA backend's: train.device: cuda)`
+  if (t.device === "cpu" && t.precision !== "fp32")
+    return `train.precision ${t.precision}: the CPU backend computes in fp32 (fp16 and bf16 are the CUDA backend's: train.device: cuda)`
   if (t.device === "cuda") {
-    if (t.precision !== "fp16")
-      return `train.precision ${t.precision}: the CUDA backend trains in fp16 mixed precision (fp16 operands, fp32 accumulation and master weights); set train.precision: fp16`
+    if (t.precision !== "fp16" && t.precision !== "bf16")
+      return `train.precision ${t.precision}: the CUDA backend trains in mixed precision (16-bit operands, fp32 accumulation and master weights); set train.precision: fp16 (any GPU from a T4) or bf16 (sm_80+: A100, L4, H100)`
     let mod: ReturnType<typeof Native.cuda>
     try {
       mod = Native.cuda()

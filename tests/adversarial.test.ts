@@ -221,7 +221,7 @@ describe("4. a worker's own error reaches the user as one line", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "worker-"))
     const job = {
       modelDir: path.join(dir, "no-model"), trainBin: "", valBin: "", adapterDir: "", metricsFile: "", scratch: dir,
-      t: Schema.decodeUnknownSync(TrainConfig)({}), lora: Schema.decodeUnknownSync(LoraParams)({}), device: "cpu" as const
+      t: Schema.decodeUnknownSync(TrainConfig)({}), lora: Schema.decodeUnknownSync(LoraParams)({}), device: "cpu" as const, precision: "fp32" as const
     }
     const err = await Effect.runPromise(
       Effect.flip(runWorker({ file: path.join(REPO, "stages/train/worker.ts"), label: "trainer", protocol, job, jobFile: path.join(dir, "job.json"), onEvent: () => Effect.void })).pipe(
@@ -265,8 +265,10 @@ describe("5. params that cannot make sense are refused when decoded, exit 2", ()
     ["tokenize.maxSeqLen=20", "tokenize.maxSeqLen: Expected a value between 32 and 262144, got 20"],
     ["split.valFraction=0", "split.valFraction: Expected a value greater than 0, got 0"],
     ["eval.gates={accuracy: 0.9}", "stage eval: eval.gates.accuracy: no such metric (metrics: samples, intents, valLoss, valPerplexity, baseValLoss, baseValPerplexity, turns, decisionAccuracy, toolNameAccuracy"],
-    ["train.device=cuda", "stage train: train.precision fp32: the CUDA backend trains in fp16 mixed precision (fp16 operands, fp32 accumulation and master weights); set train.precision: fp16"],
-    ["train.precision=fp16", "stage train: train.precision fp16: the CPU backend computes in fp32 (fp16 is the CUDA backend's: train.device: cuda)"],
+    ["train.device=cuda", "stage train: train.precision fp32: the CUDA backend trains in mixed precision (16-bit operands, fp32 accumulation and master weights); set train.precision: fp16 (any GPU from a T4) or bf16 (sm_80+: A100, L4, H100)"],
+    ["train.precision=fp16", "stage train: train.precision fp16: the CPU backend computes in fp32 (fp16 and bf16 are the CUDA backend's: train.device: cuda)"],
+    ["train.precision=bf16", "stage train: train.precision bf16: the CPU backend computes in fp32 (fp16 and bf16 are the CUDA backend's: train.device: cuda)"],
+    ["train.precision=fp8", "train.precision: Expected \"fp32\" | \"fp16\" | \"bf16\", got \"fp8\""],
     ["upload.include=[]", "upload.include: Expected a value with a length of at least 1, got []"]
   ])("--set %s", (set, says) => {
     const r = cli(ws, ["run", "--dry-run", "--set", set])

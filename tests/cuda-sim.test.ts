@@ -26,6 +26,10 @@ const supported = process.platform === "linux" && process.arch === "x64" && has(
 const ADDON = path.join(REPO, "native", "cuda", "sim", "addon.sh")
 const TESTS = [
   "tiny model step = CPU backend",
+  "tiny model step = CPU backend, bf16",
+  "bf16 gemm, every layout",
+  "NF4 weights dequantized in the product, bf16",
+  "attention bf16: odd T, T=300 D=128, T=1",
   "nf4 dequantize",
   "double-quantized absmax",
   "fp16 gemm, every layout",
@@ -86,7 +90,38 @@ describe.skipIf(!supported)("the CUDA kernels and the step on the CPU simulator 
     expect(rows.filter((l) => / \| FAIL \| /.test(l)), out).toEqual([])
     for (const t of TESTS) expect(rows.some((l) => l.startsWith(`| ${t} | `)), t).toBe(true)
     for (const r of STEP_ROWS) expect(rows.some((l) => l.startsWith(`| tiny model step = CPU backend | ${r}`)), r).toBe(true)
+    for (const r of STEP_ROWS) expect(rows.some((l) => l.startsWith(`| tiny model step = CPU backend, bf16 | ${r}`)), `bf16: ${r}`).toBe(true)
+    expect(rows.filter((l) => / \| skip \| /.test(l))).toEqual([]) // the simulation is an sm_80: nothing skipped
   }, 120_000)
+
+  // a T4's architecture (SIM_SM=75): the bf16 kernels' tests say why they skip, and the Trainer and
+  // the training stage's backend refuse bf16 with the reason, before anything is computed
+  it.concurrent("SIM_SM=75: bf16 is refused, saying why", async () => {
+    const exec = (cmd: string, args: ReadonlyArray<string>, env: Record<string, string>) =>
+      new Promise<{ status: number | null; out: string }>((resolve) => {
+        const p = spawn(cmd, args, { env: { ...process.env, ...env } })
+        let out = ""
+        p.stdout.on("data", (d) => (out += d))
+        p.stderr.on("data", (d) => (out += d))
+        p.on("close", (code) => resolve({ status: code, out }))
+      })
+    const kernels = await exec(path.join(build, "ftcuda_sim"), ["bf16 refused where the GPU has no bf16 tensor cores", "bf16 gemm, every layout"], {
+      FTCUDA_SMALL: "1",
+      SIM_SM: "75"
+    })
+    expect(kernels.status, kernels.out).toBe(0)
+    expect(kernels.out).toMatch(/^\| bf16 refused where the GPU has no bf16 tensor cores \| Trainer\(bf16\) throws, naming bf16 and the architecture \| 0 \| 0 \| ok \|.*sm_75\) has no bf16 tensor cores/m)
+    expect(kernels.out).toMatch(/^\| bf16 gemm, every layout \| bf16 operands \| \| \| skip \| \| \| this GPU \(sm_75\) has no bf16 tensor cores; they start at sm_80/m)
+    expect(kernels.out).toContain("2 tests, 0 rows failed, 1 rows skipped")
+    const stage = await exec(NODE, [path.join(REPO, "tests", "fixtures", "cuda-train.ts"), "bf16-refused"], {
+      FT_CUDA_ADDON: path.join(build, "ftcuda_sim.node"),
+      SIM_SM: "75"
+    })
+    expect(stage.status, stage.out).toBe(0)
+    expect(JSON.parse(stage.out)).toEqual({
+      said: "train.precision bf16: this GPU (sm_75) has no bf16 tensor cores; they start at sm_80 (A100, L4, H100); train.precision: fp16 runs on every GPU from sm_75 (T4)"
+    })
+  }, 60_000)
 
   // `train.device: cuda` end to end but for the GPU: the training loop (stages/train), the
   // backend (backend.ts), the N-API binding (src/addon_cuda.cpp) and the step's kernels
@@ -104,10 +139,10 @@ describe.skipIf(!supported)("the CUDA kernels and the step on the CPU simulator 
     expect(status, err).toBe(0)
     type Ev = { type: string; step?: number; loss?: number; valLoss?: number; scale?: number; skipped?: boolean; device?: string; resumedFrom?: number | null }
     type Run = { finished: boolean; events: Array<Ev>; adapter: Array<Array<number>> }
-    const r = JSON.parse(out) as { cpu: Run; cuda: Run; resumed: Run; killed: { finished: boolean; steps: number }; checkpoints: Array<string>; noBackend: string }
+    const r = JSON.parse(out) as { cpu: Run; cuda: Run; bf16: Run; resumed: Run; killed: { finished: boolean; steps: number }; checkpoints: Array<string>; noBackend: string }
     const steps = (run: Run) => run.events.filter((e) => e.type === "step")
     const evals = (run: Run) => run.events.filter((e) => e.type === "eval")
-    expect(r.cuda.events[0]!.device).toMatch(/^cuda: CPU simulation \(fibers\) \(sm_75, 16\.00 GiB\), fp16 operands with fp32 accumulation; [\d.]+ MiB on the device for 2 x 24 tokens/)
+    expect(r.cuda.events[0]!.device).toMatch(/^cuda: CPU simulation \(fibers\) \(sm_80, 16\.00 GiB\), fp16 operands with fp32 accumulation; [\d.]+ MiB on the device for 2 x 24 tokens/)
     expect(r.cpu.events[0]!.device).toMatch(/^cpu, \d+ threads, fp32$/)
     // fp16 operands against fp32: the same losses to 2e-3, step by step, with no step skipped
     expect(steps(r.cuda).map((e) => e.step)).toEqual([1, 2, 3, 4])
@@ -127,6 +162,19 @@ describe.skipIf(!supported)("the CUDA kernels and the step on the CPU simulator 
     let n = 0
     r.cuda.adapter.forEach((a, i) => a.forEach((x, j) => ((d += (x - r.cpu.adapter[i]![j]!) ** 2), (n += r.cpu.adapter[i]![j]! ** 2))))
     expect(Math.sqrt(d / n)).toBeLessThan(0.15)
+    // bf16 operands (sm_80+): 8 bits of mantissa, not 11, so the losses are further from fp32's
+    // (the simulator measured up to 3.1e-3, growing as the adapters part), and no loss scaling: the scale stays 1
+    expect(r.bf16.events[0]!.device).toMatch(/\), bf16 operands with fp32 accumulation; /)
+    expect(steps(r.bf16).map((e) => e.step)).toEqual([1, 2, 3, 4])
+    steps(r.bf16).forEach((e, i) => {
+      const ref = steps(r.cpu)[i]!
+      expect(Math.abs(e.loss! - ref.loss!) / ref.loss!, `bf16 step ${e.step}: ${e.loss} vs ${ref.loss}`).toBeLessThan(1e-2)
+      expect(e.skipped).toBe(false)
+      expect(e.scale).toBe(1)
+    })
+    expect(evals(r.bf16).at(-1)!.valLoss!).toBeLessThan(evals(r.bf16)[0]!.valLoss! - 0.5)
+    // not the fp16 run under another name
+    expect(steps(r.bf16).map((e) => e.loss)).not.toEqual(steps(r.cuda).map((e) => e.loss))
     // killed after 2 steps (a checkpoint at 2), resumed: steps 3 and 4, then the uninterrupted run's adapter
     expect(r.killed).toEqual({ finished: false, steps: 2 })
     expect(r.checkpoints).toEqual(["ckpt-2"])

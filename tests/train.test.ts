@@ -129,7 +129,7 @@ describe("training", () => {
     fs.writeFileSync(metricsFile, '{"step":0,"valLoss":12.5}\n{"step":1,"loss":12,"lr":0.01,"gradNorm":1,"tokensPerSecond":1,"skipped":false}\n')
     const job = {
       modelDir: path.join(f.dir, "model"), trainBin: path.join(f.dir, "train.bin"), valBin: path.join(f.dir, "val.bin"),
-      adapterDir: path.join(f.dir, "adapter"), metricsFile, scratch, t: tcfg({ maxSteps: 2, evalEvery: 2 }), lora, device: "cpu" as const
+      adapterDir: path.join(f.dir, "adapter"), metricsFile, scratch, t: tcfg({ maxSteps: 2, evalEvery: 2 }), lora, device: "cpu" as const, precision: "fp32" as const
     }
     await Effect.runPromise(
       runWorker({ file: path.join(REPO, "stages/train/worker.ts"), label: "trainer", protocol, job, jobFile: path.join(scratch, "job.json"), onEvent: () => Effect.void }).pipe(

@@ -2,12 +2,14 @@
 //
 // Conventions inside the kernels. A block has 4 warps; warp w owns rows w*16 .. w*16+15 of the
 // block's tile (query rows in the forward and dQ kernels, key rows in the dK/dV kernel). Tiles of
-// q, k, v, dy are staged in shared memory as fp16 rows of D (+8 padding against bank conflicts)
-// halves, zero-filled past the end of the sequence. Each warp has a private fp32 scratch tile
-// [16, LDF] where WMMA results are stored so that lanes can see them element by element; the fp16
-// P or dS tile [16, LDH] that feeds the next product is written in place over that scratch (all
+// q, k, v, dy are staged in shared memory as rows of D (+8 padding against bank conflicts) operands
+// (T: fp16, or bf16 on sm_80+), zero-filled past the end of the sequence. Each warp has a private
+// fp32 scratch tile [16, LDF] where WMMA results are stored so that lanes can see them element by
+// element; the T P or dS tile [16, LDH] that feeds the next product is written in place over that scratch (all
 // lanes first read their values into registers, __syncwarp, then write). In the elementwise phase
-// lane l handles row l / 2 and the columns c = 2j + (l & 1).
+// lane l handles row l / 2 and the columns c = 2j + (l & 1). Each kernel that uses tensor cores is a
+// device function (attnFwd, attnBwdDkv, attnBwdDq) behind a thin __global__ that traps where the
+// operand type has no fragments (kMma: bf16 below sm_80; the launchers check bf16Ready() first).
 #include <mma.h>
 
 #include <cmath>
@@ -26,9 +28,12 @@ constexpr float kLn2 = 0.6931471805599453f;
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major>;
-using FragBRow = wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major>;
-using FragBCol = wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major>;
+template <typename T>
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
+template <typename T>
+using FragBRow = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major>;
+template <typename T>
+using FragBCol = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major>;
 using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 
 /** Tile and shared-memory geometry shared by the kernels, for head dimension D. */
@@ -36,7 +41,7 @@ template <int D>
 struct Geo {
   static_assert(D == 64 || D == 128, "head dimension 64 or 128");
   static constexpr int NF = D / 16;   // 16-wide fragments across a head
-  static constexpr int LDK = D + 8;   // halves per staged row of q, k, v, dy
+  static constexpr int LDK = D + 8;   // 16-bit elements per staged row of q, k, v, dy
   static constexpr int kRowBytes = LDK * 2;
   // forward and dQ: query tiles of 64 rows (16 per warp), key tiles of 32
   static constexpr int BR = 16 * kWarps;
@@ -47,11 +52,12 @@ struct Geo {
 };
 
 /**
- * Copies rows [0, valid) of a [rows, ld] fp16 matrix (g points at the tile's first row and its head's
- * first column) to the shared tile s [ROWS, LDK], D halves per row, and zero-fills rows valid..ROWS-1.
+ * Copies rows [0, valid) of a [rows, ld] matrix of 16-bit T (g points at the tile's first row and its head's
+ * first column) to the shared tile s [ROWS, LDK], D elements per row, and zero-fills rows valid..ROWS-1.
  */
-template <int D, int ROWS>
-__device__ __forceinline__ void loadTile(__half* __restrict__ s, const __half* __restrict__ g, long long ld, int valid) {
+template <int D, int ROWS, typename T>
+__device__ __forceinline__ void loadTile(T* __restrict__ s, const T* __restrict__ g, long long ld, int valid) {
+  static_assert(sizeof(T) == 2, "16-bit operands");
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   constexpr int LDK = Geo<D>::LDK;
   for (int i = threadIdx.x; i < ROWS * kChunks; i += kThreads) {
@@ -62,16 +68,10 @@ __device__ __forceinline__ void loadTile(__half* __restrict__ s, const __half* _
   }
 }
 
-/** Two floats rounded to fp16, packed as 32 bits (the first in the low half, as in memory). */
-__device__ __forceinline__ unsigned halves(float lo, float hi) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const unsigned*>(&h);
-}
-
 /**
  * The warp's accumulators acc[0..NF) (a [16, 16*NF] tile) times mul go, CH fragments at a time, through
  * the warp's scratch [16, LDF] to global memory: lane l writes row l/2, dstRow being that row's column 0
- * (nullptr: a row past the sequence, not written). Out is float or __half.
+ * (nullptr: a row past the sequence, not written). Out is float, __half or bf16.
  */
 template <int NF, int CH, int LDF, typename Out>
 __device__ __forceinline__ void writeRows(float* scratch, FragC (&acc)[NF], Out* dstRow, float mul) {
@@ -98,8 +98,8 @@ __device__ __forceinline__ void writeRows(float* scratch, FragC (&acc)[NF], Out*
         for (int e = 0; e < kPerLane / 8; ++e) {
           const float* s8 = src + 8 * e;
           uint4 u;
-          u.x = halves(s8[0] * mul, s8[1] * mul), u.y = halves(s8[2] * mul, s8[3] * mul);
-          u.z = halves(s8[4] * mul, s8[5] * mul), u.w = halves(s8[6] * mul, s8[7] * mul);
+          u.x = pack2<Out>(s8[0] * mul, s8[1] * mul), u.y = pack2<Out>(s8[2] * mul, s8[3] * mul);
+          u.z = pack2<Out>(s8[4] * mul, s8[5] * mul), u.w = pack2<Out>(s8[6] * mul, s8[7] * mul);
           *reinterpret_cast<uint4*>(dst + 8 * e) = u;
         }
       }
@@ -114,7 +114,7 @@ template <int D>
 struct FwdSmem {
   using G = Geo<D>;
   static constexpr int LDF = G::BC + 4;  // fp32 scratch row (S)
-  static constexpr int LDH = G::BC + 8;  // fp16 P row, in place over S
+  static constexpr int LDH = G::BC + 8;  // T P row, in place over S
   static constexpr int kKV = G::BC * G::kRowBytes;
   static constexpr int kScratch = 16 * LDF * 4;  // per warp
   static constexpr int kQ = G::BR * G::kRowBytes;
@@ -125,9 +125,9 @@ struct FwdSmem {
 };
 
 // grid (ceil(T / 64), H, B); block 128
-template <int D>
-__global__ void __launch_bounds__(kThreads) attnFwdKernel(const __half* __restrict__ q, const __half* __restrict__ k,
-                                                          const __half* __restrict__ v, __half* __restrict__ y, float* __restrict__ lse,
+template <int D, typename E>
+__device__ __forceinline__ void attnFwd(const E* __restrict__ q, const E* __restrict__ k,
+                                                          const E* __restrict__ v, E* __restrict__ y, float* __restrict__ lse,
                                                           int T, int H, int KV, float scaleLog2) {
   using G = Geo<D>;
   using S = FwdSmem<D>;
@@ -143,16 +143,16 @@ __global__ void __launch_bounds__(kThreads) attnFwdKernel(const __half* __restri
   const long long ldq = static_cast<long long>(H) * D, ldk = static_cast<long long>(KV) * D;
   const long long row0 = static_cast<long long>(b) * T;  // the sequence's first row
 
-  __half* Qs = reinterpret_cast<__half*>(smem);  // before the loop only
-  __half* Ks = reinterpret_cast<__half*>(smem);
-  __half* Vs = reinterpret_cast<__half*>(smem + S::kKV);
+  E* Qs = reinterpret_cast<E*>(smem);  // before the loop only
+  E* Ks = reinterpret_cast<E*>(smem);
+  E* Vs = reinterpret_cast<E*>(smem + S::kKV);
   float* Sw = reinterpret_cast<float*>(smem + 2 * S::kKV + warp * S::kScratch);
-  __half* Pw = reinterpret_cast<__half*>(Sw);
+  E* Pw = reinterpret_cast<E*>(Sw);
 
   // Q tile → registers
   loadTile<D, BR>(Qs, q + (row0 + q0) * ldq + h * D, ldq, min(BR, T - q0));
   __syncthreads();
-  FragA qa[NF];
+  FragA<E> qa[NF];
 #pragma unroll
   for (int kk = 0; kk < NF; ++kk) wmma::load_matrix_sync(qa[kk], Qs + warp * 16 * LDK + kk * 16, LDK);
   __syncthreads();  // Qs is dead; K, V and the scratch tiles may overwrite it
@@ -178,8 +178,8 @@ __global__ void __launch_bounds__(kThreads) attnFwdKernel(const __half* __restri
   const int tRow = q0 + warp * 16 + r;
   const int warpLast = q0 + warp * 16 + 15;
   const int nTiles = (min(q0 + BR, T) + BC - 1) / BC;
-  const __half* kb = k + row0 * ldk + kh * D;
-  const __half* vb = v + row0 * ldk + kh * D;
+  const E* kb = k + row0 * ldk + kh * D;
+  const E* vb = v + row0 * ldk + kh * D;
 
   for (int kt = 0; kt < nTiles; ++kt) {
     const int k0 = kt * BC;
@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(kThreads) attnFwdKernel(const __half* __restri
       wmma::fill_fragment(acc, 0.f);
 #pragma unroll
       for (int kk = 0; kk < NF; ++kk) {
-        FragBCol kf;
+        FragBCol<E> kf;
         wmma::load_matrix_sync(kf, Ks + j * 16 * LDK + kk * 16, LDK);
         wmma::mma_sync(acc, qa[kk], kf, acc);
       }
@@ -226,7 +226,7 @@ __global__ void __launch_bounds__(kThreads) attnFwdKernel(const __half* __restri
     mRow = mNew;
     __syncwarp();  // all of S is read before P overwrites it
 #pragma unroll
-    for (int j = 0; j < BC / 2; ++j) Pw[r * LDH + 2 * j + hf] = __float2half_rn(p[j]);
+    for (int j = 0; j < BC / 2; ++j) Pw[r * LDH + 2 * j + hf] = fromFloat<E>(p[j]);
     if (hf == 0) rowScale[warp][r] = alpha;
     __syncwarp();
 
@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(kThreads) attnFwdKernel(const __half* __restri
     float a[FragC::num_elements];
 #pragma unroll
     for (int i = 0; i < FragC::num_elements; ++i) a[i] = rowScale[warp][rowOf[i]];
-    FragA pa[BC / 16];
+    FragA<E> pa[BC / 16];
 #pragma unroll
     for (int kk = 0; kk < BC / 16; ++kk) wmma::load_matrix_sync(pa[kk], Pw + kk * 16, LDH);
 #pragma unroll
@@ -243,7 +243,7 @@ __global__ void __launch_bounds__(kThreads) attnFwdKernel(const __half* __restri
       for (int i = 0; i < FragC::num_elements; ++i) o[f].x[i] *= a[i];
 #pragma unroll
       for (int kk = 0; kk < BC / 16; ++kk) {
-        FragBRow vf;
+        FragBRow<E> vf;
         wmma::load_matrix_sync(vf, Vs + kk * 16 * LDK + f * 16, LDK);
         wmma::mma_sync(o[f], pa[kk], vf, o[f]);
       }
@@ -254,24 +254,30 @@ __global__ void __launch_bounds__(kThreads) attnFwdKernel(const __half* __restri
   __syncwarp();  // the last tile's P and rowScale reads are done before the scratch is reused
   const bool valid = tRow < T;
   if (valid && hf == 0) lse[(static_cast<long long>(b) * H + h) * T + tRow] = mRow * kLn2 + logf(lRow);
-  writeRows<NF, 2, LDF>(Sw, o, valid ? y + (row0 + tRow) * ldq + h * D : static_cast<__half*>(nullptr), 1.f / lRow);
+  writeRows<NF, 2, LDF>(Sw, o, valid ? y + (row0 + tRow) * ldq + h * D : static_cast<E*>(nullptr), 1.f / lRow);
+}
+
+template <int D, typename E>
+__global__ void __launch_bounds__(kThreads) attnFwdKernel(const E* q, const E* k, const E* v, E* y, float* lse, int T, int H, int KV, float scaleLog2) {
+  if constexpr (kMma<E>) attnFwd<D, E>(q, k, v, y, lse, T, H, KV, scaleLog2);
+  else __trap();  // bf16 below sm_80: the launchers refuse it first (bf16Ready)
 }
 
 // ---- backward: Di = rowsum(dy * y) -------------------------------------------------------------
 
 // one warp per (row n, head h), w = n*H + h; delta [B, H, T]
-template <int D>
-__global__ void attnDeltaKernel(const __half* __restrict__ y, const __half* __restrict__ dy, float* __restrict__ delta, long long pairs,
+template <int D, typename E>
+__global__ void attnDeltaKernel(const E* __restrict__ y, const E* __restrict__ dy, float* __restrict__ delta, long long pairs,
                                 int T, int H) {
   const long long w = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   if (w >= pairs) return;  // uniform over the warp
-  const __half2* yr = reinterpret_cast<const __half2*>(y + w * D);
-  const __half2* gr = reinterpret_cast<const __half2*>(dy + w * D);
+  const E* yr = y + w * D;
+  const E* gr = dy + w * D;
   float acc = 0.f;
 #pragma unroll
   for (int i = lane; i < D / 2; i += 32) {
-    const float2 a = __half22float2(yr[i]), g = __half22float2(gr[i]);
+    const float2 a = unpack2(yr + 2 * i), g = unpack2(gr + 2 * i);
     acc += a.x * g.x + a.y * g.y;
   }
   acc = warpSum(acc);
@@ -289,7 +295,7 @@ template <int D>
 struct DkvSmem {
   using G = Geo<D>;
   static constexpr int LDF = G::BQ + 4;  // fp32 scratch row (S^T, dP^T)
-  static constexpr int LDH = G::BQ + 8;  // fp16 P^T / dS^T row, in place
+  static constexpr int LDH = G::BQ + 8;  // T P^T / dS^T row, in place
   static constexpr int kKV = G::BK * G::kRowBytes;
   static constexpr int kQ = G::BQ * G::kRowBytes;
   static constexpr int kScratch = 16 * LDF * 4;
@@ -299,9 +305,9 @@ struct DkvSmem {
 };
 
 // grid (ceil(T / 64), KV, B); block 128; warp w owns keys k0 + 16w .. k0 + 16w + 15
-template <int D>
-__global__ void __launch_bounds__(kThreads) attnBwdDkvKernel(const __half* __restrict__ q, const __half* __restrict__ k,
-                                                             const __half* __restrict__ v, const __half* __restrict__ dy,
+template <int D, typename E>
+__device__ __forceinline__ void attnBwdDkv(const E* __restrict__ q, const E* __restrict__ k,
+                                                             const E* __restrict__ v, const E* __restrict__ dy,
                                                              const float* __restrict__ lse, const float* __restrict__ delta,
                                                              float* __restrict__ dk, float* __restrict__ dv, int T, int H, int KV,
                                                              float scaleLog2, float scale) {
@@ -320,12 +326,12 @@ __global__ void __launch_bounds__(kThreads) attnBwdDkvKernel(const __half* __res
   const long long ldq = static_cast<long long>(H) * D, ldk = static_cast<long long>(KV) * D;
   const long long row0 = static_cast<long long>(b) * T;
 
-  __half* Ks = reinterpret_cast<__half*>(smem);
-  __half* Vs = reinterpret_cast<__half*>(smem + S::kKV);
-  __half* Qs = reinterpret_cast<__half*>(smem + 2 * S::kKV);
-  __half* dYs = reinterpret_cast<__half*>(smem + 2 * S::kKV + S::kQ);
+  E* Ks = reinterpret_cast<E*>(smem);
+  E* Vs = reinterpret_cast<E*>(smem + S::kKV);
+  E* Qs = reinterpret_cast<E*>(smem + 2 * S::kKV);
+  E* dYs = reinterpret_cast<E*>(smem + 2 * S::kKV + S::kQ);
   float* Fw = reinterpret_cast<float*>(smem + 2 * S::kKV + 2 * S::kQ + warp * S::kScratch);
-  __half* Hw = reinterpret_cast<__half*>(Fw);
+  E* Hw = reinterpret_cast<E*>(Fw);
 
   loadTile<D, BK>(Ks, k + (row0 + k0) * ldk + kh * D, ldk, min(BK, T - k0));
   loadTile<D, BK>(Vs, v + (row0 + k0) * ldk + kh * D, ldk, min(BK, T - k0));
@@ -359,8 +365,8 @@ __global__ void __launch_bounds__(kThreads) attnBwdDkvKernel(const __half* __res
         wmma::fill_fragment(acc, 0.f);
 #pragma unroll
         for (int kk = 0; kk < NF; ++kk) {
-          FragA ka;
-          FragBCol qb;
+          FragA<E> ka;
+          FragBCol<E> qb;
           wmma::load_matrix_sync(ka, Ks + warp * 16 * LDK + kk * 16, LDK);
           wmma::load_matrix_sync(qb, Qs + j * 16 * LDK + kk * 16, LDK);
           wmma::mma_sync(acc, ka, qb, acc);
@@ -377,19 +383,19 @@ __global__ void __launch_bounds__(kThreads) attnBwdDkvKernel(const __half* __res
       }
       __syncwarp();
 #pragma unroll
-      for (int j = 0; j < kPer; ++j) Hw[r * LDH + 2 * j + hf] = __float2half_rn(p[j]);
+      for (int j = 0; j < kPer; ++j) Hw[r * LDH + 2 * j + hf] = fromFloat<E>(p[j]);
       __syncwarp();
 
       // dV += P^T dY
       {
-        FragA pa[BQ / 16];
+        FragA<E> pa[BQ / 16];
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; ++kk) wmma::load_matrix_sync(pa[kk], Hw + kk * 16, LDH);
 #pragma unroll
         for (int f = 0; f < NF; ++f)
 #pragma unroll
           for (int kk = 0; kk < BQ / 16; ++kk) {
-            FragBRow gb;
+            FragBRow<E> gb;
             wmma::load_matrix_sync(gb, dYs + kk * 16 * LDK + f * 16, LDK);
             wmma::mma_sync(dV[f], pa[kk], gb, dV[f]);
           }
@@ -403,8 +409,8 @@ __global__ void __launch_bounds__(kThreads) attnBwdDkvKernel(const __half* __res
           wmma::fill_fragment(acc[j], 0.f);
 #pragma unroll
           for (int kk = 0; kk < NF; ++kk) {
-            FragA va;
-            FragBCol gb;
+            FragA<E> va;
+            FragBCol<E> gb;
             wmma::load_matrix_sync(va, Vs + warp * 16 * LDK + kk * 16, LDK);
             wmma::load_matrix_sync(gb, dYs + j * 16 * LDK + kk * 16, LDK);
             wmma::mma_sync(acc[j], va, gb, acc[j]);
@@ -423,19 +429,19 @@ __global__ void __launch_bounds__(kThreads) attnBwdDkvKernel(const __half* __res
       }
       __syncwarp();
 #pragma unroll
-      for (int j = 0; j < kPer; ++j) Hw[r * LDH + 2 * j + hf] = __float2half_rn(p[j]);
+      for (int j = 0; j < kPer; ++j) Hw[r * LDH + 2 * j + hf] = fromFloat<E>(p[j]);
       __syncwarp();
 
       // dK += dS^T Q (the scale is applied once, at the end)
       {
-        FragA da[BQ / 16];
+        FragA<E> da[BQ / 16];
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; ++kk) wmma::load_matrix_sync(da[kk], Hw + kk * 16, LDH);
 #pragma unroll
         for (int f = 0; f < NF; ++f)
 #pragma unroll
           for (int kk = 0; kk < BQ / 16; ++kk) {
-            FragBRow qb;
+            FragBRow<E> qb;
             wmma::load_matrix_sync(qb, Qs + kk * 16 * LDK + f * 16, LDK);
             wmma::mma_sync(dK[f], da[kk], qb, dK[f]);
           }
@@ -448,6 +454,13 @@ __global__ void __launch_bounds__(kThreads) attnBwdDkvKernel(const __half* __res
   const bool valid = key < T;
   writeRows<NF, 1, LDF>(Fw, dK, valid ? dk + (row0 + key) * ldk + kh * D : static_cast<float*>(nullptr), scale);
   writeRows<NF, 1, LDF>(Fw, dV, valid ? dv + (row0 + key) * ldk + kh * D : static_cast<float*>(nullptr), 1.f);
+}
+
+template <int D, typename E>
+__global__ void __launch_bounds__(kThreads) attnBwdDkvKernel(const E* q, const E* k, const E* v, const E* dy, const float* lse, const float* delta, float* dk,
+                                                             float* dv, int T, int H, int KV, float scaleLog2, float scale) {
+  if constexpr (kMma<E>) attnBwdDkv<D, E>(q, k, v, dy, lse, delta, dk, dv, T, H, KV, scaleLog2, scale);
+  else __trap();  // bf16 below sm_80: the launchers refuse it first (bf16Ready)
 }
 
 // ---- backward: dQ --------------------------------------------------------------------------------
@@ -467,9 +480,9 @@ struct DqSmem {
 };
 
 // grid (ceil(T / 64), H, B); block 128; warp w owns query rows q0 + 16w .. q0 + 16w + 15
-template <int D>
-__global__ void __launch_bounds__(kThreads) attnBwdDqKernel(const __half* __restrict__ q, const __half* __restrict__ k,
-                                                            const __half* __restrict__ v, const __half* __restrict__ dy,
+template <int D, typename E>
+__device__ __forceinline__ void attnBwdDq(const E* __restrict__ q, const E* __restrict__ k,
+                                                            const E* __restrict__ v, const E* __restrict__ dy,
                                                             const float* __restrict__ lse, const float* __restrict__ delta,
                                                             float* __restrict__ dq, int T, int H, int KV, float scaleLog2, float scale) {
   using G = Geo<D>;
@@ -485,17 +498,17 @@ __global__ void __launch_bounds__(kThreads) attnBwdDqKernel(const __half* __rest
   const long long ldq = static_cast<long long>(H) * D, ldk = static_cast<long long>(KV) * D;
   const long long row0 = static_cast<long long>(b) * T;
 
-  __half* dYs = reinterpret_cast<__half*>(smem);
-  __half* Qs = reinterpret_cast<__half*>(smem + S::kDY);  // before the loop only
-  __half* Ks = reinterpret_cast<__half*>(smem + S::kDY);
-  __half* Vs = reinterpret_cast<__half*>(smem + S::kDY + S::kKV);
+  E* dYs = reinterpret_cast<E*>(smem);
+  E* Qs = reinterpret_cast<E*>(smem + S::kDY);  // before the loop only
+  E* Ks = reinterpret_cast<E*>(smem + S::kDY);
+  E* Vs = reinterpret_cast<E*>(smem + S::kDY + S::kKV);
   float* Fw = reinterpret_cast<float*>(smem + S::kDY + 2 * S::kKV + warp * S::kScratch);
-  __half* Hw = reinterpret_cast<__half*>(Fw);
+  E* Hw = reinterpret_cast<E*>(Fw);
 
   loadTile<D, BR>(Qs, q + (row0 + q0) * ldq + h * D, ldq, min(BR, T - q0));
   loadTile<D, BR>(dYs, dy + (row0 + q0) * ldq + h * D, ldq, min(BR, T - q0));
   __syncthreads();
-  FragA qa[NF];
+  FragA<E> qa[NF];
 #pragma unroll
   for (int kk = 0; kk < NF; ++kk) wmma::load_matrix_sync(qa[kk], Qs + warp * 16 * LDK + kk * 16, LDK);
   // (the loop's first __syncthreads retires Qs before K, V overwrite it)
@@ -507,8 +520,8 @@ __global__ void __launch_bounds__(kThreads) attnBwdDqKernel(const __half* __rest
   const float di = valid ? delta[stat] : 0.f;
   const int warpLast = q0 + warp * 16 + 15;
   const int nTiles = (min(q0 + BR, T) + BC - 1) / BC;
-  const __half* kb = k + row0 * ldk + kh * D;
-  const __half* vb = v + row0 * ldk + kh * D;
+  const E* kb = k + row0 * ldk + kh * D;
+  const E* vb = v + row0 * ldk + kh * D;
 
   FragC dQ[NF];
 #pragma unroll
@@ -529,7 +542,7 @@ __global__ void __launch_bounds__(kThreads) attnBwdDqKernel(const __half* __rest
       wmma::fill_fragment(acc, 0.f);
 #pragma unroll
       for (int kk = 0; kk < NF; ++kk) {
-        FragBCol kf;
+        FragBCol<E> kf;
         wmma::load_matrix_sync(kf, Ks + j * 16 * LDK + kk * 16, LDK);
         wmma::mma_sync(acc, qa[kk], kf, acc);
       }
@@ -551,8 +564,8 @@ __global__ void __launch_bounds__(kThreads) attnBwdDqKernel(const __half* __rest
       wmma::fill_fragment(acc, 0.f);
 #pragma unroll
       for (int kk = 0; kk < NF; ++kk) {
-        FragA ga;
-        FragBCol vf;
+        FragA<E> ga;
+        FragBCol<E> vf;
         wmma::load_matrix_sync(ga, dYs + warp * 16 * LDK + kk * 16, LDK);
         wmma::load_matrix_sync(vf, Vs + j * 16 * LDK + kk * 16, LDK);
         wmma::mma_sync(acc, ga, vf, acc);
@@ -565,18 +578,18 @@ __global__ void __launch_bounds__(kThreads) attnBwdDqKernel(const __half* __rest
     for (int j = 0; j < kPer; ++j) p[j] *= Fw[r * LDF + 2 * j + hf] - di;
     __syncwarp();
 #pragma unroll
-    for (int j = 0; j < kPer; ++j) Hw[r * LDH + 2 * j + hf] = __float2half_rn(p[j]);
+    for (int j = 0; j < kPer; ++j) Hw[r * LDH + 2 * j + hf] = fromFloat<E>(p[j]);
     __syncwarp();
 
     // dQ += dS K (scaled at the end)
-    FragA da[BC / 16];
+    FragA<E> da[BC / 16];
 #pragma unroll
     for (int kk = 0; kk < BC / 16; ++kk) wmma::load_matrix_sync(da[kk], Hw + kk * 16, LDH);
 #pragma unroll
     for (int f = 0; f < NF; ++f)
 #pragma unroll
       for (int kk = 0; kk < BC / 16; ++kk) {
-        FragBRow kf;
+        FragBRow<E> kf;
         wmma::load_matrix_sync(kf, Ks + kk * 16 * LDK + f * 16, LDK);
         wmma::mma_sync(dQ[f], da[kk], kf, dQ[f]);
       }
@@ -584,6 +597,13 @@ __global__ void __launch_bounds__(kThreads) attnBwdDqKernel(const __half* __rest
 
   __syncwarp();
   writeRows<NF, 2, LDF>(Fw, dQ, valid ? dq + (row0 + tRow) * ldq + h * D : static_cast<float*>(nullptr), scale);
+}
+
+template <int D, typename E>
+__global__ void __launch_bounds__(kThreads) attnBwdDqKernel(const E* q, const E* k, const E* v, const E* dy, const float* lse, const float* delta, float* dq,
+                                                            int T, int H, int KV, float scaleLog2, float scale) {
+  if constexpr (kMma<E>) attnBwdDq<D, E>(q, k, v, dy, lse, delta, dq, T, H, KV, scaleLog2, scale);
+  else __trap();  // bf16 below sm_80: the launchers refuse it first (bf16Ready)
 }
 
 // ---- launchers ---------------------------------------------------------------------------------------
@@ -598,33 +618,32 @@ void checkShape(const char* who, int B, int T, int H, int KV, int D) {
   FT_CHECK(static_cast<long long>(B) * T * H < (1ll << 33), who, ": B*T*H = ", static_cast<long long>(B) * T * H, " rows x heads is too many for one call");
 }
 
-template <int D>
-void forwardD(const __half* q, const __half* k, const __half* v, __half* y, float* lse, int B, int T, int H, int KV, cudaStream_t stream) {
+template <int D, typename E>
+void forwardD(const E* q, const E* k, const E* v, E* y, float* lse, int B, int T, int H, int KV, cudaStream_t stream) {
   const float scaleLog2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(D)));
   const dim3 grid(ceilDiv(T, Geo<D>::BR), H, B);
-  attnFwdKernel<D><<<grid, kThreads, 0, stream>>>(q, k, v, y, lse, T, H, KV, scaleLog2);
+  attnFwdKernel<D, E><<<grid, kThreads, 0, stream>>>(q, k, v, y, lse, T, H, KV, scaleLog2);
   FT_LAUNCHED();
 }
 
-template <int D>
-void backwardD(const __half* q, const __half* k, const __half* v, const __half* y, const __half* dy, const float* lse, float* dq,
+template <int D, typename E>
+void backwardD(const E* q, const E* k, const E* v, const E* y, const E* dy, const float* lse, float* dq,
                float* dk, float* dv, float* delta, int B, int T, int H, int KV, cudaStream_t stream) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   const float scaleLog2 = static_cast<float>(1.4426950408889634 * scale);
   const long long pairs = static_cast<long long>(B) * T * H;
-  attnDeltaKernel<D><<<ceilDiv(pairs * 32, 256), 256, 0, stream>>>(y, dy, delta, pairs, T, H);
+  attnDeltaKernel<D, E><<<ceilDiv(pairs * 32, 256), 256, 0, stream>>>(y, dy, delta, pairs, T, H);
   FT_LAUNCHED();
-  attnBwdDkvKernel<D><<<dim3(ceilDiv(T, Geo<D>::BK), KV, B), kThreads, 0, stream>>>(q, k, v, dy, lse, delta, dk, dv, T, H, KV, scaleLog2,
+  attnBwdDkvKernel<D, E><<<dim3(ceilDiv(T, Geo<D>::BK), KV, B), kThreads, 0, stream>>>(q, k, v, dy, lse, delta, dk, dv, T, H, KV, scaleLog2,
                                                                                      static_cast<float>(scale));
   FT_LAUNCHED();
-  attnBwdDqKernel<D><<<dim3(ceilDiv(T, Geo<D>::BR), H, B), kThreads, 0, stream>>>(q, k, v, dy, lse, delta, dq, T, H, KV, scaleLog2,
+  attnBwdDqKernel<D, E><<<dim3(ceilDiv(T, Geo<D>::BR), H, B), kThreads, 0, stream>>>(q, k, v, dy, lse, delta, dq, T, H, KV, scaleLog2,
                                                                                    static_cast<float>(scale));
   FT_LAUNCHED();
 }
-}  // namespace
 
-void attentionForward(const __half* q, const __half* k, const __half* v, __half* y, float* lse, int B, int T, int H, int KV, int D,
-                      cudaStream_t stream) {
+template <typename E>
+void forwardAny(const E* q, const E* k, const E* v, E* y, float* lse, int B, int T, int H, int KV, int D, cudaStream_t stream) {
   checkShape("attentionForward", B, T, H, KV, D);
   FT_CHECK(q != nullptr && k != nullptr && v != nullptr && y != nullptr && lse != nullptr, "attentionForward: null buffer");
   FT_CHECK(aligned16(q) && aligned16(k) && aligned16(v) && aligned16(y), "attentionForward: q, k, v, y must be 16-byte aligned");
@@ -634,12 +653,9 @@ void attentionForward(const __half* q, const __half* k, const __half* v, __half*
     forwardD<128>(q, k, v, y, lse, B, T, H, KV, stream);
 }
 
-std::size_t attentionBackwardWorkspace(int B, int T, int H, int /*KV*/, int /*D*/) {
-  return static_cast<std::size_t>(B < 0 ? 0 : B) * static_cast<std::size_t>(T < 0 ? 0 : T) * static_cast<std::size_t>(H < 0 ? 0 : H);
-}
-
-void attentionBackward(const __half* q, const __half* k, const __half* v, const __half* y, const __half* dy, const float* lse, float* dq,
-                       float* dk, float* dv, float* workspace, int B, int T, int H, int KV, int D, cudaStream_t stream) {
+template <typename E>
+void backwardAny(const E* q, const E* k, const E* v, const E* y, const E* dy, const float* lse, float* dq, float* dk, float* dv, float* workspace,
+                 int B, int T, int H, int KV, int D, cudaStream_t stream) {
   checkShape("attentionBackward", B, T, H, KV, D);
   FT_CHECK(q != nullptr && k != nullptr && v != nullptr && y != nullptr && dy != nullptr && lse != nullptr, "attentionBackward: null input");
   FT_CHECK(dq != nullptr && dk != nullptr && dv != nullptr && workspace != nullptr,
@@ -651,6 +667,28 @@ void attentionBackward(const __half* q, const __half* k, const __half* v, const 
     backwardD<64>(q, k, v, y, dy, lse, dq, dk, dv, workspace, B, T, H, KV, stream);
   else
     backwardD<128>(q, k, v, y, dy, lse, dq, dk, dv, workspace, B, T, H, KV, stream);
+}
+
+}  // namespace
+
+std::size_t attentionBackwardWorkspace(int B, int T, int H, int /*KV*/, int /*D*/) {
+  return static_cast<std::size_t>(B < 0 ? 0 : B) * static_cast<std::size_t>(T < 0 ? 0 : T) * static_cast<std::size_t>(H < 0 ? 0 : H);
+}
+
+void attentionForward(const __half* q, const __half* k, const __half* v, __half* y, float* lse, int B, int T, int H, int KV, int D,
+                      cudaStream_t stream) {
+  forwardAny(q, k, v, y, lse, B, T, H, KV, D, stream);
+}
+void attentionForward(const bf16* q, const bf16* k, const bf16* v, bf16* y, float* lse, int B, int T, int H, int KV, int D, cudaStream_t stream) {
+  forwardAny(q, k, v, y, lse, B, T, H, KV, D, stream);
+}
+void attentionBackward(const __half* q, const __half* k, const __half* v, const __half* y, const __half* dy, const float* lse, float* dq,
+                       float* dk, float* dv, float* workspace, int B, int T, int H, int KV, int D, cudaStream_t stream) {
+  backwardAny(q, k, v, y, dy, lse, dq, dk, dv, workspace, B, T, H, KV, D, stream);
+}
+void attentionBackward(const bf16* q, const bf16* k, const bf16* v, const bf16* y, const bf16* dy, const float* lse, float* dq, float* dk,
+                       float* dv, float* workspace, int B, int T, int H, int KV, int D, cudaStream_t stream) {
+  backwardAny(q, k, v, y, dy, lse, dq, dk, dv, workspace, B, T, H, KV, D, stream);
 }
 
 }  // namespace ft::cuda

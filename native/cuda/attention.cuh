@@ -14,12 +14,13 @@
 // P_j (dP_j - Di), dq[n, h] = scale sum_j dS_j k[j], dk[j] += scale dS_j q[n, h], dv[j] += P_j dy[n, h],
 // where dk and dv sum over every query head of the group and every query position.
 //
-// Precision: q, k, v, y, dy in fp16; every product accumulates in fp32 (tensor cores through WMMA,
-// 16x16x16 fp16 fragments with fp32 accumulators, sm_70+, so a T4 runs it). Scores, the softmax,
-// lse, Di and the gradients stay fp32; only the probabilities P (and dS in the backward) are rounded
-// to fp16 as the left operand of the next tensor-core product, as every fp16 flash attention does.
-// dy of a training step should therefore be loss-scaled: dS = P (dP - Di) below ~6e-5 becomes an
-// fp16 subnormal and loses relative precision.
+// Precision: q, k, v, y, dy in fp16 (or bf16 on sm_80+: the same functions for bf16 pointers);
+// every product accumulates in fp32 (tensor cores through WMMA, 16x16x16 fragments with fp32
+// accumulators; fp16 from sm_70, so a T4 runs it). Scores, the softmax, lse, Di and the gradients
+// stay fp32; only the probabilities P (and dS in the backward) are rounded to the operand type as the
+// left operand of the next tensor-core product, as every flash attention does. In fp16, dy of a
+// training step should therefore be loss-scaled: dS = P (dP - Di) below ~6e-5 becomes an fp16
+// subnormal and loses relative precision (bf16 has fp32's range and 8 bits of mantissa instead).
 //
 // Kernels (all 128 threads = 4 warps, each warp owns 16 rows of the block's tile; no atomics, no
 // inter-block reduction, so results are bit-identical run to run):
@@ -48,6 +49,7 @@
 // Buffers must be 16-byte aligned (cudaMalloc's are); the launchers check it. Outputs are
 // overwritten, not accumulated into.
 #pragma once
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -55,12 +57,16 @@
 
 namespace ft::cuda {
 
+using bf16 = __nv_bfloat16;
+
 // q:   [N, H*D]   fp16, N = B*T, row n = b*T + t, head h at columns h*D .. h*D + D - 1
 // k:   [N, KV*D]  fp16
 // v:   [N, KV*D]  fp16
 // y:   [N, H*D]   fp16 out: softmax(scale q k^T, causal) v per head
 // lse: [B, H, T]  fp32 out: log-sum-exp of each softmax row of scaled scores (kept for backward)
 void attentionForward(const __half* q, const __half* k, const __half* v, __half* y, float* lse, int B, int T, int H, int KV, int D,
+                      cudaStream_t stream = 0);
+void attentionForward(const bf16* q, const bf16* k, const bf16* v, bf16* y, float* lse, int B, int T, int H, int KV, int D,
                       cudaStream_t stream = 0);
 
 /** Floats of workspace attentionBackward needs: Di, [B, H, T]. */
@@ -76,5 +82,7 @@ std::size_t attentionBackwardWorkspace(int B, int T, int H, int KV, int D);
 // workspace: [attentionBackwardWorkspace(B, T, H, KV, D)] fp32 scratch
 void attentionBackward(const __half* q, const __half* k, const __half* v, const __half* y, const __half* dy, const float* lse, float* dq,
                        float* dk, float* dv, float* workspace, int B, int T, int H, int KV, int D, cudaStream_t stream = 0);
+void attentionBackward(const bf16* q, const bf16* k, const bf16* v, const bf16* y, const bf16* dy, const float* lse, float* dq, float* dk,
+                       float* dv, float* workspace, int B, int T, int H, int KV, int D, cudaStream_t stream = 0);
 
 }  // namespace ft::cuda

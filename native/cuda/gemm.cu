@@ -1,5 +1,9 @@
-// gemm.cu: tensor-core matrix products, plain fp16 and NF4-fused (see gemm.cuh).
+// gemm.cu: tensor-core matrix products, plain and NF4-fused, fp16 or bf16 operands (see gemm.cuh).
 #include <mma.h>
+
+#include <mutex>
+#include <string>
+#include <vector>
 
 #include "common.cuh"
 #include "gemm.cuh"
@@ -11,7 +15,7 @@ namespace {
 
 constexpr int BM = 64, BN = 64, BK = 32;
 constexpr int THREADS = 128;
-constexpr int PAD_H = 8;  // fp16 row padding: rows stay 32-byte aligned, banks spread
+constexpr int PAD_H = 8;  // 16-bit row padding: rows stay 32-byte aligned, banks spread
 constexpr int PAD_F = 4;
 
 /** The NF4 codebook, passed by value to the kernel (64 bytes of parameter space). */
@@ -19,34 +23,39 @@ struct Codebook {
   float v[16];
 };
 
-/** Where B's elements come from: fp16 in memory, or NF4 codes + absmax. */
+/** Where B's elements come from: T in memory, or NF4 codes + absmax (rounded to T). */
 // `book` is the codebook copied to shared memory at the kernel's start (a lookup by a
 // per-thread index into kernel parameters would go through local memory)
-struct HalfSource {
-  const __half* p;
+template <typename T>
+struct PlainSource {
+  using Elem = T;
+  const T* p;
   __device__ __forceinline__ void stage(float*) const {}
-  __device__ __forceinline__ __half at(long long i, const float*) const { return p[i]; }
+  __device__ __forceinline__ T at(long long i, const float*) const { return p[i]; }
 };
+template <typename T>
 struct Nf4Source {
+  using Elem = T;
   const std::uint8_t* codes;
   const float* absmax;
   Codebook book;
   __device__ __forceinline__ void stage(float* shared) const {
     if (threadIdx.x < 16) shared[threadIdx.x] = book.v[threadIdx.x];
   }
-  __device__ __forceinline__ __half at(long long i, const float* shared) const {
+  __device__ __forceinline__ T at(long long i, const float* shared) const {
     const unsigned byte = codes[i >> 1];
     const unsigned code = (i & 1) ? (byte & 15u) : (byte >> 4);
-    return __float2half_rn(shared[code] * absmax[i / static_cast<long long>(ft::nf4::kBlock)]);
+    return fromFloat<T>(shared[code] * absmax[i / static_cast<long long>(ft::nf4::kBlock)]);
   }
 };
 
 template <typename Source, typename Out>
-__global__ void __launch_bounds__(THREADS) gemmKernel(GemmShape s, float alpha, const __half* __restrict__ A, Source B, float beta,
-                                                      Out* __restrict__ C) {
+__device__ __forceinline__ void gemmTile(const GemmShape& s, float alpha, const typename Source::Elem* __restrict__ A, const Source& B,
+                                         float beta, Out* __restrict__ C) {
   using namespace nvcuda;
-  __shared__ __align__(32) __half As[BM][BK + PAD_H];  // op(A) tile, [m][k]
-  __shared__ __align__(32) __half Bs[BK][BN + PAD_H];  // op(B) tile, [k][n]
+  using T = typename Source::Elem;
+  __shared__ __align__(32) T As[BM][BK + PAD_H];  // op(A) tile, [m][k]
+  __shared__ __align__(32) T Bs[BK][BN + PAD_H];  // op(B) tile, [k][n]
   __shared__ __align__(32) float Cs[BM][BN + PAD_F];
   __shared__ float book[16];
   B.stage(book);
@@ -60,7 +69,7 @@ __global__ void __launch_bounds__(THREADS) gemmKernel(GemmShape s, float alpha, 
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
 
-  const __half zero = __float2half_rn(0.f);
+  const T zero = fromFloat<T>(0.f);
   for (int k0 = 0; k0 < s.K; k0 += BK) {
     // stage op(A)[m0.., k0..] and op(B)[k0.., n0..]; consecutive threads take consecutive
     // elements along the dimension that is contiguous in memory
@@ -69,7 +78,7 @@ __global__ void __launch_bounds__(THREADS) gemmKernel(GemmShape s, float alpha, 
       if (s.transA) r = e % BM, c = e / BM;  // A[k][m]: m contiguous
       else r = e / BK, c = e % BK;           // A[m][k]: k contiguous
       const int m = m0 + r, k = k0 + c;
-      __half v = zero;
+      T v = zero;
       if (m < s.M && k < s.K) v = s.transA ? A[static_cast<long long>(k) * s.lda + m] : A[static_cast<long long>(m) * s.lda + k];
       As[r][c] = v;
     }
@@ -78,14 +87,14 @@ __global__ void __launch_bounds__(THREADS) gemmKernel(GemmShape s, float alpha, 
       if (s.transB) r = e % BK, c = e / BK;  // B[n][k]: k contiguous
       else r = e / BN, c = e % BN;           // B[k][n]: n contiguous
       const int k = k0 + r, n = n0 + c;
-      __half v = zero;
+      T v = zero;
       if (k < s.K && n < s.N) v = B.at(s.transB ? static_cast<long long>(n) * s.ldb + k : static_cast<long long>(k) * s.ldb + n, book);
       Bs[r][c] = v;
     }
     __syncthreads();
     for (int kk = 0; kk < BK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b[2];
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b[2];
       for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], &As[wm + 16 * i][kk], BK + PAD_H);
       for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], &Bs[kk][wn + 16 * j], BN + PAD_H);
       for (int i = 0; i < 2; ++i)
@@ -105,6 +114,13 @@ __global__ void __launch_bounds__(THREADS) gemmKernel(GemmShape s, float alpha, 
   }
 }
 
+template <typename Source, typename Out>
+__global__ void __launch_bounds__(THREADS) gemmKernel(GemmShape s, float alpha, const typename Source::Elem* __restrict__ A, Source B, float beta,
+                                                      Out* __restrict__ C) {
+  if constexpr (kMma<typename Source::Elem>) gemmTile<Source, Out>(s, alpha, A, B, beta, C);
+  else __trap();  // bf16 below sm_80: launchers refuse it first (bf16Ready)
+}
+
 void checkShape(const GemmShape& s, const char* what) {
   FT_CHECK(s.M >= 0 && s.N >= 0 && s.K >= 0, what, ": negative size M = ", s.M, ", N = ", s.N, ", K = ", s.K);
   FT_CHECK(s.lda >= (s.transA ? s.M : s.K), what, ": lda = ", s.lda, " is shorter than a row of A (", s.transA ? s.M : s.K, ")");
@@ -114,7 +130,7 @@ void checkShape(const GemmShape& s, const char* what) {
 }
 
 template <typename Source, typename Out>
-void launch(const GemmShape& s, float alpha, const __half* A, Source B, float beta, Out* C, cudaStream_t stream) {
+void launch(const GemmShape& s, float alpha, const typename Source::Elem* A, Source B, float beta, Out* C, cudaStream_t stream) {
   if (s.M == 0 || s.N == 0) return;
   const dim3 grid(ceilDiv(s.N, BN), ceilDiv(s.M, BM));
   gemmKernel<Source, Out><<<grid, THREADS, 0, stream>>>(s, alpha, A, B, beta, C);
@@ -127,36 +143,107 @@ Codebook codebook() {
   return b;
 }
 
-__global__ void toHalfKernel(const float* __restrict__ x, std::size_t n, __half* __restrict__ out) {
+template <typename T>
+__global__ void toOperandKernel(const float* __restrict__ x, std::size_t n, T* __restrict__ out) {
   const std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
-  if (i < n) out[i] = __float2half_rn(x[i]);
+  if (i < n) out[i] = fromFloat<T>(x[i]);
+}
+
+template <typename T>
+void toOperandLaunch(const float* x, std::size_t n, T* out, cudaStream_t stream) {
+  if (n == 0) return;
+  toOperandKernel<T><<<ceilDiv(static_cast<long long>(n), 256), 256, 0, stream>>>(x, n, out);
+  FT_LAUNCHED();
+}
+
+/** The architecture the running code was compiled for (__CUDA_ARCH__, e.g. 750 for the compute_75 PTX). */
+__global__ void archProbeKernel(int* out) {
+#if defined(__CUDA_ARCH__)
+  *out = __CUDA_ARCH__;
+#else
+  *out = 800;  // the CPU simulator: it has every operand type
+#endif
 }
 
 }  // namespace
 
+bool bf16Ready(std::string* why) {
+  int device = 0;
+  FT_CUDA(cudaGetDevice(&device));
+  // per device, once: the answer cannot change while the process runs
+  static std::mutex lock;
+  static std::vector<int> known;  // [device]: 0 unknown, else the code's architecture
+  static std::vector<int> majors;
+  std::lock_guard<std::mutex> guard(lock);
+  if (known.size() <= static_cast<std::size_t>(device)) known.resize(device + 1, 0), majors.resize(device + 1, 0);
+  if (known[device] == 0) {
+    int major = 0, minor = 0;
+    FT_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    FT_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    majors[device] = major * 10 + minor;
+    int* d = nullptr;
+    FT_CUDA(cudaMalloc(&d, sizeof(int)));
+    archProbeKernel<<<1, 1>>>(d);
+    int arch = 0;
+    const cudaError_t launched = cudaGetLastError();
+    const cudaError_t copied = cudaMemcpy(&arch, d, sizeof(int), cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    FT_CUDA(launched);
+    FT_CUDA(copied);
+    known[device] = arch;
+  }
+  const int sm = majors[device], arch = known[device];
+  if (sm < 80) {
+    if (why != nullptr) *why = "this GPU (sm_" + std::to_string(sm) + ") has no bf16 tensor cores; they start at sm_80 (A100, L4, H100)";
+    return false;
+  }
+  if (arch < 800) {
+    if (why != nullptr)
+      *why = "the code running on this sm_" + std::to_string(sm) + " GPU was JIT-compiled from the compute_" + std::to_string(arch / 10) +
+             " PTX (CUDA_FORCE_PTX_JIT?), which has no bf16 tensor cores";
+    return false;
+  }
+  return true;
+}
+
 void gemm(const GemmShape& s, float alpha, const __half* A, const __half* B, float beta, float* C, cudaStream_t stream) {
   checkShape(s, "gemm");
-  launch(s, alpha, A, HalfSource{B}, beta, C, stream);
+  launch(s, alpha, A, PlainSource<__half>{B}, beta, C, stream);
 }
 void gemm(const GemmShape& s, float alpha, const __half* A, const __half* B, float beta, __half* C, cudaStream_t stream) {
   checkShape(s, "gemm");
-  launch(s, alpha, A, HalfSource{B}, beta, C, stream);
+  launch(s, alpha, A, PlainSource<__half>{B}, beta, C, stream);
+}
+void gemm(const GemmShape& s, float alpha, const bf16* A, const bf16* B, float beta, float* C, cudaStream_t stream) {
+  checkShape(s, "gemm");
+  launch(s, alpha, A, PlainSource<bf16>{B}, beta, C, stream);
+}
+void gemm(const GemmShape& s, float alpha, const bf16* A, const bf16* B, float beta, bf16* C, cudaStream_t stream) {
+  checkShape(s, "gemm");
+  launch(s, alpha, A, PlainSource<bf16>{B}, beta, C, stream);
 }
 void gemmNf4(const GemmShape& s, float alpha, const __half* A, const std::uint8_t* codes, const float* absmax, float beta, float* C,
              cudaStream_t stream) {
   checkShape(s, "gemmNf4");
-  launch(s, alpha, A, Nf4Source{codes, absmax, codebook()}, beta, C, stream);
+  launch(s, alpha, A, Nf4Source<__half>{codes, absmax, codebook()}, beta, C, stream);
 }
 void gemmNf4(const GemmShape& s, float alpha, const __half* A, const std::uint8_t* codes, const float* absmax, float beta, __half* C,
              cudaStream_t stream) {
   checkShape(s, "gemmNf4");
-  launch(s, alpha, A, Nf4Source{codes, absmax, codebook()}, beta, C, stream);
+  launch(s, alpha, A, Nf4Source<__half>{codes, absmax, codebook()}, beta, C, stream);
+}
+void gemmNf4(const GemmShape& s, float alpha, const bf16* A, const std::uint8_t* codes, const float* absmax, float beta, float* C,
+             cudaStream_t stream) {
+  checkShape(s, "gemmNf4");
+  launch(s, alpha, A, Nf4Source<bf16>{codes, absmax, codebook()}, beta, C, stream);
+}
+void gemmNf4(const GemmShape& s, float alpha, const bf16* A, const std::uint8_t* codes, const float* absmax, float beta, bf16* C,
+             cudaStream_t stream) {
+  checkShape(s, "gemmNf4");
+  launch(s, alpha, A, Nf4Source<bf16>{codes, absmax, codebook()}, beta, C, stream);
 }
 
-void toHalf(const float* x, std::size_t n, __half* out, cudaStream_t stream) {
-  if (n == 0) return;
-  toHalfKernel<<<ceilDiv(static_cast<long long>(n), 256), 256, 0, stream>>>(x, n, out);
-  FT_LAUNCHED();
-}
+void toOperand(const float* x, std::size_t n, __half* out, cudaStream_t stream) { toOperandLaunch(x, n, out, stream); }
+void toOperand(const float* x, std::size_t n, bf16* out, cudaStream_t stream) { toOperandLaunch(x, n, out, stream); }
 
 }  // namespace ft::cuda

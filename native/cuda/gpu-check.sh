@@ -3,12 +3,14 @@
 # native/cuda with this machine's nvcc and CMake, then runs, printing Markdown tables:
 #   1. the memory plan of a Qwen3-4B step at 2 x 2048 tokens (ftcuda_memplan);
 #   2. every kernel against its CPU reference on random inputs, on the GPU's own SASS
-#      (ftcuda_tests: nf4, gemm, norm, rope, swiglu, attention, xent, adamw8bit, lossscale), and
+#      (ftcuda_tests: nf4, gemm, norm, rope, swiglu, attention, xent, adamw8bit, lossscale), with
+#      fp16 operands and, where the GPU has bf16 tensor cores (sm_80+), bf16 operands; and
 #      the whole training step (step.cu): the tiny model against the CPU backend's loss, logits
 #      and LoRA gradients, and a Qwen3-4B-shaped model at 2 x 2048 tokens for peak memory and
-#      tokens/s, and what the trainer's host-side optimizer step costs beside it;
+#      tokens/s (fp16 and bf16), and what the trainer's host-side optimizer step costs beside it;
 #   3. the same on the compute_75 PTX, JIT-compiled by the driver (CUDA_FORCE_PTX_JIT=1): the
-#      code a T4 runs, exercised on whatever newer GPU we borrow;
+#      code a T4 runs, exercised on whatever newer GPU we borrow (the bf16 rows report "skip"
+#      there, and the Trainer must refuse bf16 on it);
 #   4. where PyTorch, transformers and peft are installed: our PEFT adapter loaded by peft, its
 #      logits and LoRA gradients against ours (peft/check.py), and the peer's LoRA step on
 #      Qwen3-4B shapes with the GPU's measured fp16 matmul rate (peft/peer_bench.py).
@@ -40,7 +42,8 @@ section "kernels against the CPU references (native SASS)"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 section "the compute_75 PTX path, JIT-compiled for this GPU (what a T4 runs)"
-CUDA_FORCE_PTX_JIT=1 "$build/ftcuda_tests" nf4 gemm norm rope swiglu attention xent adamw8bit lossscale "tiny model step = CPU backend" || status=1
+CUDA_FORCE_PTX_JIT=1 "$build/ftcuda_tests" nf4 gemm norm rope swiglu attention xent adamw8bit lossscale "tiny model step = CPU backend" \
+  "bf16 refused where the GPU has no bf16 tensor cores" || status=1
 
 section "the ecosystem: peft loads our adapter; logits and LoRA gradients"
 python3 "$here/peft/check.py"; rc=$?
@@ -52,9 +55,9 @@ python3 "$here/peft/peer_bench.py" | tee "$build.peer.md"; rc=${PIPESTATUS[0]}
 
 section "estimate for a T4 (fp16 tensor cores: 65 TFLOP/s peak)"
 # our Qwen3-4B step's TFLOP/s here, scaled by the T4's peak over this GPU's measured fp16 matmul rate
-ours=$(grep 'GFLOP/token' "$build.tests.md" | grep -o 'TFLOP/s [0-9.]*' | tail -1 | awk '{print $2}')
+ours=$(grep 'GFLOP/token' "$build.tests.md" | grep -v 'informative), bf16' | grep -o 'TFLOP/s [0-9.]*' | tail -1 | awk '{print $2}')
 gpu=$(grep -o 'fp16 matmul rate ([^|]*| [0-9.]*' "$build.peer.md" | awk '{print $NF}')
-perToken=$(grep -o '([0-9.]* GFLOP/token)' "$build.tests.md" | tail -1 | tr -d '(' | awk '{print $1}')
+perToken=$(grep 'GFLOP/token' "$build.tests.md" | grep -v 'informative), bf16' | grep -o '([0-9.]* GFLOP/token)' | tail -1 | tr -d '(' | awk '{print $1}')
 if [ -n "$ours" ] && [ -n "$gpu" ] && [ -n "$perToken" ]; then
   awk -v o="$ours" -v g="$gpu" -v f="$perToken" 'BEGIN {
     t4 = o * 65 / g; tok = t4 * 1e3 / f

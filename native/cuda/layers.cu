@@ -119,6 +119,9 @@ void rmsnormForward(const float* x, const float* w, float* y, float* rstd, int r
 void rmsnormForward(const float* x, const float* w, __half* y, float* rstd, int rows, int width, float eps, cudaStream_t stream) {
   rmsLaunch(x, w, y, rstd, rows, width, eps, stream);
 }
+void rmsnormForward(const float* x, const float* w, bf16* y, float* rstd, int rows, int width, float eps, cudaStream_t stream) {
+  rmsLaunch(x, w, y, rstd, rows, width, eps, stream);
+}
 void rmsnormBackward(const float* dy, const float* x, const float* rstd, const float* w, float* dx, int rows, int width, cudaStream_t stream) {
   checkRows("rmsnormBackward", dy, x, w, rows, width);
   FT_CHECK(rstd != nullptr && dx != nullptr, "rmsnormBackward: null buffer");
@@ -133,9 +136,13 @@ void rope(float* x, int N, int heads, int D, int seqLen, const float* cosT, cons
 void rope(__half* x, int N, int heads, int D, int seqLen, const float* cosT, const float* sinT, bool inverse, cudaStream_t stream) {
   ropeLaunch(x, N, heads, D, seqLen, cosT, sinT, inverse, stream);
 }
+void rope(bf16* x, int N, int heads, int D, int seqLen, const float* cosT, const float* sinT, bool inverse, cudaStream_t stream) {
+  ropeLaunch(x, N, heads, D, seqLen, cosT, sinT, inverse, stream);
+}
 
 void swigluForward(const float* g, const float* u, float* a, std::size_t n, cudaStream_t stream) { swigluLaunch(g, u, a, n, stream); }
 void swigluForward(const float* g, const float* u, __half* a, std::size_t n, cudaStream_t stream) { swigluLaunch(g, u, a, n, stream); }
+void swigluForward(const float* g, const float* u, bf16* a, std::size_t n, cudaStream_t stream) { swigluLaunch(g, u, a, n, stream); }
 void swigluBackward(const float* da, const float* g, const float* u, float* dg, float* du, std::size_t n, cudaStream_t stream) {
   FT_CHECK(da != nullptr && g != nullptr && u != nullptr && dg != nullptr && du != nullptr, "swigluBackward: null buffer");
   if (n == 0) return;

@@ -56,6 +56,9 @@ void nf4Dequantize(const std::uint8_t* codes, const float* absmax, std::size_t n
 void nf4Dequantize(const std::uint8_t* codes, const float* absmax, std::size_t n, __half* out, cudaStream_t stream) {
   nf4Launch(codes, absmax, n, out, stream);
 }
+void nf4Dequantize(const std::uint8_t* codes, const float* absmax, std::size_t n, bf16* out, cudaStream_t stream) {
+  nf4Launch(codes, absmax, n, out, stream);
+}
 
 void dqDequantize(const std::uint8_t* q, const float* scales, float offset, std::size_t n, float* out, cudaStream_t stream) {
   FT_CHECK(q != nullptr && scales != nullptr && out != nullptr, "dqDequantize: null buffer (n = ", n, ")");

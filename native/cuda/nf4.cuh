@@ -4,8 +4,9 @@
 //
 // References: ft::nf4::dequantize and ft::dq::dequantize (src/). The GPU result is bit-identical
 // to them: each value is one float multiply codebook[c] * absmax, rounded once (fp32), or that
-// product rounded to fp16 (out16).
+// product rounded to fp16 or bf16 (the 16-bit outputs).
 #pragma once
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -19,6 +20,7 @@ namespace ft::cuda {
 // out:    [n]                codebook[code] * absmax[i / 64]
 void nf4Dequantize(const std::uint8_t* codes, const float* absmax, std::size_t n, float* out, cudaStream_t stream = 0);
 void nf4Dequantize(const std::uint8_t* codes, const float* absmax, std::size_t n, __half* out, cudaStream_t stream = 0);
+void nf4Dequantize(const std::uint8_t* codes, const float* absmax, std::size_t n, __nv_bfloat16* out, cudaStream_t stream = 0);
 
 // q:      [n]                signed dynamic-map codes of absmax - offset
 // scales: [ceil(n / 256)]

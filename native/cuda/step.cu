@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #include "attention.cuh"
 #include "common.cuh"
@@ -33,6 +34,12 @@ struct Buf {
   ~Buf() {
     if (p != nullptr) cudaFree(p);
   }
+  /** The buffer as E (16-bit operand buffers hold fp16 or bf16, as the trainer's precision says). */
+  template <typename E>
+  E* as() const {
+    static_assert(sizeof(E) == sizeof(T), "same element size");
+    return reinterpret_cast<E*>(p);
+  }
   void alloc(std::size_t count, std::size_t& group) {
     n = count;
     FT_CUDA(cudaMalloc(&p, (count == 0 ? 1 : count) * sizeof(T)));
@@ -40,11 +47,15 @@ struct Buf {
   }
 };
 
-__global__ void embedKernel(const __half* __restrict__ E, const std::int32_t* __restrict__ ids, int N, int C, float* __restrict__ x) {
+/** 16-bit operand storage: fp16 or bf16 bits, the type given where it is used. */
+using Op16 = std::uint16_t;
+
+template <typename E>
+__global__ void embedKernel(const E* __restrict__ emb, const std::int32_t* __restrict__ ids, int N, int C, float* __restrict__ x) {
   const long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
   if (i >= static_cast<long long>(N) * C) return;
   const long long n = i / C;
-  x[i] = __half2float(E[static_cast<long long>(ids[n]) * C + (i % C)]);
+  x[i] = toFloat(emb[static_cast<long long>(ids[n]) * C + (i % C)]);
 }
 
 // The LoRA dropout mask of src/qwen3.cpp, bit for bit: element i of projection (l, j) is kept
@@ -57,13 +68,23 @@ __device__ __forceinline__ float uniform01(std::uint64_t z) {
   return static_cast<float>(z >> 40) * (1.f / 16777216.f);
 }
 
-/** xl = x * keep (the adapter's dropped input), fp16. */
-__global__ void dropKernel(const __half* __restrict__ x, __half* __restrict__ xl, long long n, std::uint64_t stream, float p, float keepScale) {
+/** xl = x * keep (the adapter's dropped input), in the operand type E. */
+template <typename E>
+__global__ void dropKernel(const E* __restrict__ x, E* __restrict__ xl, long long n, std::uint64_t stream, float p, float keepScale) {
   const long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   const float keep = uniform01(stream + static_cast<std::uint64_t>(i)) < p ? 0.f : keepScale;
-  xl[i] = __float2half_rn(__half2float(x[i]) * keep);
+  xl[i] = fromFloat<E>(toFloat(x[i]) * keep);
 }
+
+/** Host: fp32 values as the operand type E (round to nearest even), and back. */
+template <typename E>
+E hostOperand(float v) {
+  if constexpr (std::is_same_v<E, bf16>) return __float2bfloat16_rn(v);
+  else return __float2half_rn(v);
+}
+inline float hostFloat(__half v) { return __half2float(v); }
+inline float hostFloat(bf16 v) { return __bfloat162float(v); }
 
 /** dx += t * keep: the LoRA path's input gradient through the dropout mask. */
 __global__ void dropAddKernel(float* __restrict__ dx, const float* __restrict__ t, long long n, std::uint64_t stream, float p, float keepScale) {
@@ -77,6 +98,7 @@ __global__ void dropAddKernel(float* __restrict__ dx, const float* __restrict__ 
 
 struct Trainer::Impl {
   Qwen3Config cfg;
+  Precision precision = Precision::fp16;  // what the Op16 buffers hold
   int rank;
   float scale;
   int capBatch, capSeqLen, capN;  // what the buffers hold
@@ -86,11 +108,11 @@ struct Trainer::Impl {
   float dropout = 0.f;
   std::uint64_t dropSeed = 0;
   bool training = false;
-  Buf<__half> xd;     // [N, widest in] the dropped input of one projection
+  Buf<Op16> xd;     // [N, widest in] the dropped input of one projection
   Buf<float> dropTmp; // [N, widest in] the LoRA path's dx before the mask
 
   // ---- the frozen base
-  Buf<__half> embed;
+  Buf<Op16> embed;
   Buf<float> finalNorm;
   struct Proj {
     int in, out;
@@ -100,7 +122,7 @@ struct Trainer::Impl {
     float offset;             // and the offset
     // LoRA
     Buf<float> A, B, dA, dB;  // fp32 masters [r, in], [out, r] and gradients
-    Buf<__half> A16, B16;     // fp16 copies
+    Buf<Op16> A16, B16;     // 16-bit copies (the operand type)
     bool adapted = true;      // false: no adapter here (disableLora), the products are skipped
   };
   struct Layer {
@@ -112,18 +134,18 @@ struct Trainer::Impl {
   // ---- activations
   std::vector<Buf<float>> xs;  // [L + 1] layer inputs (and the last output), fp32 [N, C]
   // one layer, recomputed in backward
-  Buf<__half> h1, h2, qn, kn, v16, y16, a16;
+  Buf<Op16> h1, h2, qn, kn, v16, y16, a16;
   Buf<float> rstd1, rstd2, rstdq, rstdk, qpre, kpre, vpre, lse, xmid, g, u;
-  Buf<__half> la16[NPROJ];  // x A^T of each projection, fp16 [N, r]
+  Buf<Op16> la16[NPROJ];  // x A^T of each projection, 16-bit [N, r]
   // gradients of the layer
   Buf<float> dxA, dxB, dh, dmid, da, dg, du, dq, dk, dv, dqpre, dkpre, dattn;
-  Buf<__half> d16, d16b, d16c;  // fp16 operands of the products (the widest: [N, I])
+  Buf<Op16> d16, d16b, d16c;  // 16-bit operands of the products (the widest: [N, I])
   Buf<float> t32;               // [N, r]
-  Buf<__half> t16;
+  Buf<Op16> t16;
   // ---- head
-  Buf<__half> hf;
+  Buf<Op16> hf;
   Buf<float> rstdf, dhf, rowLoss;
-  Buf<__half> logits;  // [kLogitRows, V]
+  Buf<Op16> logits;  // [kLogitRows, V]
   Buf<int> targets;
   Buf<std::int32_t> ids;
   // ---- workspace
@@ -144,113 +166,152 @@ struct Trainer::Impl {
   float keepScale() const { return 1.f / (1.f - dropout); }
 
   /** The adapter's input of projection `index` (l * NPROJ + j): x itself, or x through the dropout mask (in xd). */
-  const __half* adapterInput(const __half* x, const Proj& p, int index) {
+  template <typename E>
+  const E* adapterInput(const E* x, const Proj& p, int index) {
     if (!dropping()) return x;
     const long long n = static_cast<long long>(N) * p.in;
-    dropKernel<<<ceilDiv(n, 256), 256>>>(x, xd.p, n, dropStream(index), dropout, keepScale());
+    dropKernel<E><<<ceilDiv(n, 256), 256>>>(x, xd.as<E>(), n, dropStream(index), dropout, keepScale());
     FT_LAUNCHED();
-    return xd.p;
+    return xd.as<E>();
   }
 
-  /** y (+)= x W^T + scale (drop(x) A^T) B^T; keeps drop(x) A^T (fp16) in la. x [N, in] fp16, y [N, out] fp32. */
-  void linear(const __half* x, Proj& p, int index, float* y, bool accumulate, __half* la) {
+  /** y (+)= x W^T + scale (drop(x) A^T) B^T; keeps drop(x) A^T (E) in la. x [N, in] E (fp16 or bf16), y [N, out] fp32. */
+  template <typename E>
+  void linear(const E* x, Proj& p, int index, float* y, bool accumulate, E* la) {
     const int in = p.in, out = p.out, r = rank;
     gemmNf4({N, out, in, false, true, in, in, out}, 1.f, x, p.codes.p, absmaxOf(p), accumulate ? 1.f : 0.f, y);
     if (!p.adapted) return;
-    gemm({N, r, in, false, true, in, in, r}, 1.f, adapterInput(x, p, index), p.A16.p, 0.f, la32.p);
-    toHalf(la32.p, static_cast<std::size_t>(N) * r, la);
-    gemm({N, out, r, false, true, r, r, out}, scale, la, p.B16.p, 1.f, y);
+    gemm({N, r, in, false, true, in, in, r}, 1.f, adapterInput(x, p, index), p.A16.as<E>(), 0.f, la32.p);
+    toOperand(la32.p, static_cast<std::size_t>(N) * r, la);
+    gemm({N, out, r, false, true, r, r, out}, scale, la, p.B16.as<E>(), 1.f, y);
   }
 
   /**
-   * The backward of linear: dy [N, out] fp16 (loss-scaled), x [N, in] fp16 and la = drop(x) A^T as
+   * The backward of linear: dy [N, out] E (loss-scaled), x [N, in] E and la = drop(x) A^T as
    * in the forward. dx [N, in] fp32 (+)= dy W + keep * scale (dy B) A; dB += scale dy^T la;
    * dA += scale (dy B)^T drop(x). The mask is drawn again from its counter (no copy is kept).
    */
-  void linearBackward(const __half* dy, const __half* x, const __half* la, Proj& p, int index, float* dx, bool accumulate) {
+  template <typename E>
+  void linearBackward(const E* dy, const E* x, const E* la, Proj& p, int index, float* dx, bool accumulate) {
     const int in = p.in, out = p.out, r = rank;
     gemmNf4({N, in, out, false, false, out, in, in}, 1.f, dy, p.codes.p, absmaxOf(p), accumulate ? 1.f : 0.f, dx);
     if (!p.adapted) return;
-    gemm({N, r, out, false, false, out, r, r}, 1.f, dy, p.B16.p, 0.f, t32.p);
-    toHalf(t32.p, static_cast<std::size_t>(N) * r, t16.p);
+    gemm({N, r, out, false, false, out, r, r}, 1.f, dy, p.B16.as<E>(), 0.f, t32.p);
+    toOperand(t32.p, static_cast<std::size_t>(N) * r, t16.as<E>());
     if (!dropping()) {
-      gemm({N, in, r, false, false, r, in, in}, scale, t16.p, p.A16.p, 1.f, dx);
+      gemm({N, in, r, false, false, r, in, in}, scale, t16.as<E>(), p.A16.as<E>(), 1.f, dx);
     } else {
       const long long n = static_cast<long long>(N) * in;
-      gemm({N, in, r, false, false, r, in, in}, scale, t16.p, p.A16.p, 0.f, dropTmp.p);
+      gemm({N, in, r, false, false, r, in, in}, scale, t16.as<E>(), p.A16.as<E>(), 0.f, dropTmp.p);
       dropAddKernel<<<ceilDiv(n, 256), 256>>>(dx, dropTmp.p, n, dropStream(index), dropout, keepScale());
       FT_LAUNCHED();
     }
     gemm({out, r, N, true, false, out, r, r}, scale, dy, la, 1.f, p.dB.p);
-    gemm({r, in, N, true, false, r, in, in}, scale, t16.p, adapterInput(x, p, index), 1.f, p.dA.p);
+    gemm({r, in, N, true, false, r, in, in}, scale, t16.as<E>(), adapterInput(x, p, index), 1.f, p.dA.p);
   }
 
   /** The forward of layer l from xs[l]; writes xs[l + 1]; keeps every activation backward needs. */
+  template <typename E>
   void layerForward(int l) {
     Layer& L = layers[l];
     const int C = cfg.hidden, I = cfg.intermediate, H = cfg.heads, KV = cfg.kvHeads, D = cfg.headDim;
     const float* x = xs[l].p;
-    rmsnormForward(x, L.inputNorm.p, h1.p, rstd1.p, N, C, cfg.rmsEps);
-    linear(h1.p, L.p[PROJ_Q], l * NPROJ + PROJ_Q, qpre.p, false, la16[PROJ_Q].p);
-    linear(h1.p, L.p[PROJ_K], l * NPROJ + PROJ_K, kpre.p, false, la16[PROJ_K].p);
-    linear(h1.p, L.p[PROJ_V], l * NPROJ + PROJ_V, vpre.p, false, la16[PROJ_V].p);
-    rmsnormForward(qpre.p, L.qNorm.p, qn.p, rstdq.p, N * H, D, cfg.rmsEps);
-    rmsnormForward(kpre.p, L.kNorm.p, kn.p, rstdk.p, N * KV, D, cfg.rmsEps);
-    rope(qn.p, N, H, D, seqLen, cosT.p, sinT.p, false);
-    rope(kn.p, N, KV, D, seqLen, cosT.p, sinT.p, false);
-    toHalf(vpre.p, static_cast<std::size_t>(N) * KV * D, v16.p);
-    attentionForward(qn.p, kn.p, v16.p, y16.p, lse.p, batch, seqLen, H, KV, D);
+    rmsnormForward(x, L.inputNorm.p, h1.as<E>(), rstd1.p, N, C, cfg.rmsEps);
+    linear(h1.as<E>(), L.p[PROJ_Q], l * NPROJ + PROJ_Q, qpre.p, false, la16[PROJ_Q].as<E>());
+    linear(h1.as<E>(), L.p[PROJ_K], l * NPROJ + PROJ_K, kpre.p, false, la16[PROJ_K].as<E>());
+    linear(h1.as<E>(), L.p[PROJ_V], l * NPROJ + PROJ_V, vpre.p, false, la16[PROJ_V].as<E>());
+    rmsnormForward(qpre.p, L.qNorm.p, qn.as<E>(), rstdq.p, N * H, D, cfg.rmsEps);
+    rmsnormForward(kpre.p, L.kNorm.p, kn.as<E>(), rstdk.p, N * KV, D, cfg.rmsEps);
+    rope(qn.as<E>(), N, H, D, seqLen, cosT.p, sinT.p, false);
+    rope(kn.as<E>(), N, KV, D, seqLen, cosT.p, sinT.p, false);
+    toOperand(vpre.p, static_cast<std::size_t>(N) * KV * D, v16.as<E>());
+    attentionForward(qn.as<E>(), kn.as<E>(), v16.as<E>(), y16.as<E>(), lse.p, batch, seqLen, H, KV, D);
     FT_CUDA(cudaMemcpyAsync(xmid.p, x, sizeof(float) * N * C, cudaMemcpyDeviceToDevice));
-    linear(y16.p, L.p[PROJ_O], l * NPROJ + PROJ_O, xmid.p, true, la16[PROJ_O].p);
-    rmsnormForward(xmid.p, L.postNorm.p, h2.p, rstd2.p, N, C, cfg.rmsEps);
-    linear(h2.p, L.p[PROJ_GATE], l * NPROJ + PROJ_GATE, g.p, false, la16[PROJ_GATE].p);
-    linear(h2.p, L.p[PROJ_UP], l * NPROJ + PROJ_UP, u.p, false, la16[PROJ_UP].p);
-    swigluForward(g.p, u.p, a16.p, static_cast<std::size_t>(N) * I);
+    linear(y16.as<E>(), L.p[PROJ_O], l * NPROJ + PROJ_O, xmid.p, true, la16[PROJ_O].as<E>());
+    rmsnormForward(xmid.p, L.postNorm.p, h2.as<E>(), rstd2.p, N, C, cfg.rmsEps);
+    linear(h2.as<E>(), L.p[PROJ_GATE], l * NPROJ + PROJ_GATE, g.p, false, la16[PROJ_GATE].as<E>());
+    linear(h2.as<E>(), L.p[PROJ_UP], l * NPROJ + PROJ_UP, u.p, false, la16[PROJ_UP].as<E>());
+    swigluForward(g.p, u.p, a16.as<E>(), static_cast<std::size_t>(N) * I);
     FT_CUDA(cudaMemcpyAsync(xs[l + 1].p, xmid.p, sizeof(float) * N * C, cudaMemcpyDeviceToDevice));
-    linear(a16.p, L.p[PROJ_DOWN], l * NPROJ + PROJ_DOWN, xs[l + 1].p, true, la16[PROJ_DOWN].p);
+    linear(a16.as<E>(), L.p[PROJ_DOWN], l * NPROJ + PROJ_DOWN, xs[l + 1].p, true, la16[PROJ_DOWN].as<E>());
   }
 
   /** The backward of layer l (its activations just recomputed): dout [N, C] → din [N, C]. */
+  template <typename E>
   void layerBackward(int l, const float* dout, float* din) {
     Layer& L = layers[l];
     const int C = cfg.hidden, I = cfg.intermediate, H = cfg.heads, KV = cfg.kvHeads, D = cfg.headDim;
     const std::size_t NC = static_cast<std::size_t>(N) * C, NI = static_cast<std::size_t>(N) * I;
     // the MLP: x'' = x' + down(a)
     FT_CUDA(cudaMemcpyAsync(dmid.p, dout, sizeof(float) * NC, cudaMemcpyDeviceToDevice));
-    toHalf(dout, NC, d16.p);
-    linearBackward(d16.p, a16.p, la16[PROJ_DOWN].p, L.p[PROJ_DOWN], l * NPROJ + PROJ_DOWN, da.p, false);
+    toOperand(dout, NC, d16.as<E>());
+    linearBackward(d16.as<E>(), a16.as<E>(), la16[PROJ_DOWN].as<E>(), L.p[PROJ_DOWN], l * NPROJ + PROJ_DOWN, da.p, false);
     swigluBackward(da.p, g.p, u.p, dg.p, du.p, NI);
-    toHalf(dg.p, NI, d16.p);
-    toHalf(du.p, NI, d16b.p);
-    linearBackward(d16.p, h2.p, la16[PROJ_GATE].p, L.p[PROJ_GATE], l * NPROJ + PROJ_GATE, dh.p, false);
-    linearBackward(d16b.p, h2.p, la16[PROJ_UP].p, L.p[PROJ_UP], l * NPROJ + PROJ_UP, dh.p, true);
+    toOperand(dg.p, NI, d16.as<E>());
+    toOperand(du.p, NI, d16b.as<E>());
+    linearBackward(d16.as<E>(), h2.as<E>(), la16[PROJ_GATE].as<E>(), L.p[PROJ_GATE], l * NPROJ + PROJ_GATE, dh.p, false);
+    linearBackward(d16b.as<E>(), h2.as<E>(), la16[PROJ_UP].as<E>(), L.p[PROJ_UP], l * NPROJ + PROJ_UP, dh.p, true);
     rmsnormBackward(dh.p, xmid.p, rstd2.p, L.postNorm.p, dmid.p, N, C);
     // attention: x' = x + o(y)
-    toHalf(dmid.p, NC, d16.p);
-    linearBackward(d16.p, y16.p, la16[PROJ_O].p, L.p[PROJ_O], l * NPROJ + PROJ_O, dattn.p, false);
-    toHalf(dattn.p, static_cast<std::size_t>(N) * H * D, d16b.p);
-    attentionBackward(qn.p, kn.p, v16.p, y16.p, d16b.p, lse.p, dq.p, dk.p, dv.p, attnWs.p, batch, seqLen, H, KV, D);
+    toOperand(dmid.p, NC, d16.as<E>());
+    linearBackward(d16.as<E>(), y16.as<E>(), la16[PROJ_O].as<E>(), L.p[PROJ_O], l * NPROJ + PROJ_O, dattn.p, false);
+    toOperand(dattn.p, static_cast<std::size_t>(N) * H * D, d16b.as<E>());
+    attentionBackward(qn.as<E>(), kn.as<E>(), v16.as<E>(), y16.as<E>(), d16b.as<E>(), lse.p, dq.p, dk.p, dv.p, attnWs.p, batch, seqLen, H, KV, D);
     rope(dq.p, N, H, D, seqLen, cosT.p, sinT.p, true);
     rope(dk.p, N, KV, D, seqLen, cosT.p, sinT.p, true);
     FT_CUDA(cudaMemsetAsync(dqpre.p, 0, sizeof(float) * N * H * D));
     FT_CUDA(cudaMemsetAsync(dkpre.p, 0, sizeof(float) * N * KV * D));
     rmsnormBackward(dq.p, qpre.p, rstdq.p, L.qNorm.p, dqpre.p, N * H, D);
     rmsnormBackward(dk.p, kpre.p, rstdk.p, L.kNorm.p, dkpre.p, N * KV, D);
-    toHalf(dqpre.p, static_cast<std::size_t>(N) * H * D, d16.p);
-    linearBackward(d16.p, h1.p, la16[PROJ_Q].p, L.p[PROJ_Q], l * NPROJ + PROJ_Q, dh.p, false);
-    toHalf(dkpre.p, static_cast<std::size_t>(N) * KV * D, d16b.p);
-    linearBackward(d16b.p, h1.p, la16[PROJ_K].p, L.p[PROJ_K], l * NPROJ + PROJ_K, dh.p, true);
-    toHalf(dv.p, static_cast<std::size_t>(N) * KV * D, d16c.p);
-    linearBackward(d16c.p, h1.p, la16[PROJ_V].p, L.p[PROJ_V], l * NPROJ + PROJ_V, dh.p, true);
+    toOperand(dqpre.p, static_cast<std::size_t>(N) * H * D, d16.as<E>());
+    linearBackward(d16.as<E>(), h1.as<E>(), la16[PROJ_Q].as<E>(), L.p[PROJ_Q], l * NPROJ + PROJ_Q, dh.p, false);
+    toOperand(dkpre.p, static_cast<std::size_t>(N) * KV * D, d16b.as<E>());
+    linearBackward(d16b.as<E>(), h1.as<E>(), la16[PROJ_K].as<E>(), L.p[PROJ_K], l * NPROJ + PROJ_K, dh.p, true);
+    toOperand(dv.p, static_cast<std::size_t>(N) * KV * D, d16c.as<E>());
+    linearBackward(d16c.as<E>(), h1.as<E>(), la16[PROJ_V].as<E>(), L.p[PROJ_V], l * NPROJ + PROJ_V, dh.p, true);
     FT_CUDA(cudaMemcpyAsync(din, dmid.p, sizeof(float) * NC, cudaMemcpyDeviceToDevice));
     rmsnormBackward(dh.p, xs[l].p, rstd1.p, L.inputNorm.p, din, N, C);
+  }
+
+  /**
+   * The forward of a step (ids and targets on the device): the embedding, every layer (inputs
+   * kept), the final norm, then the head a chunk of rows at a time: logits, per-row loss, and
+   * (backward) the logits' gradient times gradScale multiplied back by the embedding into dhf.
+   */
+  template <typename E>
+  void forward(bool backward, float gradScale, float* logitsOut) {
+    const int C = cfg.hidden, V = cfg.vocab, L = cfg.layers;
+    {
+      const long long total = static_cast<long long>(N) * C;
+      embedKernel<E><<<ceilDiv(total, 256), 256>>>(embed.as<E>(), ids.p, N, C, xs[0].p);
+      FT_LAUNCHED();
+    }
+    for (int l = 0; l < L; ++l) layerForward<E>(l);
+    rmsnormForward(xs[L].p, finalNorm.p, hf.as<E>(), rstdf.p, N, C, cfg.rmsEps);
+    for (int r0 = 0; r0 < N; r0 += kLogitRows) {
+      const int rows = std::min(kLogitRows, N - r0);
+      gemm({rows, V, C, false, true, C, C, V}, 1.f, hf.as<E>() + static_cast<std::size_t>(r0) * C, embed.as<E>(), 0.f, logits.as<E>());
+      if (logitsOut != nullptr) {
+        std::vector<E> h(static_cast<std::size_t>(rows) * V);
+        FT_CUDA(cudaMemcpy(h.data(), logits.p, h.size() * sizeof(E), cudaMemcpyDeviceToHost));
+        for (std::size_t i = 0; i < h.size(); ++i) logitsOut[static_cast<std::size_t>(r0) * V + i] = hostFloat(h[i]);
+      }
+      xentForwardBackward(logits.as<E>(), rows, V, targets.p + r0, gradScale, rowLoss.p + r0, nullptr);
+      if (backward)
+        gemm({rows, C, V, false, false, V, C, C}, 1.f, logits.as<E>(), embed.as<E>(), 0.f, dhf.p + static_cast<std::size_t>(r0) * C);
+    }
   }
 };
 
 Trainer::Trainer(const Qwen3Config& cfg, const float* embed, const float* finalNorm, const std::vector<HostLayer>& layers, int rank, float scale,
-                 int batch, int seqLen)
+                 int batch, int seqLen, Precision precision)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
+  if (precision == Precision::bf16) {
+    std::string why;
+    FT_CHECK(bf16Ready(&why), "Trainer: bf16 operands: ", why, " (hint: fp16 operands run on every GPU from sm_75)");
+  }
+  m.precision = precision;
   FT_CHECK(static_cast<int>(layers.size()) == cfg.layers, "Trainer: ", layers.size(), " layers given, the config has ", cfg.layers);
   FT_CHECK(rank > 0 && batch > 0 && seqLen > 0, "Trainer: rank ", rank, ", batch ", batch, ", seqLen ", seqLen, " must be positive");
   FT_CHECK(cfg.heads % cfg.kvHeads == 0, "Trainer: ", cfg.heads, " heads are not a multiple of ", cfg.kvHeads, " kv heads");
@@ -266,10 +327,18 @@ Trainer::Trainer(const Qwen3Config& cfg, const float* embed, const float* finalN
   auto& A = m.bytes.activations;
   // the base
   {
-    std::vector<__half> e16(static_cast<std::size_t>(V) * C);
-    for (std::size_t i = 0; i < e16.size(); ++i) e16[i] = __float2half_rn(embed[i]);
+    std::vector<Op16> e16(static_cast<std::size_t>(V) * C);
+    const auto round = [&](auto tag) {
+      using E = decltype(tag);
+      for (std::size_t i = 0; i < e16.size(); ++i) {
+        const E v = hostOperand<E>(embed[i]);
+        std::memcpy(&e16[i], &v, sizeof(Op16));
+      }
+    };
+    if (precision == Precision::bf16) round(bf16{});
+    else round(__half{});
     m.embed.alloc(e16.size(), W);
-    FT_CUDA(cudaMemcpy(m.embed.p, e16.data(), e16.size() * sizeof(__half), cudaMemcpyHostToDevice));
+    FT_CUDA(cudaMemcpy(m.embed.p, e16.data(), e16.size() * sizeof(Op16), cudaMemcpyHostToDevice));
   }
   auto upload = [](Buf<float>& b, const float* h, std::size_t n, std::size_t& group) {
     b.alloc(n, group);
@@ -400,12 +469,20 @@ float* Trainer::gradA(int index) { return impl_->layers[index / NPROJ].p[index %
 float* Trainer::gradB(int index) { return impl_->layers[index / NPROJ].p[index % NPROJ].dB.p; }
 
 void Trainer::syncLora() {
+  const bool b16 = impl_->precision == Precision::bf16;
   for (auto& L : impl_->layers)
     for (auto& p : L.p) {
-      toHalf(p.A.p, p.A.n, p.A16.p);
-      toHalf(p.B.p, p.B.n, p.B16.p);
+      if (b16) {
+        toOperand(p.A.p, p.A.n, p.A16.as<bf16>());
+        toOperand(p.B.p, p.B.n, p.B16.as<bf16>());
+      } else {
+        toOperand(p.A.p, p.A.n, p.A16.as<__half>());
+        toOperand(p.B.p, p.B.n, p.B16.as<__half>());
+      }
     }
 }
+
+Trainer::Precision Trainer::precision() const { return impl_->precision; }
 
 void Trainer::zeroGrads() {
   for (auto& L : impl_->layers)
@@ -471,29 +548,10 @@ float Trainer::step(const std::int32_t* ids, const std::uint8_t* mask, int batch
   if (counted != nullptr) *counted = count;
   FT_CUDA(cudaMemcpy(m.ids.p, ids, sizeof(std::int32_t) * N, cudaMemcpyHostToDevice));
   FT_CUDA(cudaMemcpy(m.targets.p, targets.data(), sizeof(int) * N, cudaMemcpyHostToDevice));
-
-  // forward: the embedding, every layer (inputs kept), the final norm
-  {
-    const long long total = static_cast<long long>(N) * C;
-    embedKernel<<<ceilDiv(total, 256), 256>>>(m.embed.p, m.ids.p, N, C, m.xs[0].p);
-    FT_LAUNCHED();
-  }
-  for (int l = 0; l < L; ++l) m.layerForward(l);
-  rmsnormForward(m.xs[L].p, m.finalNorm.p, m.hf.p, m.rstdf.p, N, C, m.cfg.rmsEps);
-
-  // the head, a chunk of rows at a time: logits, loss, and (backward) their gradient times E
   const float gradScale = count > 0 ? lossScale / static_cast<float>(count) : 0.f;
-  for (int r0 = 0; r0 < N; r0 += kLogitRows) {
-    const int rows = std::min(kLogitRows, N - r0);
-    gemm({rows, V, C, false, true, C, C, V}, 1.f, m.hf.p + static_cast<std::size_t>(r0) * C, m.embed.p, 0.f, m.logits.p);
-    if (logitsOut != nullptr) {
-      std::vector<__half> h(static_cast<std::size_t>(rows) * V);
-      FT_CUDA(cudaMemcpy(h.data(), m.logits.p, h.size() * sizeof(__half), cudaMemcpyDeviceToHost));
-      for (std::size_t i = 0; i < h.size(); ++i) logitsOut[static_cast<std::size_t>(r0) * V + i] = __half2float(h[i]);
-    }
-    xentForwardBackward(m.logits.p, rows, V, m.targets.p + r0, gradScale, m.rowLoss.p + r0, nullptr);
-    if (backward) gemm({rows, C, V, false, false, V, C, C}, 1.f, m.logits.p, m.embed.p, 0.f, m.dhf.p + static_cast<std::size_t>(r0) * C);
-  }
+  if (m.precision == Precision::bf16) m.forward<bf16>(backward, gradScale, logitsOut);
+  else m.forward<__half>(backward, gradScale, logitsOut);
+
   std::vector<float> rowLoss(N);
   FT_CUDA(cudaMemcpy(rowLoss.data(), m.rowLoss.p, sizeof(float) * N, cudaMemcpyDeviceToHost));
   double sum = 0;
@@ -508,8 +566,13 @@ float Trainer::step(const std::int32_t* ids, const std::uint8_t* mask, int batch
   FT_CUDA(cudaMemset(dcur, 0, sizeof(float) * N * C));
   rmsnormBackward(m.dhf.p, m.xs[L].p, m.rstdf.p, m.finalNorm.p, dcur, N, C);
   for (int l = L - 1; l >= 0; --l) {
-    m.layerForward(l);  // recompute (it also rewrites xs[l + 1] with the same values)
-    m.layerBackward(l, dcur, dnext);
+    if (m.precision == Precision::bf16) {
+      m.layerForward<bf16>(l);  // recompute (it also rewrites xs[l + 1] with the same values)
+      m.layerBackward<bf16>(l, dcur, dnext);
+    } else {
+      m.layerForward<__half>(l);
+      m.layerBackward<__half>(l, dcur, dnext);
+    }
     std::swap(dcur, dnext);
   }
   FT_CUDA(cudaDeviceSynchronize());

@@ -1,11 +1,11 @@
 // step.cuh: one QLoRA training step of the Qwen3 decoder on the GPU, from the kernels of this
 // directory: the same model, loss and LoRA gradients as ft::forwardBackward (src/qwen3.h), in
-// mixed precision.
+// mixed precision: fp16 operands on every GPU (sm_75+), or bf16 operands on sm_80+ (Precision).
 //
 // The frozen base lives on the device as NF4 codes with double-quantized absmax (src/nf4.h,
 // src/double_quant.h: the trainer double-quantizes the absmax it is given, so a reference must
 // dequantize the weights with dq::dequantize(dq::quantize(absmax))), the tied embedding in fp16
-// and the norm weights in fp32. LoRA A and B are fp32 master weights with fp16 copies refreshed
+// and the norm weights in fp32. LoRA A and B are fp32 master weights with 16-bit copies refreshed
 // by syncLora(); their gradients accumulate in fp32, multiplied by the loss scale.
 //
 // Forward, per layer (N = batch * seqLen rows, x the fp32 residual stream):
@@ -21,7 +21,11 @@
 // are fp32; they are rounded to fp16 (scaled by the loss scale, so small values survive) only
 // as operands of the products.
 //
-// Not here yet: bf16 operands on sm_80+, CUDA graphs. The optimizer (adamw8bit.cuh) and the loss scaler (lossscale.cuh) are the caller's.
+// Every "fp16" above is the operand type: bf16 instead when the trainer is built with
+// Precision::bf16 (sm_80+ only; refused elsewhere with the reason, see bf16Ready in common.cuh).
+// bf16 keeps fp32's exponent range, so gradients need no loss scale to survive (lossScale 1 is
+// fine) at the cost of 8 bits of mantissa instead of 11.
+// Not here yet: CUDA graphs. The optimizer (adamw8bit.cuh) and the loss scaler (lossscale.cuh) are the caller's.
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -47,11 +51,14 @@ struct HostLayer {
 
 class Trainer {
  public:
+  /** The 16-bit operand type of the products: fp16 (any GPU here, sm_75+) or bf16 (sm_80+). */
+  enum class Precision { fp16, bf16 };
+
   // cfg: the model; embed [V, C] fp32 (stored as fp16; also the head); finalNorm [C];
   // layers: cfg.layers of them; LoRA of the given rank on all seven projections, y += scale (x A^T) B^T;
-  // batch x seqLen tokens per step. Allocates everything the step needs here, once.
+  // batch x seqLen tokens per step; the operand type. Allocates everything the step needs here, once.
   Trainer(const Qwen3Config& cfg, const float* embed, const float* finalNorm, const std::vector<HostLayer>& layers, int rank, float scale,
-          int batch, int seqLen);
+          int batch, int seqLen, Precision precision = Precision::fp16);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -66,7 +73,8 @@ class Trainer {
   float* gradA(int index);
   float* gradB(int index);
   std::size_t loraSize(int index, bool b) const;
-  /** Refreshes the fp16 copies from the fp32 masters (after setLora or an optimizer step). */
+  Precision precision() const;
+  /** Refreshes the 16-bit copies from the fp32 masters (after setLora or an optimizer step). */
   void syncLora();
   /** Sets every LoRA gradient to zero (before accumulating a step's micro-batches). */
   void zeroGrads();

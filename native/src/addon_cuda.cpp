@@ -6,15 +6,17 @@
 //
 //   cudaDevices() -> [{ index, name, computeCapability: "7.5", totalBytes, freeBytes }]
 //       throws (code FT_NATIVE_CHECK) with CUDA's words and a hint when there is no usable GPU
-//   new CudaTrainer(config, base, rank, scale, maxBatch, maxSeqLen)
+//   new CudaTrainer(config, base, rank, scale, maxBatch, maxSeqLen[, precision])
 //       config  as qwen3ForwardBackward's
 //       base    { embed, finalNorm, layers: [{ inputNorm, postNorm, qNorm, kNorm,
 //                 codes: Uint8Array[7] (NF4), absmax: Float32Array[7] (per 64, plain fp32) }] }
+//       precision "fp16" (default; every GPU from sm_75) or "bf16" (sm_80+; refused elsewhere,
+//               saying why): the operand type of the products
 //       uploads the base (double-quantizing the absmax) and allocates everything a step of up to
 //       maxBatch x maxSeqLen tokens needs
 //   .setLora(proj)        proj: layers * 7 entries { A, B } or null (no adapter there: its LoRA
 //                         products are skipped); copies the fp32 masters to the device and
-//                         refreshes the fp16 copies
+//                         refreshes the 16-bit copies
 //   .zeroGrads()
 //   .step(ids, mask, batch, seqLen, backward, lossScale, dropout, seed) -> { loss, counted }
 //                         backward: accumulates lossScale * d(loss)/d(LoRA) on the device
@@ -93,7 +95,7 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
 
   explicit CudaTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaTrainer>(info) {
     guarded(info.Env(), [&] {
-      FT_CHECK(info.Length() >= 6 && info[0].IsObject() && info[1].IsObject(), "CudaTrainer(config, base, rank, scale, maxBatch, maxSeqLen)");
+      FT_CHECK(info.Length() >= 6 && info[0].IsObject() && info[1].IsObject(), "CudaTrainer(config, base, rank, scale, maxBatch, maxSeqLen[, precision])");
       const Napi::Object c = info[0].As<Napi::Object>();
       cfg_ = Qwen3Config{intField(c, "hidden"), intField(c, "intermediate"), intField(c, "heads"), intField(c, "kvHeads"), intField(c, "headDim"),
                          intField(c, "layers"), intField(c, "vocab"), c.Get("ropeTheta").As<Napi::Number>().FloatValue(),
@@ -128,7 +130,13 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
       rank_ = static_cast<int>(number(info, 2, "rank"));
       const float scale = static_cast<float>(number(info, 3, "scale"));
       const int maxBatch = static_cast<int>(number(info, 4, "maxBatch")), maxSeqLen = static_cast<int>(number(info, 5, "maxSeqLen"));
-      trainer_ = std::make_unique<cuda::Trainer>(cfg_, embed, finalNorm, host, rank_, scale, maxBatch, maxSeqLen);
+      auto precision = cuda::Trainer::Precision::fp16;
+      if (info.Length() >= 7 && !info[6].IsUndefined()) {
+        const std::string p = info[6].IsString() ? info[6].As<Napi::String>().Utf8Value() : std::string("(not a string)");
+        FT_CHECK(p == "fp16" || p == "bf16", "CudaTrainer: precision ", p, ", expected \"fp16\" or \"bf16\"");
+        if (p == "bf16") precision = cuda::Trainer::Precision::bf16;
+      }
+      trainer_ = std::make_unique<cuda::Trainer>(cfg_, embed, finalNorm, host, rank_, scale, maxBatch, maxSeqLen, precision);
     });
   }
 

@@ -1,7 +1,7 @@
 /**
  * Where the training loop's arithmetic runs: the CPU backend (the native core's fp32
  * forward/backward on the host) or the CUDA backend (native/cuda/step.cuh: the NF4 base, the
- * activations and the LoRA gradients on the GPU, fp16 operands with fp32 accumulation).
+ * activations and the LoRA gradients on the GPU, fp16 or bf16 operands with fp32 accumulation).
  *
  * The loop (trainer.ts) is the same for both: it owns the LoRA weights (fp32, on the host), the
  * 8-bit AdamW state, clipping, the schedule, the loss scaler, evaluation and checkpoints, so a
@@ -11,9 +11,10 @@
  *   zeroGrads → trainMicro × gradAccum → collectGrads (unscaled, into lora.dA/dB) → optimizer
  *   → loraChanged (the CUDA backend copies the new weights to the device)
  *
- * The CUDA backend trains with dynamic loss scaling (fp16 gradients would underflow without it):
- * PyTorch's GradScaler's defaults, 2^16 to start, doubled after 2000 good steps. The CPU backend
- * computes in fp32: scale 1, which the scaler only guards against inf/nan.
+ * The CUDA backend in fp16 trains with dynamic loss scaling (fp16 gradients would underflow
+ * without it): PyTorch's GradScaler's defaults, 2^16 to start, doubled after 2000 good steps. In
+ * bf16 (fp32's exponent range) and on the CPU (fp32) the scale stays 1, and the scaler only guards
+ * against inf/nan (the step is skipped).
  */
 import * as Native from "../../native/index.ts"
 import type { LayerWeights, LoraTensors, Qwen3Config, Qwen3Weights } from "../../native/qwen3.ts"
@@ -87,7 +88,14 @@ const size = (b: number) => (b >= GiB ? `${(b / GiB).toFixed(2)} GiB` : `${(b / 
  * to maxBatch x maxSeqLen tokens, once. Throws a one-line reason when there is no CUDA backend or
  * no usable GPU, or when the GPU cannot hold the run.
  */
-export const cudaBackend = (config: Qwen3Config, base: Native.CudaBase, lora: { readonly r: number; readonly alpha: number }, maxBatch: number, maxSeqLen: number): Backend => {
+export const cudaBackend = (
+  config: Qwen3Config,
+  base: Native.CudaBase,
+  lora: { readonly r: number; readonly alpha: number },
+  maxBatch: number,
+  maxSeqLen: number,
+  precision: Native.CudaPrecision = "fp16"
+): Backend => {
   const mod = Native.cuda()
   if (typeof mod === "string") throw new Error(`train.device cuda: ${mod}`)
   let devices: ReadonlyArray<Native.CudaDevice>
@@ -99,14 +107,22 @@ export const cudaBackend = (config: Qwen3Config, base: Native.CudaBase, lora: { 
   }
   if (devices.length === 0) throw new Error("train.device cuda: no CUDA GPU is visible (CUDA_VISIBLE_DEVICES?); train.device: cpu runs without one")
   const gpu = devices[0]!
-  const trainer = new mod.CudaTrainer(config, base, lora.r, lora.alpha / lora.r, maxBatch, maxSeqLen)
+  let trainer: Native.CudaTrainer
+  try {
+    trainer = new mod.CudaTrainer(config, base, lora.r, lora.alpha / lora.r, maxBatch, maxSeqLen, precision)
+  } catch (e) {
+    // "native/cuda/step.cu:312: Trainer: bf16 operands: this GPU (sm_75) has no bf16 tensor cores; … (hint: …)"
+    const m = /Trainer: bf16 operands: (.*?)(?: \(hint: [^)]*\))?$/.exec((e as Error).message)
+    if (m) throw new Error(`train.precision bf16: ${m[1]}; train.precision: fp16 runs on every GPU from sm_75 (T4)`)
+    throw e
+  }
   const b = trainer.bytes()
   const held = b.weights + b.lora + b.activations + b.head + b.workspace
   const slots = (t: LoraTensors) => t.proj
   return {
-    scaler: { initial: 65536, growthInterval: 2000 },
+    scaler: precision === "fp16" ? { initial: 65536, growthInterval: 2000 } : { initial: 1, growthInterval: Number.POSITIVE_INFINITY },
     describe:
-      `cuda: ${gpu.name} (sm_${gpu.computeCapability.replace(".", "")}, ${size(gpu.totalBytes)}), fp16 operands with fp32 accumulation; ` +
+      `cuda: ${gpu.name} (sm_${gpu.computeCapability.replace(".", "")}, ${size(gpu.totalBytes)}), ${precision} operands with fp32 accumulation; ` +
       `${size(held)} on the device for ${maxBatch} x ${maxSeqLen} tokens (base ${size(b.weights)}, LoRA ${size(b.lora)}, activations ${size(b.activations)}, head ${size(b.head)}, workspace ${size(b.workspace)})`,
     zeroGrads: () => trainer.zeroGrads(),
     trainMicro: (_lora, m, dropout, seed, scale) => trainer.step(m.ids, m.mask, m.batch, m.seqLen, true, scale, dropout, seed).loss,

@@ -52,7 +52,8 @@ export type TrainConfig = typeof TrainConfig.Type
 /** The `train` section: the trainer's config and the backend. */
 export const TrainParams = Schema.Struct({
   device: withDefault(Schema.Literals(["cpu", "cuda"]), "cpu"),
-  precision: withDefault(Schema.Literals(["fp32", "fp16"]), "fp32"),
+  /** the operand type: fp32 (cpu), fp16 (cuda, any GPU from sm_75) or bf16 (cuda, sm_80+) */
+  precision: withDefault(Schema.Literals(["fp32", "fp16", "bf16"]), "fp32"),
   ...trainerFields
 })
 
@@ -67,6 +68,7 @@ export const Job = Schema.Struct({
   t: TrainConfig,
   lora: LoraParams,
   device: Schema.Literals(["cpu", "cuda"]),
+  precision: Schema.Literals(["fp32", "fp16", "bf16"]),
   /** stop after this many steps (tests of resume) */
   stopAfter: Schema.optionalKey(Count)
 })

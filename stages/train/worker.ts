@@ -35,7 +35,8 @@ const prepare = (job: Job, emit: (e: TrainEvent) => void) => {
   const trainData = Format.read(job.trainBin)
   const valData = Format.read(job.valBin)
   const seqLen = Math.max(longestSequence(trainData), longestSequence(valData))
-  return { config, weights: undefined, backend: cudaBackend(config, cudaBase(weights), job.lora, job.t.batchSize, seqLen), trainData, valData }
+  const precision = job.precision === "bf16" ? "bf16" : "fp16"
+  return { config, weights: undefined, backend: cudaBackend(config, cudaBase(weights), job.lora, job.t.batchSize, seqLen, precision), trainData, valData }
 }
 
 await workerMain(protocol, (job, emit) => {

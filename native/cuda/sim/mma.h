@@ -1,4 +1,4 @@
-// mma.h: nvcuda::wmma (16x16x16, fp16 operands, fp32 accumulator) for the simulator, in place of
+// mma.h: nvcuda::wmma (16x16x16, fp16 or bf16 operands, fp32 accumulator) for the simulator, in place of
 // <mma.h>. Fragment elements are spread over the lanes in a scrambled order, so a kernel that
 // assumes a layout of the fragments fails; the product is an exact-order fp32 sum, not the tensor
 // cores' rounding.
@@ -27,8 +27,11 @@ inline void checkPtr(const void* p, unsigned ldm, int elem) {
   if (reinterpret_cast<std::uintptr_t>(p) % 32 != 0) sim::fail("wmma pointer not 32-byte aligned");
   if ((ldm * elem) % 16 != 0) sim::fail("wmma ldm not a multiple of 16 bytes");
 }
-template <typename Use, typename L>
-inline void load_matrix_sync(fragment<Use, 16, 16, 16, __half, L>& f, const __half* p, unsigned ldm) {
+inline float operandValue(__half v) { return __half2float(v); }
+inline float operandValue(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename Use, typename T, typename L>
+inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, L>& f, const T* p, unsigned ldm) {
+  static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "16-bit operands");
   checkPtr(p, ldm, 2);
   const int lane = threadIdx.x & 31;
   for (int i = 0; i < 8; ++i) {
@@ -56,14 +59,14 @@ template <typename F, typename V>
 inline void fill_fragment(F& f, V v) {
   for (auto& x : f.x) x = v;
 }
-template <typename LA, typename LB>
-inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, __half, LA>& a,
-                     const fragment<matrix_b, 16, 16, 16, __half, LB>& b, const fragment<accumulator, 16, 16, 16, float>& c) {
+template <typename T, typename LA, typename LB>
+inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, T, LA>& a,
+                     const fragment<matrix_b, 16, 16, 16, T, LB>& b, const fragment<accumulator, 16, 16, 16, float>& c) {
   static float A[32][256], B[32][256], C[32][256];
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
   for (int i = 0; i < 8; ++i) {
-    A[w][where<matrix_a>(lane, i)] = __half2float(a.x[i]);
-    B[w][where<matrix_b>(lane, i)] = __half2float(b.x[i]);
+    A[w][where<matrix_a>(lane, i)] = operandValue(a.x[i]);
+    B[w][where<matrix_b>(lane, i)] = operandValue(b.x[i]);
     C[w][where<accumulator>(lane, i)] = c.x[i];
   }
   __syncwarp();

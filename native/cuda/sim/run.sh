@@ -4,6 +4,7 @@
 # empty or absent) and runs the named tests (a test's name or group, as ftcuda_tests takes them)
 # with FTCUDA_SMALL=1 (the tests' small shapes). The environment:
 #   SIM_ORDER   fwd (default) | rev | shuffle | greedy | greedyrev: the order fibers run in
+#   SIM_SM      the compute capability reported (default 80; 75 plays a T4: bf16 is refused)
 #   SIM_CXXFLAGS  extra compiler flags, e.g. "-fsanitize=address -fno-omit-frame-pointer"
 #                 (then ASAN_OPTIONS=detect_stack_use_after_return=0), or -DSIM_UCONTEXT
 #   SIM_OPT     the optimisation level (default -O1)

@@ -294,11 +294,28 @@ cudaError_t cudaGetDeviceCount(int* n) {
   *n = 1;
   return cudaSuccess;
 }
+// the compute capability the simulation reports: SIM_SM (e.g. 75 for a T4, whose code has no bf16
+// tensor cores: the bf16 paths are refused), default 80 (every operand type)
+static int simSm() {
+  const char* e = std::getenv("SIM_SM");
+  const int sm = e != nullptr ? std::atoi(e) : 80;
+  return sm >= 50 && sm < 200 ? sm : 80;
+}
+cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
+  if (a == cudaDevAttrComputeCapabilityMajor) *v = simSm() / 10;
+  else if (a == cudaDevAttrComputeCapabilityMinor) *v = simSm() % 10;
+  else return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   std::memset(p, 0, sizeof *p);
   std::strcpy(p->name, "CPU simulation (fibers)");
-  p->major = 7;
-  p->minor = 5;
+  p->major = simSm() / 10;
+  p->minor = simSm() % 10;
   p->multiProcessorCount = 1;
   p->totalGlobalMem = 16ull << 30;
   return cudaSuccess;

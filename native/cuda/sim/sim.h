@@ -6,6 +6,7 @@
 // SIM_ORDER=fwd|rev|shuffle|greedy|greedyrev: the order fibers run within a phase (a race shows as
 // a result that depends on the order). Included first in every translation unit (-include).
 #pragma once
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <ucontext.h>
@@ -66,6 +67,7 @@ extern int shflI[1024];
 #define blockDim (::sim::grid.bdim)
 
 inline void __syncthreads() { sim::yieldAs(sim::WAIT_BLOCK); }
+[[noreturn]] inline void __trap() { sim::fail("__trap"); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   if (mask != 0xffffffffu) sim::fail("__syncwarp with a partial mask");
   sim::yieldAs(sim::WAIT_WARP);

@@ -9,8 +9,13 @@
 //
 // Error measure: max |gpu - ref| / max |ref| over the tensor (relative to the tensor's scale,
 // so values near 0 do not blow it up). Bounds: 1e-3 where the kernel accumulates in fp32 from
-// fp32 operands, 1e-2 where operands are fp16, 0 where the result must be bit-identical.
+// fp32 operands, 1e-2 where operands are fp16, 0 where the result must be bit-identical; bf16
+// operands (8 bits of mantissa, not 11) get their own bounds where the rounding of an operand
+// inside the kernel (P in attention, a gradient) is what the error measures, each said there.
+// bf16 tests run where the GPU has bf16 tensor cores (sm_80+: bf16Ready); elsewhere they report
+// one "skip" row with the reason, which does not count as a failure.
 #pragma once
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -20,6 +25,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../common.cuh"
@@ -33,6 +39,7 @@ struct Row {
   double gpuMs = -1;     // kernel time, or -1
   double cpuMs = -1;     // reference time, or -1
   std::string note;      // e.g. "GFLOP/s 120"
+  bool skipped = false;  // not run here (the note says why): neither ok nor FAIL
 };
 
 using TestFn = std::function<void(std::vector<Row>&)>;
@@ -99,6 +106,47 @@ inline std::vector<float> toFloat(const std::vector<__half>& v) {
 }
 /** fp32 values rounded through fp16 (what a kernel that reads fp16 operands sees). */
 inline std::vector<float> roundHalf(const std::vector<float>& v) { return toFloat(toHalf(v)); }
+
+using ft::cuda::bf16;
+inline std::vector<float> toFloat(const std::vector<bf16>& v) {
+  std::vector<float> f(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) f[i] = __bfloat162float(v[i]);
+  return f;
+}
+/** fp32 values as the operand type E (fp16 or bf16), rounded to nearest even. */
+template <typename E>
+inline std::vector<E> toOperand(const std::vector<float>& v) {
+  if constexpr (std::is_same_v<E, __half>) return toHalf(v);
+  else {
+    std::vector<bf16> h(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) h[i] = __float2bfloat16_rn(v[i]);
+    return h;
+  }
+}
+/** fp32 values rounded through E (what a kernel that reads E operands sees). */
+template <typename E>
+inline std::vector<float> roundOperand(const std::vector<float>& v) { return toFloat(toOperand<E>(v)); }
+/** "fp16" or "bf16". */
+template <typename E>
+inline const char* operandName() { return std::is_same_v<E, bf16> ? "bf16" : "fp16"; }
+
+/**
+ * Whether E's kernels run on this device: always for fp16; for bf16 where bf16Ready() says so,
+ * else a "skip" row with the reason is added and the test should return.
+ */
+template <typename E>
+inline bool operandHere(std::vector<Row>& rows) {
+  if constexpr (std::is_same_v<E, __half>) return true;
+  else {
+    std::string why;
+    if (ft::cuda::bf16Ready(&why)) return true;
+    Row r{"bf16 operands", 0, 0};
+    r.skipped = true;
+    r.note = why;
+    rows.push_back(r);
+    return false;
+  }
+}
 
 /** max |a - b| / max |b|; a non-finite value in a makes it infinite. */
 inline double relError(const std::vector<float>& a, const std::vector<float>& b) {

@@ -1,7 +1,8 @@
 // Causal grouped-query flash attention: forward y and lse, backward dq, dk, dv against a CPU
 // reference written straight from the definition (double accumulation, the full softmax of each
-// row at once, no tiling), on the same fp16-rounded inputs. Bound 1e-2: the operands are fp16 and
-// so are P and dS inside the kernels.
+// row at once, no tiling), on the same fp16- (or bf16-) rounded inputs. Bound 1e-2: the operands
+// are fp16 and so are P and dS inside the kernels; 2e-2 for bf16, whose P and dS keep 8 bits of
+// mantissa instead of 11 (each rounding 2^-9 relative, not 2^-12).
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -107,15 +108,18 @@ void poison(Dev<T>& d) {
  * edge > 0: only the first and last `edge` rows of each sequence (y, lse, dq) and the last `edge`
  * keys (dk, dv), which need no other rows. timed: GPU times and TFLOP/s in the notes.
  */
+template <typename E = __half>
 void runCase(std::vector<Row>& rows, const Shape& s, int edge, bool timed, std::uint64_t seed) {
+  if (!operandHere<E>(rows)) return;
   const int B = s.B, T = s.T, H = s.H, KV = s.KV, D = s.D;
   const std::size_t N = static_cast<std::size_t>(B) * T;
-  const auto q = roundHalf(randomVector(N * H * D, seed));
-  const auto k = roundHalf(randomVector(N * KV * D, seed + 1));
-  const auto v = roundHalf(randomVector(N * KV * D, seed + 2));
-  const auto dy = roundHalf(randomVector(N * H * D, seed + 3));
+  const auto q = roundOperand<E>(randomVector(N * H * D, seed));
+  const auto k = roundOperand<E>(randomVector(N * KV * D, seed + 1));
+  const auto v = roundOperand<E>(randomVector(N * KV * D, seed + 2));
+  const auto dy = roundOperand<E>(randomVector(N * H * D, seed + 3));
+  const double bound = std::is_same_v<E, bf16> ? 2e-2 : 1e-2;
 
-  Dev<__half> dQ(toHalf(q)), dK(toHalf(k)), dV(toHalf(v)), dDY(toHalf(dy)), dY(N * H * D);
+  Dev<E> dQ(toOperand<E>(q)), dK(toOperand<E>(k)), dV(toOperand<E>(v)), dDY(toOperand<E>(dy)), dY(N * H * D);
   Dev<float> dL(static_cast<std::size_t>(B) * H * T), gq(N * H * D), gk(N * KV * D), gv(N * KV * D);
   Dev<float> ws(ft::cuda::attentionBackwardWorkspace(B, T, H, KV, D));
   poison(dY), poison(dL), poison(gq), poison(gk), poison(gv), poison(ws);
@@ -161,7 +165,7 @@ void runCase(std::vector<Row>& rows, const Shape& s, int edge, bool timed, std::
         gdv.push_back(dv[ki]), rdv.push_back(static_cast<float>(ref.dv[ki]));
       }
 
-  const std::string sh = text(s);
+  const std::string sh = text(s) + (std::is_same_v<E, bf16> ? " bf16" : "");
   const std::string rowsText = edge == 0 ? "" : " (rows t < " + std::to_string(edge) + " and t >= T-" + std::to_string(edge) + ")";
   const std::string keysText = edge == 0 ? "" : " (keys t >= T-" + std::to_string(edge) + ")";
   std::string fwdNote, bwdNote;
@@ -175,11 +179,11 @@ void runCase(std::vector<Row>& rows, const Shape& s, int edge, bool timed, std::
                   fwdMs + bwdMs, (fwdFlops + bwdFlops) / (fwdMs + bwdMs) / 1e9);
     bwdNote = buf;
   }
-  rows.push_back({"fwd y " + sh + rowsText, relError(gy, ry), 1e-2, fwdMs, cpu, fwdNote});
-  rows.push_back({"fwd lse " + sh + rowsText, relError(gl, rl), 1e-2, -1, -1, ""});
-  rows.push_back({"bwd dq " + sh + rowsText, relError(gdq, rdq), 1e-2, bwdMs, -1, bwdNote});
-  rows.push_back({"bwd dk " + sh + keysText, relError(gdk, rdk), 1e-2, -1, -1, ""});
-  rows.push_back({"bwd dv " + sh + keysText, relError(gdv, rdv), 1e-2, -1, -1, ""});
+  rows.push_back({"fwd y " + sh + rowsText, relError(gy, ry), bound, fwdMs, cpu, fwdNote});
+  rows.push_back({"fwd lse " + sh + rowsText, relError(gl, rl), bound, -1, -1, ""});
+  rows.push_back({"bwd dq " + sh + rowsText, relError(gdq, rdq), bound, bwdMs, -1, bwdNote});
+  rows.push_back({"bwd dk " + sh + keysText, relError(gdk, rdk), bound, -1, -1, ""});
+  rows.push_back({"bwd dv " + sh + keysText, relError(gdv, rdv), bound, -1, -1, ""});
 
   if (!timed) {  // no atomics: a second backward gives the same bits
     bwd();
@@ -201,6 +205,14 @@ FT_TEST("attention", "attention T=1 and T=17") {
 }
 
 FT_TEST("attention", "attention Qwen3-4B") { runCase(rows, {2, 2048, 32, 8, 128}, 64, true, 404); }
+
+FT_TEST("attention", "attention bf16: odd T, T=300 D=128, T=1") {
+  runCase<bf16>(rows, {2, 37, 4, 2, 64}, 0, false, 111);
+  runCase<bf16>(rows, {1, 300, 8, 2, 128}, 0, false, 212);
+  runCase<bf16>(rows, {3, 1, 2, 1, 128}, 0, false, 313);
+}
+
+FT_TEST("attention", "attention Qwen3-4B, bf16") { runCase<bf16>(rows, {2, 2048, 32, 8, 128}, 64, true, 414); }
 
 FT_TEST("attention", "attention shape checks") {
   Dev<__half> a(64 * 128);

@@ -24,6 +24,11 @@ FT_TEST("nf4", "nf4 dequantize") {
     rows.push_back({"fp32 out, n = " + std::to_string(n) + " (bits differing)", static_cast<double>(mismatches(out.download(), ref)), 0, gpu, cpu,
                     "GB/s " + std::to_string(static_cast<int>((n / 2.0 + n * 4.0) / gpu / 1e6))});
     rows.push_back({"fp16 out, n = " + std::to_string(n) + " (bits differing)", static_cast<double>(mismatches(out16.download(), toHalf(ref))), 0});
+    // bf16 conversion is plain arithmetic (no tensor cores): it runs on every GPU
+    Dev<bf16> outB(n);
+    ft::cuda::nf4Dequantize(dc.p, da.p, n, outB.p);
+    FT_CUDA(cudaDeviceSynchronize());
+    rows.push_back({"bf16 out, n = " + std::to_string(n) + " (bits differing)", static_cast<double>(mismatches(outB.download(), toOperand<bf16>(ref))), 0});
   }
 }
 

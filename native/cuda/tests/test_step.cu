@@ -3,9 +3,10 @@
 //
 // The reference sees what the GPU sees: NF4 weights dequantized through the double-quantized
 // absmax (dq::dequantize(dq::quantize(absmax)), as the trainer stores them) and an embedding
-// already rounded to fp16. What remains is mixed precision (fp16 operands and activations
-// against fp32), hence the bounds: 1e-2 on the loss, 2e-2 on the logits, 5e-2 on the relative
-// L2 error of the LoRA gradients.
+// already rounded to fp16 (bf16 for the bf16 step). What remains is mixed precision (16-bit
+// operands and activations against fp32), hence the bounds: fp16 1e-2 on the loss, 2e-2 on the
+// logits, 5e-2 on the relative L2 error of the LoRA gradients; bf16 (3 fewer mantissa bits, each
+// rounding 8 x fp16's; the simulator measures 8 to 10 x fp16's errors) 1e-2, 5e-2 and 1e-1.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -172,9 +173,17 @@ double worstScaled(const Grads& a, const Grads& b, float factor) {
   return worst;
 }
 
-}  // namespace
+/** Bounds of the tiny step against the CPU backend, by operand type (see the top of this file). */
+struct Bounds {
+  double loss, logits, grads;
+};
 
-FT_TEST("step", "tiny model step = CPU backend") {
+template <typename E>
+void tinyStep(std::vector<Row>& rows) {
+  if (!operandHere<E>(rows)) return;
+  constexpr bool kBf16 = std::is_same_v<E, bf16>;
+  const Bounds bound = kBf16 ? Bounds{1e-2, 5e-2, 1e-1} : Bounds{1e-2, 2e-2, 5e-2};
+  const auto precision = kBf16 ? ft::cuda::Trainer::Precision::bf16 : ft::cuda::Trainer::Precision::fp16;
   const ft::Qwen3Config cfg{256, 768, 4, 2, 64, 2, 4096, 1e6f, 1e-6f};
   const int batch = 2, seqLen = 37, N = batch * seqLen, rank = 8, L = cfg.layers, C = cfg.hidden, V = cfg.vocab;
   const float scale = 2.f, lossScale = 1024.f;
@@ -189,8 +198,8 @@ FT_TEST("step", "tiny model step = CPU backend") {
   for (int t = 20; t < 26; ++t) mask[seqLen + t] = 0;
   mask[N - 1] = 0;
 
-  // the base: fp16-rounded embedding, norms, NF4 projections and their dequantized fp32 values
-  const std::vector<float> embed = roundHalf(randomVector(static_cast<std::size_t>(V) * C, 7002, 0.02f));
+  // the base: embedding rounded to E, norms, NF4 projections and their dequantized fp32 values
+  const std::vector<float> embed = roundOperand<E>(randomVector(static_cast<std::size_t>(V) * C, 7002, 0.02f));
   const std::vector<float> finalNorm = normWeights(C, 7003);
   struct Layer {
     std::vector<float> inputNorm, postNorm, qNorm, kNorm;
@@ -247,7 +256,7 @@ FT_TEST("step", "tiny model step = CPU backend") {
   });
 
   // the GPU
-  ft::cuda::Trainer tr(cfg, embed.data(), finalNorm.data(), hostLayers, rank, scale, batch, seqLen);
+  ft::cuda::Trainer tr(cfg, embed.data(), finalNorm.data(), hostLayers, rank, scale, batch, seqLen, precision);
   std::size_t sizeErrors = 0;
   for (int i = 0; i < nLora; ++i) {
     sizeErrors += tr.loraSize(i, false) != A[i].size();
@@ -267,10 +276,10 @@ FT_TEST("step", "tiny model step = CPU backend") {
   const Grads g1 = download(tr, cfg, rank, 1.f / lossScale);
 
   rows.push_back({"loss (relative difference)", std::isfinite(loss1) ? std::fabs(static_cast<double>(loss1) - lossRef) / std::fabs(lossRef) : INFINITY,
-                  1e-2, gpu, cpu, format("gpu %.6f, cpu %.6f", loss1, lossRef)});
+                  bound.loss, gpu, cpu, format("gpu %.6f, cpu %.6f", loss1, lossRef)});
   rows.push_back({"counted positions (difference)", std::fabs(static_cast<double>(counted) - countedRef), 0, -1, -1,
                   format("gpu %d, cpu %d", counted, countedRef)});
-  rows.push_back({format("logits [%d x %d]", N, V), relError(logits, logitsRef), 2e-2});
+  rows.push_back({format("logits [%d x %d]", N, V), relError(logits, logitsRef), bound.logits});
   for (int j = 0; j < ft::NPROJ; ++j) {
     double worstA = 0, worstB = 0, normA = 0, normB = 0;
     for (int l = 0; l < L; ++l) {
@@ -280,8 +289,8 @@ FT_TEST("step", "tiny model step = CPU backend") {
       normA = std::fmax(normA, maxAbs(refA[i]));
       normB = std::fmax(normB, maxAbs(refB[i]));
     }
-    rows.push_back({format("dA %s (worst of %d layers, rel L2)", kProjName[j], L), worstA, 5e-2, -1, -1, format("max |ref| %.3g", normA)});
-    rows.push_back({format("dB %s (worst of %d layers, rel L2)", kProjName[j], L), worstB, 5e-2, -1, -1, format("max |ref| %.3g", normB)});
+    rows.push_back({format("dA %s (worst of %d layers, rel L2)", kProjName[j], L), worstA, bound.grads, -1, -1, format("max |ref| %.3g", normA)});
+    rows.push_back({format("dB %s (worst of %d layers, rel L2)", kProjName[j], L), worstB, bound.grads, -1, -1, format("max |ref| %.3g", normB)});
   }
 
   // determinism: the same step again gives the same loss, and the gradients accumulate (2 x)
@@ -329,11 +338,11 @@ FT_TEST("step", "tiny model step = CPU backend") {
   const float loss5 = tr.step(ids.data(), mask.data(), 1, T5, true, lossScale, &counted5, nullptr);
   const Grads g5 = download(tr, cfg, rank, 1.f / lossScale);
   rows.push_back({format("dropout %.2f, 1 x %d: loss (relative difference)", pDrop, T5),
-                  std::isfinite(loss5) ? std::fabs(static_cast<double>(loss5) - loss5Ref) / std::fabs(loss5Ref) : INFINITY, 1e-2, -1, -1,
+                  std::isfinite(loss5) ? std::fabs(static_cast<double>(loss5) - loss5Ref) / std::fabs(loss5Ref) : INFINITY, bound.loss, -1, -1,
                   format("gpu %.6f, cpu %.6f, counted %d/%d", loss5, loss5Ref, counted5, counted5Ref)});
   double worst5 = 0;
   for (int i = 0; i < nLora; ++i) worst5 = std::fmax(worst5, std::fmax(relL2(g5.dA[i], refA[i]), relL2(g5.dB[i], refB[i])));
-  rows.push_back({"dropout: LoRA gradients (worst rel L2 of all projections)", worst5, 5e-2});
+  rows.push_back({"dropout: LoRA gradients (worst rel L2 of all projections)", worst5, bound.grads});
   // the masks matter: without dropout the same batch's gradients are far from these
   tr.setDropout(0.f, dropSeed);
   tr.zeroGrads();
@@ -367,7 +376,7 @@ FT_TEST("step", "tiny model step = CPU backend") {
   const float loss8 = tr.step(ids.data(), mask.data(), true, lossScale, &counted8, nullptr);
   const Grads g8 = download(tr, cfg, rank, 1.f / lossScale);
   rows.push_back({"4 adapters disabled: loss (relative difference)",
-                  std::isfinite(loss8) ? std::fabs(static_cast<double>(loss8) - loss8Ref) / std::fabs(loss8Ref) : INFINITY, 1e-2, -1, -1,
+                  std::isfinite(loss8) ? std::fabs(static_cast<double>(loss8) - loss8Ref) / std::fabs(loss8Ref) : INFINITY, bound.loss, -1, -1,
                   format("gpu %.6f, cpu %.6f; all adapters: %.6f", loss8, loss8Ref, loss1)});
   double worst8 = 0, disabled8 = 0;
   for (int i = 0; i < nLora; ++i) {
@@ -377,7 +386,7 @@ FT_TEST("step", "tiny model step = CPU backend") {
       worst8 = std::fmax(worst8, std::fmax(relL2(g8.dA[i], refA[i]), relL2(g8.dB[i], refB[i])));
     }
   }
-  rows.push_back({"4 adapters disabled: the others' LoRA gradients (worst rel L2)", worst8, 5e-2});
+  rows.push_back({"4 adapters disabled: the others' LoRA gradients (worst rel L2)", worst8, bound.grads});
   rows.push_back({"4 adapters disabled: their gradients (max |grad|)", disabled8, 0});
 
   // a batch larger than the trainer's is refused with its shapes
@@ -388,6 +397,41 @@ FT_TEST("step", "tiny model step = CPU backend") {
     refused = true;
   }
   rows.push_back({"3 x 37 tokens in a 2 x 37 trainer: refused", refused ? 0.0 : 1.0, 0});
+}
+
+}  // namespace
+
+FT_TEST("step", "tiny model step = CPU backend") { tinyStep<__half>(rows); }
+FT_TEST("step", "tiny model step = CPU backend, bf16") { tinyStep<bf16>(rows); }
+
+FT_TEST("step", "bf16 refused where the GPU has no bf16 tensor cores") {
+  // where bf16 runs, nothing to refuse; elsewhere (a T4, the compute_75 PTX, SIM_SM=75) the
+  // Trainer must refuse it at construction, naming the GPU's architecture
+  std::string why;
+  if (ft::cuda::bf16Ready(&why)) {
+    Row r{"bf16 refusal", 0, 0};
+    r.skipped = true;
+    r.note = "this GPU runs bf16";
+    rows.push_back(r);
+    return;
+  }
+  const ft::Qwen3Config cfg{64, 128, 2, 1, 64, 1, 256, 1e6f, 1e-6f};
+  std::vector<float> embed(static_cast<std::size_t>(cfg.vocab) * cfg.hidden, 0.01f), norm(cfg.hidden, 1.f), hn(cfg.headDim, 1.f);
+  QuantProj q[ft::NPROJ];
+  ft::cuda::HostLayer hl{norm.data(), norm.data(), hn.data(), hn.data(), {}, {}};
+  for (int j = 0; j < ft::NPROJ; ++j) {
+    q[j] = quantize(randomVector(projCount(cfg, j), 900 + j, 0.02f));
+    hl.codes[j] = q[j].codes.data();
+    hl.absmax[j] = q[j].absmax.data();
+  }
+  std::string message;
+  try {
+    ft::cuda::Trainer tr(cfg, embed.data(), norm.data(), {hl}, 4, 1.f, 1, 8, ft::cuda::Trainer::Precision::bf16);
+  } catch (const std::exception& e) {
+    message = e.what();
+  }
+  const bool ok = message.find("bf16") != std::string::npos && message.find("sm_") != std::string::npos;
+  rows.push_back({"Trainer(bf16) throws, naming bf16 and the architecture", ok ? 0.0 : 1.0, 0, -1, -1, message.empty() ? "no error" : message});
 }
 
 FT_TEST("step", "Qwen3-4B step: memory and throughput") {
@@ -437,106 +481,121 @@ FT_TEST("step", "Qwen3-4B step: memory and throughput") {
   for (int t = 0; t < 64; ++t) mask[seqLen + t] = 0;  // a prompt in sequence 1
   const double prepMs = msSince(prep0);
 
-  FT_CUDA(cudaDeviceSynchronize());
-  std::size_t free0 = 0, totalMem = 0, free1 = 0, free2 = 0, free3 = 0;
-  FT_CUDA(cudaMemGetInfo(&free0, &totalMem));
-  const auto ctor0 = std::chrono::steady_clock::now();
-  ft::cuda::Trainer tr(cfg, embed.data(), finalNorm.data(), hostLayers, rank, scale, batch, seqLen);
-  FT_CUDA(cudaDeviceSynchronize());
-  const double ctorMs = msSince(ctor0);
-  FT_CUDA(cudaMemGetInfo(&free1, &totalMem));
-  for (int i = 0; i < nLora; ++i) tr.setLora(i, loraAHost[i % ft::NPROJ].data(), loraBHost[i % ft::NPROJ].data());
-  tr.syncLora();
-  tr.zeroGrads();
-  tr.setDropout(0.05f, 42);  // the reference profile's lora.dropout (its buffers count in the peak)
-
-  // warm-up step, then the memory it left in use
-  int counted = -1;
-  const auto warm0 = std::chrono::steady_clock::now();
-  const float loss0 = tr.step(ids.data(), mask.data(), true, lossScale, &counted, nullptr);
-  FT_CUDA(cudaDeviceSynchronize());
-  const double warmMs = msSince(warm0);
-  FT_CUDA(cudaMemGetInfo(&free2, &totalMem));
-
-  // 3 timed steps (zeroGrads + forward + backward, as a training step without the optimizer)
-  const int steps = 3;
-  int changed = 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int s = 0; s < steps; ++s) {
+  // fp16, then bf16 where the GPU has it (sm_80+): the same model, a Trainer each
+  using Precision = ft::cuda::Trainer::Precision;
+  for (const Precision precision : {Precision::fp16, Precision::bf16}) {
+    const bool b16 = precision == Precision::bf16;
+    const std::string tag = b16 ? ", bf16" : "";
+    std::string why;
+    if (b16 && !ft::cuda::bf16Ready(&why)) {
+      Row r{"bf16 operands", 0, 0};
+      r.skipped = true;
+      r.note = why;
+      rows.push_back(r);
+      continue;
+    }
+    FT_CUDA(cudaDeviceSynchronize());
+    std::size_t free0 = 0, totalMem = 0, free1 = 0, free2 = 0, free3 = 0;
+    FT_CUDA(cudaMemGetInfo(&free0, &totalMem));
+    const auto ctor0 = std::chrono::steady_clock::now();
+    ft::cuda::Trainer tr(cfg, embed.data(), finalNorm.data(), hostLayers, rank, scale, batch, seqLen, precision);
+    FT_CUDA(cudaDeviceSynchronize());
+    const double ctorMs = msSince(ctor0);
+    FT_CUDA(cudaMemGetInfo(&free1, &totalMem));
+    for (int i = 0; i < nLora; ++i) tr.setLora(i, loraAHost[i % ft::NPROJ].data(), loraBHost[i % ft::NPROJ].data());
+    tr.syncLora();
     tr.zeroGrads();
-    int c = -1;
-    const float loss = tr.step(ids.data(), mask.data(), true, lossScale, &c, nullptr);
-    changed += !(loss == loss0 && c == counted);
-  }
-  FT_CUDA(cudaDeviceSynchronize());
-  const double stepMs = msSince(t0) / steps;
-  FT_CUDA(cudaMemGetInfo(&free3, &totalMem));
+    tr.setDropout(0.05f, 42);  // the reference profile's lora.dropout (its buffers count in the peak)
 
-  const double GiB = 1073741824.0;
-  const std::size_t minFree = std::min(free1, std::min(free2, free3));
-  const double peak = (free0 > minFree ? static_cast<double>(free0 - minFree) : 0.0) / GiB;
-  const ft::cuda::Trainer::Bytes b = tr.bytes();
-  rows.push_back({"peak device memory, GiB (cudaMemGetInfo, before the Trainer -> after its steps)", peak, 14, -1, prepMs,
-                  format("Trainer::bytes() GiB: weights %.2f, lora %.2f, activations %.2f, head %.2f, workspace %.2f, total %.2f; "
-                         "after ctor %.2f, after step 1 %.2f; in use before (context etc.) %.2f of %.1f",
-                         b.weights / GiB, b.lora / GiB, b.activations / GiB, b.head / GiB, b.workspace / GiB, b.total() / GiB,
-                         static_cast<double>(free0 - std::min(free0, free1)) / GiB, static_cast<double>(free0 - std::min(free0, free2)) / GiB,
-                         static_cast<double>(totalMem - free0) / GiB, totalMem / GiB)});
+    // warm-up step, then the memory it left in use
+    int counted = -1;
+    const auto warm0 = std::chrono::steady_clock::now();
+    const float loss0 = tr.step(ids.data(), mask.data(), true, lossScale, &counted, nullptr);
+    FT_CUDA(cudaDeviceSynchronize());
+    const double warmMs = msSince(warm0);
+    FT_CUDA(cudaMemGetInfo(&free2, &totalMem));
 
-  // model FLOPs per token: 6 P (forward, recompute, input gradients) + attention (QK^T and PV,
-  // causal: T/2 keys on average, 4 times: forward, recompute, 2 x backward)
-  const double P = static_cast<double>(L) * (2560.0 * 4096 * 2 + 2560.0 * 1024 * 2 + 3.0 * 2560 * 9728) + 151936.0 * 2560;
-  const double attn = static_cast<double>(L) * 4 * (4.0 * (seqLen / 2.0) * cfg.heads * cfg.headDim);
-  const double flopsPerToken = 6 * P + attn;
-  const double tokensPerS = N / (stepMs / 1e3);
-  rows.push_back({format("throughput, %d steps of %d x %d (informative)", steps, batch, seqLen), 0, 0, stepMs, -1,
-                  format("tokens/s %.0f, TFLOP/s %.1f (%.1f GFLOP/token); warm-up step %.0f ms, Trainer ctor %.0f ms", tokensPerS,
-                         tokensPerS * flopsPerToken / 1e12, flopsPerToken / 1e9, warmMs, ctorMs)});
-  rows.push_back({"loss is finite", std::isfinite(loss0) ? 0.0 : 1.0, 0, -1, -1,
-                  format("loss %.4f (ln V = %.4f), counted %d of %d", loss0, std::log(static_cast<double>(V)), counted, N)});
-  rows.push_back({"timed steps: same loss and count as the warm-up (steps differing)", static_cast<double>(changed), 0});
+    // 3 timed steps (zeroGrads + forward + backward, as a training step without the optimizer)
+    const int steps = 3;
+    int changed = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int s = 0; s < steps; ++s) {
+      tr.zeroGrads();
+      int c = -1;
+      const float loss = tr.step(ids.data(), mask.data(), true, lossScale, &c, nullptr);
+      changed += !(loss == loss0 && c == counted);
+    }
+    FT_CUDA(cudaDeviceSynchronize());
+    const double stepMs = msSince(t0) / steps;
+    FT_CUDA(cudaMemGetInfo(&free3, &totalMem));
 
-  // The optimizer step as stages/train runs it today, once per optimizer step (gradAccum
-  // micro-batches): the gradients down to the host, 8-bit AdamW there (one thread, tensor by
-  // tensor, as the loop calls it), the new weights up and their fp16 copies refreshed.
-  std::vector<std::vector<float>> pA(nLora), pB(nLora), gA(nLora), gB(nLora);
-  struct State {
-    std::vector<std::uint8_t> mCodes, vCodes;
-    std::vector<float> mAbsmax, vAbsmax;
-  };
-  std::vector<State> sA(nLora), sB(nLora);
-  auto initState = [](State& st, std::size_t n) {
-    st.mCodes.resize(n);
-    st.vCodes.resize(n);
-    st.mAbsmax.resize(ft::adamw8bit::absmaxCount(n));
-    st.vAbsmax.resize(ft::adamw8bit::absmaxCount(n));
-    ft::adamw8bit::init(st.mCodes.data(), st.vCodes.data(), st.mAbsmax.data(), st.vAbsmax.data(), n);
-  };
-  for (int i = 0; i < nLora; ++i) {
-    pA[i] = loraAHost[i % ft::NPROJ];
-    pB[i] = loraBHost[i % ft::NPROJ];
-    gA[i].resize(pA[i].size());
-    gB[i].resize(pB[i].size());
-    initState(sA[i], pA[i].size());
-    initState(sB[i], pB[i].size());
+    const double GiB = 1073741824.0;
+    const std::size_t minFree = std::min(free1, std::min(free2, free3));
+    const double peak = (free0 > minFree ? static_cast<double>(free0 - minFree) : 0.0) / GiB;
+    const ft::cuda::Trainer::Bytes b = tr.bytes();
+    rows.push_back({"peak device memory, GiB (cudaMemGetInfo, before the Trainer -> after its steps)" + tag, peak, 14, -1, prepMs,
+                    format("Trainer::bytes() GiB: weights %.2f, lora %.2f, activations %.2f, head %.2f, workspace %.2f, total %.2f; "
+                           "after ctor %.2f, after step 1 %.2f; in use before (context etc.) %.2f of %.1f",
+                           b.weights / GiB, b.lora / GiB, b.activations / GiB, b.head / GiB, b.workspace / GiB, b.total() / GiB,
+                           static_cast<double>(free0 - std::min(free0, free1)) / GiB, static_cast<double>(free0 - std::min(free0, free2)) / GiB,
+                           static_cast<double>(totalMem - free0) / GiB, totalMem / GiB)});
+
+    // model FLOPs per token: 6 P (forward, recompute, input gradients) + attention (QK^T and PV,
+    // causal: T/2 keys on average, 4 times: forward, recompute, 2 x backward)
+    const double P = static_cast<double>(L) * (2560.0 * 4096 * 2 + 2560.0 * 1024 * 2 + 3.0 * 2560 * 9728) + 151936.0 * 2560;
+    const double attn = static_cast<double>(L) * 4 * (4.0 * (seqLen / 2.0) * cfg.heads * cfg.headDim);
+    const double flopsPerToken = 6 * P + attn;
+    const double tokensPerS = N / (stepMs / 1e3);
+    rows.push_back({format("throughput, %d steps of %d x %d (informative)", steps, batch, seqLen) + tag, 0, 0, stepMs, -1,
+                    format("tokens/s %.0f, TFLOP/s %.1f (%.1f GFLOP/token); warm-up step %.0f ms, Trainer ctor %.0f ms", tokensPerS,
+                           tokensPerS * flopsPerToken / 1e12, flopsPerToken / 1e9, warmMs, ctorMs)});
+    rows.push_back({"loss is finite" + tag, std::isfinite(loss0) ? 0.0 : 1.0, 0, -1, -1,
+                    format("loss %.4f (ln V = %.4f), counted %d of %d", loss0, std::log(static_cast<double>(V)), counted, N)});
+    rows.push_back({"timed steps: same loss and count as the warm-up (steps differing)" + tag, static_cast<double>(changed), 0});
+
+    if (b16) continue;  // the optimizer row once (it does not depend on the operand type)
+    // The optimizer step as stages/train runs it today, once per optimizer step (gradAccum
+    // micro-batches): the gradients down to the host, 8-bit AdamW there (one thread, tensor by
+    // tensor, as the loop calls it), the new weights up and their fp16 copies refreshed.
+    std::vector<std::vector<float>> pA(nLora), pB(nLora), gA(nLora), gB(nLora);
+    struct State {
+      std::vector<std::uint8_t> mCodes, vCodes;
+      std::vector<float> mAbsmax, vAbsmax;
+    };
+    std::vector<State> sA(nLora), sB(nLora);
+    auto initState = [](State& st, std::size_t n) {
+      st.mCodes.resize(n);
+      st.vCodes.resize(n);
+      st.mAbsmax.resize(ft::adamw8bit::absmaxCount(n));
+      st.vAbsmax.resize(ft::adamw8bit::absmaxCount(n));
+      ft::adamw8bit::init(st.mCodes.data(), st.vCodes.data(), st.mAbsmax.data(), st.vAbsmax.data(), n);
+    };
+    for (int i = 0; i < nLora; ++i) {
+      pA[i] = loraAHost[i % ft::NPROJ];
+      pB[i] = loraBHost[i % ft::NPROJ];
+      gA[i].resize(pA[i].size());
+      gB[i].resize(pB[i].size());
+      initState(sA[i], pA[i].size());
+      initState(sB[i], pB[i].size());
+    }
+    const ft::adamw::Hyper hyper{2e-4f, 0.9f, 0.999f, 1e-8f, 0.f, 1};
+    const auto o0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < nLora; ++i) tr.getGrads(i, gA[i].data(), gB[i].data(), 1.f / lossScale);
+    const double downMs = msSince(o0);
+    const auto o1 = std::chrono::steady_clock::now();
+    for (int i = 0; i < nLora; ++i) {
+      ft::adamw8bit::step(pA[i].data(), gA[i].data(), sA[i].mCodes.data(), sA[i].vCodes.data(), sA[i].mAbsmax.data(), sA[i].vAbsmax.data(), pA[i].size(), hyper);
+      ft::adamw8bit::step(pB[i].data(), gB[i].data(), sB[i].mCodes.data(), sB[i].vCodes.data(), sB[i].mAbsmax.data(), sB[i].vAbsmax.data(), pB[i].size(), hyper);
+    }
+    const double adamMs = msSince(o1);
+    const auto o2 = std::chrono::steady_clock::now();
+    for (int i = 0; i < nLora; ++i) tr.setLora(i, pA[i].data(), pB[i].data());
+    tr.syncLora();
+    FT_CUDA(cudaDeviceSynchronize());
+    const double upMs = msSince(o2);
+    const double optMs = downMs + adamMs + upMs;
+    rows.push_back({"optimizer step on the host, as the trainer runs it (informative)", 0, 0, optMs, -1,
+                    format("gradients down %.0f ms, 8-bit AdamW %.0f ms, weights up %.0f ms; %.0f%% of one 2 x %d micro-step, %.0f%% of 4 (gradAccum 4)",
+                           downMs, adamMs, upMs, 100 * optMs / stepMs, seqLen, 100 * optMs / (4 * stepMs))});
   }
-  const ft::adamw::Hyper hyper{2e-4f, 0.9f, 0.999f, 1e-8f, 0.f, 1};
-  const auto o0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < nLora; ++i) tr.getGrads(i, gA[i].data(), gB[i].data(), 1.f / lossScale);
-  const double downMs = msSince(o0);
-  const auto o1 = std::chrono::steady_clock::now();
-  for (int i = 0; i < nLora; ++i) {
-    ft::adamw8bit::step(pA[i].data(), gA[i].data(), sA[i].mCodes.data(), sA[i].vCodes.data(), sA[i].mAbsmax.data(), sA[i].vAbsmax.data(), pA[i].size(), hyper);
-    ft::adamw8bit::step(pB[i].data(), gB[i].data(), sB[i].mCodes.data(), sB[i].vCodes.data(), sB[i].mAbsmax.data(), sB[i].vAbsmax.data(), pB[i].size(), hyper);
-  }
-  const double adamMs = msSince(o1);
-  const auto o2 = std::chrono::steady_clock::now();
-  for (int i = 0; i < nLora; ++i) tr.setLora(i, pA[i].data(), pB[i].data());
-  tr.syncLora();
-  FT_CUDA(cudaDeviceSynchronize());
-  const double upMs = msSince(o2);
-  const double optMs = downMs + adamMs + upMs;
-  rows.push_back({"optimizer step on the host, as the trainer runs it (informative)", 0, 0, optMs, -1,
-                  format("gradients down %.0f ms, 8-bit AdamW %.0f ms, weights up %.0f ms; %.0f%% of one 2 x %d micro-step, %.0f%% of 4 (gradAccum 4)",
-                         downMs, adamMs, upMs, 100 * optMs / stepMs, seqLen, 100 * optMs / (4 * stepMs))});
 }

@@ -1,5 +1,5 @@
 // Fused cross-entropy: loss, lse and the in-place gradient against a CPU reference in double on
-// the same fp16-rounded logits.
+// the same fp16- (or bf16-) rounded logits.
 #include <cmath>
 #include <string>
 #include <vector>
@@ -13,11 +13,12 @@ namespace {
 
 struct XentCase {
   int rows, V;
-  std::vector<float> logits;  // [rows, V] fp16-rounded
+  std::vector<float> logits;  // [rows, V] rounded to the operand type
   std::vector<int> target;    // [rows]
 };
 
 /** Random logits (row r scaled by 1 + 2 (r % 4)), targets at both ends, masked rows, one peaked row. */
+template <typename E = __half>
 XentCase makeCase(int rows, int V, std::uint64_t seed) {
   XentCase c{rows, V, randomVector(static_cast<std::size_t>(rows) * V, seed), std::vector<int>(rows)};
   Rng r(seed + 1);
@@ -32,7 +33,7 @@ XentCase makeCase(int rows, int V, std::uint64_t seed) {
   if (rows > 5) c.target[5] = -1;
   if (rows > 3) c.logits[static_cast<std::size_t>(3) * V + c.target[3]] += 60.0f;  // softmax ~ one-hot: loss ~ 0
   if (rows > 7) c.target[rows - 1] = -1;
-  c.logits = roundHalf(c.logits);
+  c.logits = roundOperand<E>(c.logits);
   return c;
 }
 
@@ -59,35 +60,41 @@ void reference(const XentCase& c, float gradScale, std::vector<float>& loss, std
 
 }  // namespace
 
-FT_TEST("xent", "cross-entropy fwd+bwd") {
+template <typename E>
+void fwdBwd(std::vector<Row>& rows) {
   const float gradScale = 3.0f;
   // 151936: 16-byte loads; 1002: half2; 1001 (odd): single halves
   for (const auto& dims : {std::pair{small() ? 8 : 64, 151936}, std::pair{37, 1002}, std::pair{37, 1001}}) {
     const int nRows = dims.first, V = dims.second;
-    const XentCase c = makeCase(nRows, V, 100 + static_cast<std::uint64_t>(V));
+    const XentCase c = makeCase<E>(nRows, V, 100 + static_cast<std::uint64_t>(V));
     std::vector<float> refLoss, refLse, refGrad;
     const double cpu = cpuMs([&] { reference(c, gradScale, refLoss, refLse, refGrad); });
-    const std::vector<__half> x16 = toHalf(c.logits);
-    Dev<__half> logits(x16);
+    const std::vector<E> x16 = toOperand<E>(c.logits);
+    Dev<E> logits(x16);
     Dev<int> target(c.target);
     Dev<float> loss(nRows), lse(nRows);
     ft::cuda::xentForwardBackward(logits.p, nRows, V, target.p, gradScale, loss.p, lse.p);
     FT_CUDA(cudaDeviceSynchronize());
     const std::vector<float> gpuLoss = loss.download();
-    const std::vector<__half> gpuGrad16 = logits.download();
-    const std::string shape = " [" + std::to_string(nRows) + " x " + std::to_string(V) + "]";
+    const std::vector<E> gpuGrad16 = logits.download();
+    const std::string shape = " [" + std::to_string(nRows) + " x " + std::to_string(V) + "]" + (std::is_same_v<E, bf16> ? " bf16" : "");
     rows.push_back({"loss" + shape, relError(gpuLoss, refLoss), 1e-3, -1, cpu, ""});
     rows.push_back({"lse" + shape, relError(lse.download(), refLse), 1e-3, -1, -1, ""});
-    rows.push_back({"gradient (fp16)" + shape, relError(toFloat(gpuGrad16), refGrad), 1e-2, -1, -1, ""});
+    rows.push_back({std::string("gradient (") + operandName<E>() + ")" + shape, relError(toFloat(gpuGrad16), refGrad), 1e-2, -1, -1, ""});
 
     // lse = null: the same loss and gradient, bit for bit (masked rows then skip pass 1)
-    Dev<__half> logits2(x16);
+    Dev<E> logits2(x16);
     Dev<float> loss2(nRows);
     ft::cuda::xentForwardBackward(logits2.p, nRows, V, target.p, gradScale, loss2.p, nullptr);
     FT_CUDA(cudaDeviceSynchronize());
     rows.push_back({"lse = null: loss and gradient" + shape + " (bits differing)",
                     static_cast<double>(mismatches(loss2.download(), gpuLoss) + mismatches(logits2.download(), gpuGrad16)), 0, -1, -1, ""});
   }
+}
+
+FT_TEST("xent", "cross-entropy fwd+bwd") {
+  fwdBwd<__half>(rows);
+  fwdBwd<bf16>(rows);  // no tensor cores here: bf16 logits run on every GPU
 }
 
 FT_TEST("xent", "cross-entropy speed") {
