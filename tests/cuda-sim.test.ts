@@ -112,6 +112,7 @@ describe.skipIf(!supported)("the CUDA kernels and the step on the CPU simulator 
     expect(kernels.status, kernels.out).toBe(0)
     expect(kernels.out).toMatch(/^\| bf16 refused where the GPU has no bf16 tensor cores \| Trainer\(bf16\) throws, naming bf16 and the architecture \| 0 \| 0 \| ok \|.*sm_75\) has no bf16 tensor cores/m)
     expect(kernels.out).toMatch(/^\| bf16 gemm, every layout \| bf16 operands \| \| \| skip \| \| \| this GPU \(sm_75\) has no bf16 tensor cores; they start at sm_80/m)
+    expect(kernels.out).toMatch(/^\| bf16 refused where the GPU has no bf16 tensor cores \| gemm\(bf16\) throws before launching \| 0 \| 0 \| ok \|/m)
     expect(kernels.out).toContain("2 tests, 0 rows failed, 1 rows skipped")
     const stage = await exec(NODE, [path.join(REPO, "tests", "fixtures", "cuda-train.ts"), "bf16-refused"], {
       FT_CUDA_ADDON: path.join(build, "ftcuda_sim.node"),

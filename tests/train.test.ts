@@ -41,6 +41,12 @@ describe("the training loop's arithmetic", () => {
     expect(s).toEqual({ scale: 512, goodSteps: 0, skipped: 1 })
     for (let i = 0; i < 3; i++) expect(Trainer.scalerUpdate(s, true, 3)).toBe(true)
     expect(s.scale).toBe(1024)
+    // fp32 and bf16 need no scaling: a ceiling of 1, so the scale only comes back to 1
+    const f = { scale: 1, goodSteps: 0, skipped: 0 }
+    expect(Trainer.scalerUpdate(f, false, 2, 1)).toBe(false)
+    expect(f.scale).toBe(0.5)
+    for (let i = 0; i < 6; i++) Trainer.scalerUpdate(f, true, 2, 1)
+    expect(f).toEqual({ scale: 1, goodSteps: 0, skipped: 1 })
   })
 
   it("gates eval metrics: losses at most their threshold, other metrics at least", () => {

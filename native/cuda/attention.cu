@@ -9,7 +9,7 @@
 // lanes first read their values into registers, __syncwarp, then write). In the elementwise phase
 // lane l handles row l / 2 and the columns c = 2j + (l & 1). Each kernel that uses tensor cores is a
 // device function (attnFwd, attnBwdDkv, attnBwdDq) behind a thin __global__ that traps where the
-// operand type has no fragments (kMma: bf16 below sm_80; the launchers check bf16Ready() first).
+// operand type has no fragments (kMma: bf16 below sm_80; the bf16 launchers call requireBf16() first).
 #include <mma.h>
 
 #include <cmath>
@@ -260,7 +260,7 @@ __device__ __forceinline__ void attnFwd(const E* __restrict__ q, const E* __rest
 template <int D, typename E>
 __global__ void __launch_bounds__(kThreads) attnFwdKernel(const E* q, const E* k, const E* v, E* y, float* lse, int T, int H, int KV, float scaleLog2) {
   if constexpr (kMma<E>) attnFwd<D, E>(q, k, v, y, lse, T, H, KV, scaleLog2);
-  else __trap();  // bf16 below sm_80: the launchers refuse it first (bf16Ready)
+  else __trap();  // bf16 below sm_80: the launchers refuse it first (requireBf16)
 }
 
 // ---- backward: Di = rowsum(dy * y) -------------------------------------------------------------
@@ -460,7 +460,7 @@ template <int D, typename E>
 __global__ void __launch_bounds__(kThreads) attnBwdDkvKernel(const E* q, const E* k, const E* v, const E* dy, const float* lse, const float* delta, float* dk,
                                                              float* dv, int T, int H, int KV, float scaleLog2, float scale) {
   if constexpr (kMma<E>) attnBwdDkv<D, E>(q, k, v, dy, lse, delta, dk, dv, T, H, KV, scaleLog2, scale);
-  else __trap();  // bf16 below sm_80: the launchers refuse it first (bf16Ready)
+  else __trap();  // bf16 below sm_80: the launchers refuse it first (requireBf16)
 }
 
 // ---- backward: dQ --------------------------------------------------------------------------------
@@ -603,7 +603,7 @@ template <int D, typename E>
 __global__ void __launch_bounds__(kThreads) attnBwdDqKernel(const E* q, const E* k, const E* v, const E* dy, const float* lse, const float* delta, float* dq,
                                                             int T, int H, int KV, float scaleLog2, float scale) {
   if constexpr (kMma<E>) attnBwdDq<D, E>(q, k, v, dy, lse, delta, dq, T, H, KV, scaleLog2, scale);
-  else __trap();  // bf16 below sm_80: the launchers refuse it first (bf16Ready)
+  else __trap();  // bf16 below sm_80: the launchers refuse it first (requireBf16)
 }
 
 // ---- launchers ---------------------------------------------------------------------------------------
@@ -680,6 +680,7 @@ void attentionForward(const __half* q, const __half* k, const __half* v, __half*
   forwardAny(q, k, v, y, lse, B, T, H, KV, D, stream);
 }
 void attentionForward(const bf16* q, const bf16* k, const bf16* v, bf16* y, float* lse, int B, int T, int H, int KV, int D, cudaStream_t stream) {
+  requireBf16("attentionForward");
   forwardAny(q, k, v, y, lse, B, T, H, KV, D, stream);
 }
 void attentionBackward(const __half* q, const __half* k, const __half* v, const __half* y, const __half* dy, const float* lse, float* dq,
@@ -688,6 +689,7 @@ void attentionBackward(const __half* q, const __half* k, const __half* v, const 
 }
 void attentionBackward(const bf16* q, const bf16* k, const bf16* v, const bf16* y, const bf16* dy, const float* lse, float* dq, float* dk,
                        float* dv, float* workspace, int B, int T, int H, int KV, int D, cudaStream_t stream) {
+  requireBf16("attentionBackward");
   backwardAny(q, k, v, y, dy, lse, dq, dk, dv, workspace, B, T, H, KV, D, stream);
 }
 

@@ -59,6 +59,7 @@ namespace ft::cuda {
 
 using bf16 = __nv_bfloat16;
 
+// (fp16 below means the operand type: the same for bf16)
 // q:   [N, H*D]   fp16, N = B*T, row n = b*T + t, head h at columns h*D .. h*D + D - 1
 // k:   [N, KV*D]  fp16
 // v:   [N, KV*D]  fp16

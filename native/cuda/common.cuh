@@ -12,7 +12,8 @@
 // sm_80. The kernels that use tensor cores are templates on the operand type; their bf16
 // instantiation compiled for sm_75 (SASS, or the compute_75 PTX that newer GPUs JIT-compile) has no
 // bf16 fragments to use and traps instead (kMma below); the launchers never get there: bf16Ready()
-// tells whether the code running on this GPU has them, and the training step refuses bf16 without.
+// tells whether the code running on this GPU has them, the bf16 launchers of those kernels
+// (gemm, gemmNf4, attention) call requireBf16() first, and the training step refuses bf16 without.
 //
 // Layout. Row-major, shapes in comments as [rows, cols]; a stream argument on every launcher
 // (default 0). Nothing here allocates: the caller (the training step) owns every buffer.
@@ -49,6 +50,8 @@ inline constexpr bool kMma =
  * under CUDA_FORCE_PTX_JIT=1). When not, `why` says which (when not null).
  */
 bool bf16Ready(std::string* why = nullptr);
+/** Throws ft::Error (naming `who` and bf16Ready's reason) when bf16 kernels cannot run here. */
+void requireBf16(const char* who);
 
 inline int ceilDiv(long long a, long long b) { return static_cast<int>((a + b - 1) / b); }
 

@@ -118,7 +118,7 @@ template <typename Source, typename Out>
 __global__ void __launch_bounds__(THREADS) gemmKernel(GemmShape s, float alpha, const typename Source::Elem* __restrict__ A, Source B, float beta,
                                                       Out* __restrict__ C) {
   if constexpr (kMma<typename Source::Elem>) gemmTile<Source, Out>(s, alpha, A, B, beta, C);
-  else __trap();  // bf16 below sm_80: launchers refuse it first (bf16Ready)
+  else __trap();  // bf16 below sm_80: the launchers refuse it first (requireBf16)
 }
 
 void checkShape(const GemmShape& s, const char* what) {
@@ -173,16 +173,17 @@ bool bf16Ready(std::string* why) {
   // per device, once: the answer cannot change while the process runs
   static std::mutex lock;
   static std::vector<int> known;  // [device]: 0 unknown, else the code's architecture
-  static std::vector<int> majors;
+  static std::vector<int> sms;  // [device]: the compute capability, major * 10 + minor
   std::lock_guard<std::mutex> guard(lock);
-  if (known.size() <= static_cast<std::size_t>(device)) known.resize(device + 1, 0), majors.resize(device + 1, 0);
+  if (known.size() <= static_cast<std::size_t>(device)) known.resize(device + 1, 0), sms.resize(device + 1, 0);
   if (known[device] == 0) {
     int major = 0, minor = 0;
     FT_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     FT_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-    majors[device] = major * 10 + minor;
+    sms[device] = major * 10 + minor;
     int* d = nullptr;
     FT_CUDA(cudaMalloc(&d, sizeof(int)));
+    cudaGetLastError();  // an earlier launch's error is not the probe's
     archProbeKernel<<<1, 1>>>(d);
     int arch = 0;
     const cudaError_t launched = cudaGetLastError();
@@ -192,18 +193,24 @@ bool bf16Ready(std::string* why) {
     FT_CUDA(copied);
     known[device] = arch;
   }
-  const int sm = majors[device], arch = known[device];
+  const int sm = sms[device], arch = known[device];
   if (sm < 80) {
     if (why != nullptr) *why = "this GPU (sm_" + std::to_string(sm) + ") has no bf16 tensor cores; they start at sm_80 (A100, L4, H100)";
     return false;
   }
   if (arch < 800) {
     if (why != nullptr)
-      *why = "the code running on this sm_" + std::to_string(sm) + " GPU was JIT-compiled from the compute_" + std::to_string(arch / 10) +
-             " PTX (CUDA_FORCE_PTX_JIT?), which has no bf16 tensor cores";
+      *why = "the code running on this sm_" + std::to_string(sm) + " GPU is the compute_" + std::to_string(arch / 10) +
+             " PTX, JIT-compiled (under CUDA_FORCE_PTX_JIT=1, or on a GPU newer than the sm_75/80/90 code built: rebuild with "
+             "CMAKE_CUDA_ARCHITECTURES naming it), which has no bf16 tensor cores";
     return false;
   }
   return true;
+}
+
+void requireBf16(const char* who) {
+  std::string why;
+  FT_CHECK(bf16Ready(&why), who, ": bf16 operands: ", why, " (hint: fp16 operands run on every GPU from sm_75)");
 }
 
 void gemm(const GemmShape& s, float alpha, const __half* A, const __half* B, float beta, float* C, cudaStream_t stream) {
@@ -216,10 +223,12 @@ void gemm(const GemmShape& s, float alpha, const __half* A, const __half* B, flo
 }
 void gemm(const GemmShape& s, float alpha, const bf16* A, const bf16* B, float beta, float* C, cudaStream_t stream) {
   checkShape(s, "gemm");
+  requireBf16("gemm");
   launch(s, alpha, A, PlainSource<bf16>{B}, beta, C, stream);
 }
 void gemm(const GemmShape& s, float alpha, const bf16* A, const bf16* B, float beta, bf16* C, cudaStream_t stream) {
   checkShape(s, "gemm");
+  requireBf16("gemm");
   launch(s, alpha, A, PlainSource<bf16>{B}, beta, C, stream);
 }
 void gemmNf4(const GemmShape& s, float alpha, const __half* A, const std::uint8_t* codes, const float* absmax, float beta, float* C,
@@ -235,11 +244,13 @@ void gemmNf4(const GemmShape& s, float alpha, const __half* A, const std::uint8_
 void gemmNf4(const GemmShape& s, float alpha, const bf16* A, const std::uint8_t* codes, const float* absmax, float beta, float* C,
              cudaStream_t stream) {
   checkShape(s, "gemmNf4");
+  requireBf16("gemmNf4");
   launch(s, alpha, A, Nf4Source<bf16>{codes, absmax, codebook()}, beta, C, stream);
 }
 void gemmNf4(const GemmShape& s, float alpha, const bf16* A, const std::uint8_t* codes, const float* absmax, float beta, bf16* C,
              cudaStream_t stream) {
   checkShape(s, "gemmNf4");
+  requireBf16("gemmNf4");
   launch(s, alpha, A, Nf4Source<bf16>{codes, absmax, codebook()}, beta, C, stream);
 }
 

@@ -1,6 +1,7 @@
 // gemm.cuh: matrix products on tensor cores, fp16 or bf16 operands and fp32 accumulation, with the
 // NF4 base weights dequantized on the fly (QLoRA's frozen base never exists in 16 bits in memory).
-// Every function comes for both operand types (T = __half, or bf16 on sm_80+: bf16Ready()).
+// Every function comes for both operand types (T = __half, or bf16: the products on sm_80+ only,
+// refused elsewhere by requireBf16(); toOperand's plain conversion runs on any GPU).
 //
 //   C[M, N] = alpha * op(A)[M, K] op(B)[K, N] + beta * C
 //

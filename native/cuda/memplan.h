@@ -1,7 +1,8 @@
 // memplan.h: the GPU memory plan of a QLoRA training step (plain C++, runs anywhere).
 //
 // Every buffer the CUDA training step holds at its peak, from the model's shapes and the run's
-// settings: the frozen base (NF4 codes, double-quantized absmax, the tied embedding in fp16),
+// settings (16-bit operands: fp16 or bf16, the same bytes; "fp16" below means either): the
+// frozen base (NF4 codes, double-quantized absmax, the tied embedding in fp16),
 // LoRA (fp32 master weights, fp16 copies for the products, fp32 gradients), 8-bit AdamW
 // moments, activations (with checkpointing: each layer's fp32 input, plus the one layer being
 // recomputed and its gradients during backward), the output head (a chunk of fp16 logits at a

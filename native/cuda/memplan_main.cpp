@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   Run r{argc > 1 ? std::atoll(argv[1]) : 2, argc > 2 ? std::atoll(argv[2]) : 2048, argc > 3 ? std::atoll(argv[3]) : 16, true, 512, 512ll << 20};
   const auto items = plan(m, r);
   const double GiB = 1024.0 * 1024 * 1024;
-  std::printf("Qwen3-4B QLoRA step: batch %lld x %lld tokens, LoRA r=%lld on all 7 projections (%lld parameters), checkpointing\n\n", r.batch,
+  std::printf("Qwen3-4B QLoRA step: batch %lld x %lld tokens, LoRA r=%lld on all 7 projections (%lld parameters), checkpointing; 16-bit operands (fp16, or bf16 on sm_80+: the same bytes)\n\n", r.batch,
               r.seqLen, r.rank, loraParams(m, r.rank));
   std::printf("| group | buffer | GiB |\n|---|---|---:|\n");
   std::map<std::string, long long> groups;

@@ -307,10 +307,7 @@ Trainer::Trainer(const Qwen3Config& cfg, const float* embed, const float* finalN
                  int batch, int seqLen, Precision precision)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
-  if (precision == Precision::bf16) {
-    std::string why;
-    FT_CHECK(bf16Ready(&why), "Trainer: bf16 operands: ", why, " (hint: fp16 operands run on every GPU from sm_75)");
-  }
+  if (precision == Precision::bf16) requireBf16("Trainer");
   m.precision = precision;
   FT_CHECK(static_cast<int>(layers.size()) == cfg.layers, "Trainer: ", layers.size(), " layers given, the config has ", cfg.layers);
   FT_CHECK(rank > 0 && batch > 0 && seqLen > 0, "Trainer: rank ", rank, ", batch ", batch, ", seqLen ", seqLen, " must be positive");

@@ -54,7 +54,7 @@ class Trainer {
   /** The 16-bit operand type of the products: fp16 (any GPU here, sm_75+) or bf16 (sm_80+). */
   enum class Precision { fp16, bf16 };
 
-  // cfg: the model; embed [V, C] fp32 (stored as fp16; also the head); finalNorm [C];
+  // cfg: the model; embed [V, C] fp32 (stored in the operand type; also the head); finalNorm [C];
   // layers: cfg.layers of them; LoRA of the given rank on all seven projections, y += scale (x A^T) B^T;
   // batch x seqLen tokens per step; the operand type. Allocates everything the step needs here, once.
   Trainer(const Qwen3Config& cfg, const float* embed, const float* finalNorm, const std::vector<HostLayer>& layers, int rank, float scale,

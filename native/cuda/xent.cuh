@@ -37,7 +37,7 @@ namespace ft::cuda {
 
 using bf16 = __nv_bfloat16;
 
-// logits:   [rows, V]  fp16, in: the logits; out: (softmax - onehot(target)) * gradScale
+// logits:   [rows, V]  fp16 (or bf16), in: the logits; out: (softmax - onehot(target)) * gradScale
 // target:   [rows]     device, in [0, V), or -1 for a row not in the loss
 // loss:     [rows]     device, out, fp32: lse - logit[target], 0 where target is -1
 // lse:      [rows]     device, out, fp32: log sum_j exp(logit[j]) (every row); may be null

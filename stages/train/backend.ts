@@ -13,8 +13,9 @@
  *
  * The CUDA backend in fp16 trains with dynamic loss scaling (fp16 gradients would underflow
  * without it): PyTorch's GradScaler's defaults, 2^16 to start, doubled after 2000 good steps. In
- * bf16 (fp32's exponent range) and on the CPU (fp32) the scale stays 1, and the scaler only guards
- * against inf/nan (the step is skipped).
+ * bf16 (fp32's exponent range) and on the CPU (fp32) the scale is 1 and never above: the scaler
+ * only guards against inf/nan (the step is skipped, the scale halved, and regrown to 1 after
+ * 200 good steps).
  */
 import * as Native from "../../native/index.ts"
 import type { LayerWeights, LoraTensors, Qwen3Config, Qwen3Weights } from "../../native/qwen3.ts"
@@ -28,8 +29,8 @@ export interface BatchLike {
 }
 
 export interface Backend {
-  /** the loss scaler's start and growth interval (steps) */
-  readonly scaler: { readonly initial: number; readonly growthInterval: number }
+  /** the loss scaler's start, growth interval (steps) and ceiling */
+  readonly scaler: { readonly initial: number; readonly growthInterval: number; readonly maxScale: number }
   /** a line for the log: the device and what it holds */
   readonly describe: string
   zeroGrads(lora: LoraTensors): void
@@ -49,7 +50,7 @@ export interface Backend {
 export const cpuBackend = (config: Qwen3Config, weights: Qwen3Weights, activationCheckpointing: boolean): Backend => {
   const runConfig = { ...config, activationCheckpointing }
   return {
-    scaler: { initial: 1, growthInterval: 200 },
+    scaler: { initial: 1, growthInterval: 200, maxScale: 1 },
     describe: `cpu, ${Native.threads()} threads, fp32`,
     zeroGrads: (lora) => {
       for (const p of lora.proj) {
@@ -120,7 +121,7 @@ export const cudaBackend = (
   const held = b.weights + b.lora + b.activations + b.head + b.workspace
   const slots = (t: LoraTensors) => t.proj
   return {
-    scaler: precision === "fp16" ? { initial: 65536, growthInterval: 2000 } : { initial: 1, growthInterval: Number.POSITIVE_INFINITY },
+    scaler: precision === "fp16" ? { initial: 65536, growthInterval: 2000, maxScale: 65536 } : { initial: 1, growthInterval: 200, maxScale: 1 },
     describe:
       `cuda: ${gpu.name} (sm_${gpu.computeCapability.replace(".", "")}, ${size(gpu.totalBytes)}), ${precision} operands with fp32 accumulation; ` +
       `${size(held)} on the device for ${maxBatch} x ${maxSeqLen} tokens (base ${size(b.weights)}, LoRA ${size(b.lora)}, activations ${size(b.activations)}, head ${size(b.head)}, workspace ${size(b.workspace)})`,

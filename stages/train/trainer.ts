@@ -13,9 +13,10 @@
  *             global norm, linear warmup then cosine (or linear / constant) decay,
  *             8-bit AdamW (fp32 state under 4096 elements), decoupled weight decay
  *   scaler    dynamic loss scaling: a step with a non-finite gradient is skipped and
- *             the scale halved; after `growthInterval` good steps it doubles. The CPU
- *             backend computes in fp32 (scale 1, it only guards against inf/nan); the
- *             CUDA backend's fp16 step starts at 2^16 (backend.ts)
+ *             the scale halved; after `growthInterval` good steps it doubles, up to the
+ *             backend's `maxScale`. fp32 (the CPU backend) and bf16 (CUDA on sm_80+)
+ *             need no scaling: scale 1, at most 1, so it only guards against inf/nan;
+ *             the CUDA backend's fp16 step starts at 2^16 (backend.ts)
  *   backend   where micro-batches become a loss and gradients (backend.ts): the CPU or
  *             a GPU; everything above stays here, on the host, for both
  *   state     checkpoints every `checkpointEvery` steps (keeping the last
@@ -142,7 +143,7 @@ export interface ScalerState {
 }
 
 /** Dynamic loss scaling: skip and halve on a non-finite gradient, double after a run of good steps. */
-export const scalerUpdate = (s: ScalerState, finite: boolean, growthInterval = 200): boolean => {
+export const scalerUpdate = (s: ScalerState, finite: boolean, growthInterval = 200, maxScale = 65536): boolean => {
   if (!finite) {
     s.scale = Math.max(s.scale / 2, 1 / 65536)
     s.goodSteps = 0
@@ -150,7 +151,7 @@ export const scalerUpdate = (s: ScalerState, finite: boolean, growthInterval = 2
     return false
   }
   if (++s.goodSteps >= growthInterval) {
-    s.scale = Math.min(s.scale * 2, 65536)
+    s.scale = Math.min(s.scale * 2, maxScale)
     s.goodSteps = 0
   }
   return true
@@ -348,7 +349,7 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
     }
     const norm = Math.sqrt(sq)
     const finite = Number.isFinite(norm)
-    const apply = scalerUpdate(scaler, finite, backend.scaler.growthInterval)
+    const apply = scalerUpdate(scaler, finite, backend.scaler.growthInterval, backend.scaler.maxScale)
     const lr = learningRate(t, step, total)
     if (apply) {
       if (t.maxGradNorm > 0 && norm > t.maxGradNorm) {

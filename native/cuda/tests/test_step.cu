@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "../gemm.cuh"
 #include "../step.cuh"
 #include "adamw.h"
 #include "adamw8bit.h"
@@ -432,6 +433,17 @@ FT_TEST("step", "bf16 refused where the GPU has no bf16 tensor cores") {
   }
   const bool ok = message.find("bf16") != std::string::npos && message.find("sm_") != std::string::npos;
   rows.push_back({"Trainer(bf16) throws, naming bf16 and the architecture", ok ? 0.0 : 1.0, 0, -1, -1, message.empty() ? "no error" : message});
+  // a kernel's bf16 launcher refuses too (it would trap, and take the CUDA context with it)
+  Dev<bf16> a(16 * 16);
+  Dev<float> c(16 * 16);
+  std::string gemmMessage;
+  try {
+    ft::cuda::gemm({16, 16, 16, false, false, 16, 16, 16}, 1.f, a.p, a.p, 0.f, c.p);
+  } catch (const std::exception& e) {
+    gemmMessage = e.what();
+  }
+  rows.push_back({"gemm(bf16) throws before launching", gemmMessage.find("gemm: bf16 operands:") != std::string::npos ? 0.0 : 1.0, 0, -1, -1,
+                  gemmMessage.empty() ? "no error" : gemmMessage});
 }
 
 FT_TEST("step", "Qwen3-4B step: memory and throughput") {
