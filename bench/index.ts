@@ -8,6 +8,7 @@
  *            and the unchanged-file case through the stat cache
  *   data.ts  the five data stages on 26,872 rows; tokenize vs a bare encodeBatch
  *   train.ts a full QLoRA training step vs PyTorch on two model sizes
+ *   optimizer.ts the host's optimizer step for Qwen3-4B's LoRA vs torch.optim.AdamW
  *   gguf.ts  quantizing to Q8_0, Q4_K, Q5_K, Q6_K vs ggml_quantize_chunk
  *   export.ts peak memory of merge and GGUF export on a ~1 GB model
  *   remote.ts pull of a pushed pipeline from an HTTP remote (nginx) vs curl of the same objects
@@ -21,6 +22,7 @@ import { exportTable } from "./export.ts"
 import { ggufTable } from "./gguf.ts"
 import { hashTable } from "./hash.ts"
 import { noopTable } from "./noop.ts"
+import { optimizerTable } from "./optimizer.ts"
 import { remoteTable } from "./remote.ts"
 import { trainTable } from "./train.ts"
 
@@ -29,6 +31,7 @@ const benches: ReadonlyArray<readonly [string, () => string | Promise<string>]> 
   ["hash", hashTable],
   ["data", dataTable],
   ["train", trainTable],
+  ["optimizer", optimizerTable],
   ["gguf", ggufTable],
   ["export", exportTable],
   ["remote", remoteTable]

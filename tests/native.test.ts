@@ -530,6 +530,22 @@ describe("adamw 8-bit", () => {
     }
   })
 
+  it("gives the same bits on any number of threads (blocks of 256 are independent)", () => {
+    const n = 256 * 100 + 17 // 101 blocks: several runs of 16 per thread
+    const results = [1, 3, 7].map((threads) => {
+      const before = Native.addon().qwen3SetThreads(threads)
+      try {
+        const p = gaussian(n, 5)
+        const s = as8bit(Native.adamw8bitInit(n))
+        for (let step = 1; step <= 3; step++) Native.adamw8bitStep(p, gaussian(n, 50 + step), s, { ...HYPER, step })
+        return [p, s.mCodes, s.vCodes, s.mAbsmax, s.vAbsmax] as const
+      } finally {
+        Native.addon().qwen3SetThreads(before)
+      }
+    })
+    for (const r of results.slice(1)) r.forEach((x, i) => assertSameBytes(x, results[0]![i]!, `array ${i}`))
+  })
+
   it("decodes its moments close to float32 AdamW's after one step", () => {
     const n = 8192
     const g = gaussian(n, 77)

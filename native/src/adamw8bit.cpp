@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dynamic_map.h"
+#include "threads.h"
 
 namespace ft::adamw8bit {
 namespace {
@@ -54,14 +55,18 @@ void step_ref(float* param, const float* grad, std::uint8_t* mCodes, std::uint8_
 // Kernel: one block at a time, moments kept in two stack arrays between decode and encode, so
 // the tensor is read and written once. Decode, update, block maxima and encode are separate loops
 // so that the update (the arithmetic) vectorises apart from the table lookups; the encoding
-// (dynmap::encode, a bucket-table lookup) is the larger part of the time.
+// (dynmap::encode, a bucket-table lookup) is the larger part of the time. Blocks are independent
+// (each has its own absmax), so the thread pool takes runs of kGrainBlocks of them: the result is
+// the same bits for any number of threads.
 
-void step(float* param, const float* grad, std::uint8_t* mCodes, std::uint8_t* vCodes, float* mAbsmax,
-          float* vAbsmax, std::size_t n, const adamw::Hyper& hyper) {
-  const adamw::Coefficients c = adamw::coefficients(hyper);
+namespace {
+constexpr long kGrainBlocks = 16;  // 4096 elements: below that, one thread (waking the pool costs more)
+
+void stepBlocks(float* param, const float* grad, std::uint8_t* mCodes, std::uint8_t* vCodes, float* mAbsmax, float* vAbsmax,
+                std::size_t n, const adamw::Coefficients& c, std::size_t first, std::size_t last) {
   const dynmap::Map& sm = dynmap::signedMap();
   const dynmap::Map& um = dynmap::unsignedMap();
-  for (std::size_t b = 0; b < absmaxCount(n); ++b) {
+  for (std::size_t b = first; b < last; ++b) {
     const std::size_t start = b * kBlock;
     const std::size_t len = std::min(kBlock, n - start);
     float* pb = param + start;                              // [len]
@@ -89,6 +94,20 @@ void step(float* param, const float* grad, std::uint8_t* mCodes, std::uint8_t* v
       vq[i] = dynmap::encode(um, v[i] * vInv);
     }
   }
+}
+}  // namespace
+
+void step(float* param, const float* grad, std::uint8_t* mCodes, std::uint8_t* vCodes, float* mAbsmax,
+          float* vAbsmax, std::size_t n, const adamw::Hyper& hyper) {
+  const adamw::Coefficients c = adamw::coefficients(hyper);
+  const long blocks = static_cast<long>(absmaxCount(n));
+  if (blocks <= kGrainBlocks) {
+    stepBlocks(param, grad, mCodes, vCodes, mAbsmax, vAbsmax, n, c, 0, static_cast<std::size_t>(blocks));
+    return;
+  }
+  ft::parallelFor(blocks, kGrainBlocks, [&](long begin, long end) {
+    stepBlocks(param, grad, mCodes, vCodes, mAbsmax, vAbsmax, n, c, static_cast<std::size_t>(begin), static_cast<std::size_t>(end));
+  });
 }
 
 }  // namespace ft::adamw8bit

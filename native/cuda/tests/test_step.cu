@@ -567,8 +567,8 @@ FT_TEST("step", "Qwen3-4B step: memory and throughput") {
 
     if (b16) continue;  // the optimizer row once (it does not depend on the operand type)
     // The optimizer step as stages/train runs it today, once per optimizer step (gradAccum
-    // micro-batches): the gradients down to the host, 8-bit AdamW there (one thread, tensor by
-    // tensor, as the loop calls it), the new weights up and their fp16 copies refreshed.
+    // micro-batches): the gradients down to the host, 8-bit AdamW there (tensor by tensor, as the
+    // loop calls it, each on the thread pool: every core of the GPU machine's host), the new weights up and their fp16 copies refreshed.
     std::vector<std::vector<float>> pA(nLora), pB(nLora), gA(nLora), gB(nLora);
     struct State {
       std::vector<std::uint8_t> mCodes, vCodes;
@@ -607,7 +607,7 @@ FT_TEST("step", "Qwen3-4B step: memory and throughput") {
     const double upMs = msSince(o2);
     const double optMs = downMs + adamMs + upMs;
     rows.push_back({"optimizer step on the host, as the trainer runs it (informative)", 0, 0, optMs, -1,
-                    format("gradients down %.0f ms, 8-bit AdamW %.0f ms, weights up %.0f ms; %.0f%% of one 2 x %d micro-step, %.0f%% of 4 (gradAccum 4)",
-                           downMs, adamMs, upMs, 100 * optMs / stepMs, seqLen, 100 * optMs / (4 * stepMs))});
+                    format("gradients down %.0f ms, 8-bit AdamW %.0f ms (%d threads), weights up %.0f ms; %.0f%% of one 2 x %d micro-step, %.0f%% of 4 (gradAccum 4)",
+                           downMs, adamMs, ft::threads(), upMs, 100 * optMs / stepMs, seqLen, 100 * optMs / (4 * stepMs))});
   }
 }
