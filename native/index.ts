@@ -116,6 +116,7 @@ export interface CudaBase {
 
 type LoraSlots = ReadonlyArray<{ readonly A: Float32Array; readonly B: Float32Array } | null>
 type GradSlots = ReadonlyArray<{ readonly dA: Float32Array; readonly dB: Float32Array } | null>
+type StateSlots = ReadonlyArray<{ readonly A: AdamW8bitState; readonly B: AdamW8bitState } | null>
 
 /** The operand type of the GPU's products (accumulation is fp32 either way). */
 export type CudaPrecision = "fp16" | "bf16"
@@ -129,7 +130,17 @@ export interface CudaTrainer {
   step(ids: Int32Array, mask: Uint8Array, batch: number, seqLen: number, backward: boolean, lossScale: number, dropout: number, seed: number): { loss: number; counted: number }
   /** the accumulated gradients times factor into dA/dB (null slots skipped) */
   getGrads(proj: GradSlots, factor: number): void
-  bytes(): { weights: number; lora: number; activations: number; head: number; workspace: number }
+  /** the optimizer on the device: each adapted tensor's AdamW state (adamw8bitInit's format) to the device */
+  setOptimizerState(proj: StateSlots): void
+  /** ... and back into those arrays */
+  getOptimizerState(proj: StateSlots): void
+  /** the device's fp32 LoRA masters into A/B (null slots skipped) */
+  getLora(proj: LoraSlots): void
+  /** the gradients x factor in place; their sum of squares (NaN when one is not finite) */
+  unscaleGrads(factor: number): number
+  /** gradients x clip, AdamW on every adapted tensor, the 16-bit copies refreshed */
+  optimizerStep(clip: number, hyper: AdamWHyper): void
+  bytes(): { weights: number; lora: number; activations: number; head: number; workspace: number; optimizer: number }
   /** frees the device memory now */
   close(): void
 }

@@ -40,6 +40,7 @@ const TESTS = [
   "cross-entropy fwd+bwd",
   "adamw8bit step = CPU",
   "adamw8bit non-finite gradients = CPU",
+  "fp32 adamw step and scale = CPU",
   "unscale and check",
   "scaler schedule",
   "attention odd T",
@@ -63,7 +64,9 @@ const STEP_ROWS = [
   "3 x 37 tokens in a 2 x 37 trainer: refused",
   "4 adapters disabled: loss",
   "4 adapters disabled: the others' LoRA gradients",
-  "4 adapters disabled: their gradients"
+  "4 adapters disabled: their gradients",
+  "device optimizer: sum of squares",
+  "device optimizer: clip + AdamW = the host's"
 ]
 
 describe.skipIf(!supported)("the CUDA kernels and the step on the CPU simulator (native/cuda/sim)", () => {
@@ -140,11 +143,21 @@ describe.skipIf(!supported)("the CUDA kernels and the step on the CPU simulator 
     expect(status, err).toBe(0)
     type Ev = { type: string; step?: number; loss?: number; valLoss?: number; scale?: number; skipped?: boolean; device?: string; resumedFrom?: number | null }
     type Run = { finished: boolean; events: Array<Ev>; adapter: Array<Array<number>> }
-    const r = JSON.parse(out) as { cpu: Run; cuda: Run; bf16: Run; resumed: Run; killed: { finished: boolean; steps: number }; checkpoints: Array<string>; noBackend: string }
+    const r = JSON.parse(out) as { cpu: Run; cuda: Run; bf16: Run; hostOptimizer: Run; resumed: Run; killed: { finished: boolean; steps: number }; checkpoints: Array<string>; noBackend: string }
     const steps = (run: Run) => run.events.filter((e) => e.type === "step")
     const evals = (run: Run) => run.events.filter((e) => e.type === "eval")
     expect(r.cuda.events[0]!.device).toMatch(/^cuda: CPU simulation \(fibers\) \(sm_80, 16\.00 GiB\), fp16 operands with fp32 accumulation; [\d.]+ MiB on the device for 2 x 24 tokens/)
     expect(r.cpu.events[0]!.device).toMatch(/^cpu, \d+ threads, fp32$/)
+    expect(r.cuda.events[0]!.device).toMatch(/; AdamW on the device$/)
+    // the optimizer on the device against the same backend with it on the host: the same losses,
+    // and adapters that differ only by the gradient norm's summation order (it sets the clipping)
+    steps(r.hostOptimizer).forEach((e, i) => expect(Math.abs(e.loss! - steps(r.cuda)[i]!.loss!), `step ${e.step}`).toBeLessThan(1e-6))
+    {
+      let d = 0
+      let n = 0
+      r.cuda.adapter.forEach((a, i) => a.forEach((x, j) => ((d += (x - r.hostOptimizer.adapter[i]![j]!) ** 2), (n += x ** 2))))
+      expect(Math.sqrt(d / n)).toBeLessThan(1e-4)
+    }
     // fp16 operands against fp32: the same losses to 2e-3, step by step, with no step skipped
     expect(steps(r.cuda).map((e) => e.step)).toEqual([1, 2, 3, 4])
     steps(r.cuda).forEach((e, i) => {

@@ -53,6 +53,35 @@ __device__ __forceinline__ std::uint8_t encode(const float* threshold, float x) 
   return static_cast<std::uint8_t>(code);
 }
 
+/** adamw::update, operation by operation (one IEEE rounding each, in the CPU's order: no FMA). */
+__device__ __forceinline__ void adamUpdate(float& p, float g, float& m, float& v, const ft::adamw::Coefficients& c) {
+  //   m = beta1 * m + (1 - beta1) * g
+  //   v = beta2 * v + (1 - beta2) * (g * g)
+  //   p = p - lr * ((m / c1) / (sqrt(v / c2) + eps) + weightDecay * p)
+  m = __fadd_rn(__fmul_rn(c.beta1, m), __fmul_rn(c.oneMinusBeta1, g));
+  v = __fadd_rn(__fmul_rn(c.beta2, v), __fmul_rn(c.oneMinusBeta2, __fmul_rn(g, g)));
+  const float mhat = __fdiv_rn(m, c.correction1);
+  const float vhat = __fdiv_rn(v, c.correction2);
+  const float direction = __fadd_rn(__fdiv_rn(mhat, __fadd_rn(__fsqrt_rn(vhat), c.eps)), __fmul_rn(c.weightDecay, p));
+  p = __fsub_rn(p, __fmul_rn(c.lr, direction));
+}
+
+__global__ void adamwKernel(float* __restrict__ param, const float* __restrict__ grad, float* __restrict__ m, float* __restrict__ v,
+                            std::size_t n, ft::adamw::Coefficients c) {
+  const std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  float p = param[i], mi = m[i], vi = v[i];
+  adamUpdate(p, grad[i], mi, vi, c);
+  param[i] = p;
+  m[i] = mi;
+  v[i] = vi;
+}
+
+__global__ void scaleKernel(float* __restrict__ x, std::size_t n, float factor) {
+  const std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
+  if (i < n) x[i] = __fmul_rn(x[i], factor);
+}
+
 // One block per quantisation block b, thread t = element b * 256 + t.
 // param, grad, mCodes, vCodes: [n];  mAbsmax, vAbsmax: [ceil(n / 256)]
 __global__ void __launch_bounds__(kThreads) adamw8bitKernel(float* __restrict__ param, const float* __restrict__ grad,
@@ -85,16 +114,7 @@ __global__ void __launch_bounds__(kThreads) adamw8bitKernel(float* __restrict__ 
   float m = __fmul_rn(signedValue[mq], mScale);
   float v = __fmul_rn(unsignedValue[vq], vScale);
 
-  // adamw::update, operation by operation:
-  //   m = beta1 * m + (1 - beta1) * g
-  //   v = beta2 * v + (1 - beta2) * (g * g)
-  //   p = p - lr * ((m / c1) / (sqrt(v / c2) + eps) + weightDecay * p)
-  m = __fadd_rn(__fmul_rn(c.beta1, m), __fmul_rn(c.oneMinusBeta1, g));
-  v = __fadd_rn(__fmul_rn(c.beta2, v), __fmul_rn(c.oneMinusBeta2, __fmul_rn(g, g)));
-  const float mhat = __fdiv_rn(m, c.correction1);
-  const float vhat = __fdiv_rn(v, c.correction2);
-  const float direction = __fadd_rn(__fdiv_rn(mhat, __fadd_rn(__fsqrt_rn(vhat), c.eps)), __fmul_rn(c.weightDecay, p));
-  p = __fsub_rn(p, __fmul_rn(c.lr, direction));
+  adamUpdate(p, g, m, v, c);
   if (live) param[i] = p;
 
   // block maxima: each candidate is +0 or a positive number (NaN and -0 become +0, as the CPU's
@@ -129,6 +149,21 @@ void adamw8bitStep(float* param, const float* grad, std::uint8_t* mCodes, std::u
            INT_MAX, ")");
   uploadTables();
   adamw8bitKernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(param, grad, mCodes, vCodes, mAbsmax, vAbsmax, n, c);
+  FT_LAUNCHED();
+}
+
+void adamwStep(float* param, const float* grad, float* m, float* v, std::size_t n, const ft::adamw::Hyper& hyper, cudaStream_t stream) {
+  const ft::adamw::Coefficients c = ft::adamw::coefficients(hyper);
+  if (n == 0) return;
+  FT_CHECK(param != nullptr && grad != nullptr && m != nullptr && v != nullptr, "adamwStep: null buffer (n = ", n, ")");
+  adamwKernel<<<ceilDiv(static_cast<long long>(n), 256), 256, 0, stream>>>(param, grad, m, v, n, c);
+  FT_LAUNCHED();
+}
+
+void scale(float* x, std::size_t n, float factor, cudaStream_t stream) {
+  if (n == 0) return;
+  FT_CHECK(x != nullptr, "scale: null buffer (n = ", n, ")");
+  scaleKernel<<<ceilDiv(static_cast<long long>(n), 256), 256, 0, stream>>>(x, n, factor);
   FT_LAUNCHED();
 }
 

@@ -41,4 +41,11 @@ namespace ft::cuda {
 void adamw8bitStep(float* param, const float* grad, std::uint8_t* mCodes, std::uint8_t* vCodes, float* mAbsmax, float* vAbsmax, std::size_t n,
                    const ft::adamw::Hyper& hyper, cudaStream_t stream = 0);
 
+// The float32 AdamW step, bit-identical to ft::adamw::step (the state of tensors under
+// ft::adamw8bit::kMinQuantized elements, as on the host): m, v [n] fp32, updated in place.
+void adamwStep(float* param, const float* grad, float* m, float* v, std::size_t n, const ft::adamw::Hyper& hyper, cudaStream_t stream = 0);
+
+// x [n] *= factor (one fp32 multiply each), e.g. gradients by a clipping factor
+void scale(float* x, std::size_t n, float factor, cudaStream_t stream = 0);
+
 }  // namespace ft::cuda

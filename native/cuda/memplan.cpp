@@ -35,8 +35,8 @@ std::vector<Item> plan(const Model& m, const Run& r) {
   v.push_back({"LoRA", "A and B, fp16 copies for the products", P * 2});
   v.push_back({"LoRA", "gradients, fp32", P * 4});
   // optimizer
-  // the trainer (stages/train) keeps them in host memory today; counted here for an optimizer on the device
-  v.push_back({"optimizer", "8-bit AdamW moments (m and v codes, absmax per 256; host-side today)", P * 2 + 2 * ((P + 255) / 256) * 4});
+  // on the device, where the trainer (stages/train) runs the optimizer step on the CUDA backend
+  v.push_back({"optimizer", "8-bit AdamW moments (m and v codes, absmax per 256)", P * 2 + 2 * ((P + 255) / 256) * 4});
   // activations
   const long long kept = r.checkpointing ? L : 1;
   v.push_back({"activations", r.checkpointing ? "each layer's input (fp32 residual stream), kept" : "the first layer's input", kept * N * C * 4});

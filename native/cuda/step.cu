@@ -5,12 +5,15 @@
 #include <string>
 #include <type_traits>
 
+#include "adamw8bit.cuh"
+#include "adamw8bit.h"
 #include "attention.cuh"
 #include "common.cuh"
 #include "double_quant.h"
 #include "gemm.cuh"
 #include "layers.cuh"
 #include "layers.h"
+#include "lossscale.cuh"
 #include "nf4.cuh"
 #include "nf4.h"
 #include "step.cuh"
@@ -103,7 +106,7 @@ struct Trainer::Impl {
   float scale;
   int capBatch, capSeqLen, capN;  // what the buffers hold
   int batch, seqLen, N;            // this call's shape (step), at most the capacity
-  Bytes bytes{0, 0, 0, 0, 0};
+  Bytes bytes{0, 0, 0, 0, 0, 0};
   // LoRA dropout (training calls only); xd/dropTmp are allocated by the first setDropout(p > 0)
   float dropout = 0.f;
   std::uint64_t dropSeed = 0;
@@ -124,6 +127,12 @@ struct Trainer::Impl {
     Buf<float> A, B, dA, dB;  // fp32 masters [r, in], [out, r] and gradients
     Buf<Op16> A16, B16;     // 16-bit copies (the operand type)
     bool adapted = true;      // false: no adapter here (disableLora), the products are skipped
+    // AdamW state of A ([0]) and B ([1]) when the optimizer runs here: 8-bit or fp32 moments
+    struct State {
+      bool set = false, quantized = false;
+      Buf<std::uint8_t> mCodes, vCodes;
+      Buf<float> mAbsmax, vAbsmax, m, v;
+    } state[2];
   };
   struct Layer {
     Buf<float> inputNorm, postNorm, qNorm, kNorm;
@@ -153,6 +162,7 @@ struct Trainer::Impl {
   Buf<float> attnWs;
   Buf<float> cosT, sinT;
   Buf<float> la32;  // [N, r]
+  Buf<float> normParts, normResults;  // the optimizer's unscale: partials of the largest tensor, and 2 results per tensor
 
   /** Decodes a projection's double-quantized absmax into the workspace; returns it. */
   const float* absmaxOf(const Proj& p) {
@@ -428,6 +438,12 @@ Trainer::Trainer(const Qwen3Config& cfg, const float* embed, const float* finalN
   m.attnWs.alloc(attentionBackwardWorkspace(batch, seqLen, H, KV, D), m.bytes.workspace);
   m.la32.alloc(static_cast<std::size_t>(N) * r, m.bytes.workspace);
   {
+    std::size_t widest = 0;
+    for (int j = 0; j < NPROJ; ++j) widest = std::max({widest, static_cast<std::size_t>(r) * ft::projIn(cfg, j), static_cast<std::size_t>(ft::projOut(cfg, j)) * r});
+    m.normParts.alloc(unscaleWorkspace(widest), m.bytes.workspace);
+    m.normResults.alloc(2 * static_cast<std::size_t>(cfg.layers) * NPROJ * 2, m.bytes.workspace);
+  }
+  {
     std::vector<float> c, s;
     ft::layers::ropeTables(seqLen, D, cfg.ropeTheta, c, s);
     upload(m.cosT, c.data(), c.size(), m.bytes.workspace);
@@ -496,6 +512,117 @@ void Trainer::getGrads(int index, float* dA, float* dB, float factor) {
   FT_CUDA(cudaMemcpy(dB, p.dB.p, p.dB.n * sizeof(float), cudaMemcpyDeviceToHost));
   for (std::size_t i = 0; i < p.dA.n; ++i) dA[i] *= factor;
   for (std::size_t i = 0; i < p.dB.n; ++i) dB[i] *= factor;
+}
+
+// ---- the optimizer on the device
+
+void Trainer::setOptimizerState(int index, bool b, const HostState& h) {
+  Impl& m = *impl_;
+  FT_CHECK(index >= 0 && index < m.cfg.layers * NPROJ, "Trainer: projection index ", index, " out of range");
+  auto& p = m.layers[index / NPROJ].p[index % NPROJ];
+  FT_CHECK(p.adapted, "Trainer::setOptimizerState: projection ", index, " has no adapter");
+  auto& s = p.state[b ? 1 : 0];
+  const std::size_t n = b ? p.B.n : p.A.n;
+  if (!s.set) {
+    s.quantized = n >= ft::adamw8bit::kMinQuantized;
+    if (s.quantized) {
+      const std::size_t blocks = ft::adamw8bit::absmaxCount(n);
+      s.mCodes.alloc(n, m.bytes.optimizer);
+      s.vCodes.alloc(n, m.bytes.optimizer);
+      s.mAbsmax.alloc(blocks, m.bytes.optimizer);
+      s.vAbsmax.alloc(blocks, m.bytes.optimizer);
+    } else {
+      s.m.alloc(n, m.bytes.optimizer);
+      s.v.alloc(n, m.bytes.optimizer);
+    }
+    s.set = true;
+  }
+  if (s.quantized) {
+    FT_CHECK(h.mCodes != nullptr && h.vCodes != nullptr && h.mAbsmax != nullptr && h.vAbsmax != nullptr, "Trainer::setOptimizerState: projection ",
+             index, b ? " B" : " A", " has ", n, " elements: 8-bit state expected");
+    FT_CUDA(cudaMemcpy(s.mCodes.p, h.mCodes, n, cudaMemcpyHostToDevice));
+    FT_CUDA(cudaMemcpy(s.vCodes.p, h.vCodes, n, cudaMemcpyHostToDevice));
+    FT_CUDA(cudaMemcpy(s.mAbsmax.p, h.mAbsmax, s.mAbsmax.n * sizeof(float), cudaMemcpyHostToDevice));
+    FT_CUDA(cudaMemcpy(s.vAbsmax.p, h.vAbsmax, s.vAbsmax.n * sizeof(float), cudaMemcpyHostToDevice));
+  } else {
+    FT_CHECK(h.m != nullptr && h.v != nullptr, "Trainer::setOptimizerState: projection ", index, b ? " B" : " A", " has ", n,
+             " elements: fp32 state expected");
+    FT_CUDA(cudaMemcpy(s.m.p, h.m, n * sizeof(float), cudaMemcpyHostToDevice));
+    FT_CUDA(cudaMemcpy(s.v.p, h.v, n * sizeof(float), cudaMemcpyHostToDevice));
+  }
+}
+
+void Trainer::getOptimizerState(int index, bool b, const HostState& h) const {
+  const Impl& m = *impl_;
+  FT_CHECK(index >= 0 && index < m.cfg.layers * NPROJ, "Trainer: projection index ", index, " out of range");
+  const auto& p = m.layers[index / NPROJ].p[index % NPROJ];
+  const auto& s = p.state[b ? 1 : 0];
+  FT_CHECK(s.set, "Trainer::getOptimizerState: projection ", index, b ? " B" : " A", " has no optimizer state (setOptimizerState first)");
+  const std::size_t n = b ? p.B.n : p.A.n;
+  if (s.quantized) {
+    FT_CHECK(h.mCodes != nullptr && h.vCodes != nullptr && h.mAbsmax != nullptr && h.vAbsmax != nullptr, "Trainer::getOptimizerState: 8-bit state expected");
+    FT_CUDA(cudaMemcpy(h.mCodes, s.mCodes.p, n, cudaMemcpyDeviceToHost));
+    FT_CUDA(cudaMemcpy(h.vCodes, s.vCodes.p, n, cudaMemcpyDeviceToHost));
+    FT_CUDA(cudaMemcpy(h.mAbsmax, s.mAbsmax.p, s.mAbsmax.n * sizeof(float), cudaMemcpyDeviceToHost));
+    FT_CUDA(cudaMemcpy(h.vAbsmax, s.vAbsmax.p, s.vAbsmax.n * sizeof(float), cudaMemcpyDeviceToHost));
+  } else {
+    FT_CHECK(h.m != nullptr && h.v != nullptr, "Trainer::getOptimizerState: fp32 state expected");
+    FT_CUDA(cudaMemcpy(h.m, s.m.p, n * sizeof(float), cudaMemcpyDeviceToHost));
+    FT_CUDA(cudaMemcpy(h.v, s.v.p, n * sizeof(float), cudaMemcpyDeviceToHost));
+  }
+}
+
+void Trainer::getLora(int index, float* A, float* B) const {
+  const Impl& m = *impl_;
+  FT_CHECK(index >= 0 && index < m.cfg.layers * NPROJ, "Trainer: projection index ", index, " out of range");
+  const auto& p = m.layers[index / NPROJ].p[index % NPROJ];
+  FT_CUDA(cudaMemcpy(A, p.A.p, p.A.n * sizeof(float), cudaMemcpyDeviceToHost));
+  FT_CUDA(cudaMemcpy(B, p.B.p, p.B.n * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+double Trainer::unscaleGrads(float factor) {
+  Impl& m = *impl_;
+  std::vector<float*> grads;
+  std::vector<std::size_t> sizes;
+  std::size_t widest = 0;
+  for (auto& L : m.layers)
+    for (auto& p : L.p) {
+      if (!p.adapted) continue;
+      grads.push_back(p.dA.p), sizes.push_back(p.dA.n);
+      grads.push_back(p.dB.p), sizes.push_back(p.dB.n);
+      widest = std::max({widest, p.dA.n, p.dB.n});
+    }
+  if (grads.empty()) return 0.0;
+  FT_CHECK(m.normParts.n >= unscaleWorkspace(widest) && m.normResults.n >= 2 * grads.size(), "Trainer::unscaleGrads: workspace too small");
+  for (std::size_t t = 0; t < grads.size(); ++t) unscaleAndCheck(grads[t], sizes[t], factor, m.normParts.p, m.normResults.p + 2 * t);
+  std::vector<float> results(2 * grads.size());
+  FT_CUDA(cudaMemcpy(results.data(), m.normResults.p, results.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  double sum = 0.0;
+  for (std::size_t t = 0; t < grads.size(); ++t) {
+    if (results[2 * t + 1] != 0.0f) return NAN;
+    sum += static_cast<double>(results[2 * t]);
+  }
+  return sum;
+}
+
+void Trainer::optimizerStep(float clip, const ft::adamw::Hyper& hyper) {
+  Impl& m = *impl_;
+  FT_CHECK(std::isfinite(clip) && clip > 0.f, "Trainer::optimizerStep: clip factor ", clip, ", expected a positive number");
+  for (int l = 0; l < m.cfg.layers; ++l)
+    for (int j = 0; j < NPROJ; ++j) {
+      auto& p = m.layers[l].p[j];
+      if (!p.adapted) continue;
+      for (int b = 0; b < 2; ++b) {
+        auto& s = p.state[b];
+        FT_CHECK(s.set, "Trainer::optimizerStep: projection ", l * NPROJ + j, b ? " B" : " A", " has no optimizer state (setOptimizerState first)");
+        Buf<float>& w = b ? p.B : p.A;
+        Buf<float>& g = b ? p.dB : p.dA;
+        if (clip != 1.f) scale(g.p, g.n, clip);
+        if (s.quantized) adamw8bitStep(w.p, g.p, s.mCodes.p, s.vCodes.p, s.mAbsmax.p, s.vAbsmax.p, w.n, hyper);
+        else adamwStep(w.p, g.p, s.m.p, s.v.p, w.n, hyper);
+      }
+    }
+  syncLora();
 }
 
 Trainer::Bytes Trainer::bytes() const { return impl_->bytes; }

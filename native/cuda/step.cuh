@@ -25,7 +25,11 @@
 // Precision::bf16 (sm_80+ only; refused elsewhere with the reason, see bf16Ready in common.cuh).
 // bf16 keeps fp32's exponent range, so gradients need no loss scale to survive (lossScale 1 is
 // fine) at the cost of 8 bits of mantissa instead of 11.
-// Not here yet: CUDA graphs. The optimizer (adamw8bit.cuh) and the loss scaler (lossscale.cuh) are the caller's.
+// The optimizer can run here too (initOptimizer and what follows it): the AdamW state of every
+// adapted tensor on the device in the host's formats (ft::adamw8bit: blockwise 8-bit moments from
+// kMinQuantized elements, fp32 moments below), so that a training loop keeps its checkpoints
+// and only copies state to the host when it saves one. The loss scale's schedule is the caller's.
+// Not here yet: CUDA graphs.
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -35,6 +39,7 @@
 #include <memory>
 #include <vector>
 
+#include "adamw.h"
 #include "qwen3.h"
 
 namespace ft::cuda {
@@ -101,10 +106,37 @@ class Trainer {
    */
   void setDropout(float p, std::uint64_t seed);
 
+  // ---- the optimizer on the device
+  /** AdamW state of one tensor on the host: 8-bit (codes [n], absmax [ceil(n / 256)]) or fp32 (m, v [n]). */
+  struct HostState {
+    std::uint8_t* mCodes = nullptr;
+    std::uint8_t* vCodes = nullptr;
+    float* mAbsmax = nullptr;
+    float* vAbsmax = nullptr;
+    float* m = nullptr;
+    float* v = nullptr;
+  };
+  /** Copies the state of projection `index`'s A (b false) or B to the device (allocated on first use). */
+  void setOptimizerState(int index, bool b, const HostState& state);
+  /** Copies it back to the host. */
+  void getOptimizerState(int index, bool b, const HostState& state) const;
+  /** Copies a projection's fp32 master weights to the host. */
+  void getLora(int index, float* A, float* B) const;
+  /**
+   * Multiplies every adapted projection's gradients by `factor` (1 / (loss scale x micro-batches))
+   * in place; returns their sum of squares: per tensor on the device (lossscale.cuh), summed in
+   * double on the host in projection order, so the same for the same gradients on every run; NaN
+   * when some gradient is not finite.
+   */
+  double unscaleGrads(float factor);
+  /** Gradients x clip (when clip != 1), then an AdamW step of every adapted tensor (state set
+   *  first), then the 16-bit copies refreshed. */
+  void optimizerStep(float clip, const ft::adamw::Hyper& hyper);
+
   /** Bytes this trainer holds on the device, by what they are (the measured memory plan). */
   struct Bytes {
-    std::size_t weights, lora, activations, head, workspace;
-    std::size_t total() const { return weights + lora + activations + head + workspace; }
+    std::size_t weights, lora, activations, head, workspace, optimizer;
+    std::size_t total() const { return weights + lora + activations + head + workspace + optimizer; }
   };
   Bytes bytes() const;
 

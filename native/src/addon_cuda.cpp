@@ -21,7 +21,16 @@
 //   .step(ids, mask, batch, seqLen, backward, lossScale, dropout, seed) -> { loss, counted }
 //                         backward: accumulates lossScale * d(loss)/d(LoRA) on the device
 //   .getGrads(proj, factor)  proj: entries { dA, dB } or null (skipped); gradients x factor
-//   .bytes() -> { weights, lora, activations, head, workspace }  device bytes held
+//   .setOptimizerState(proj) proj: entries { A, B } (AdamW state of each, as native/index.ts's
+//                         adamw8bitInit makes it: { kind: "8bit", mCodes, vCodes, mAbsmax, vAbsmax }
+//                         or { kind: "fp32", m, v }) or null: copied to the device, where
+//                         .optimizerStep runs AdamW from then on
+//   .getOptimizerState(proj) the same shape: the device's state copied into those arrays
+//   .getLora(proj)        proj: entries { A, B } or null: the device's fp32 masters copied there
+//   .unscaleGrads(factor) -> sum of squares of the gradients x factor (NaN: one is not finite)
+//   .optimizerStep(clip, hyper)  hyper: { lr, beta1, beta2, eps, weightDecay, step }: gradients
+//                         x clip, AdamW on every adapted tensor, the 16-bit copies refreshed
+//   .bytes() -> { weights, lora, activations, head, workspace, optimizer }  device bytes held
 //   .close()              frees the device memory now (later calls throw)
 //
 // Errors: ft::Error (a bad argument, a CUDA failure with file:line and a hint) becomes a JS Error
@@ -37,6 +46,8 @@
 
 #include "check.h"
 #include "cuda_check.h"
+#include "adamw.h"
+#include "adamw8bit.h"
 #include "nf4.h"
 #include "qwen3.h"
 #include "step.cuh"
@@ -90,6 +101,9 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     return DefineClass(env, "CudaTrainer",
                        {InstanceMethod<&CudaTrainer::SetLora>("setLora"), InstanceMethod<&CudaTrainer::ZeroGrads>("zeroGrads"),
                         InstanceMethod<&CudaTrainer::Step>("step"), InstanceMethod<&CudaTrainer::GetGrads>("getGrads"),
+                        InstanceMethod<&CudaTrainer::SetOptimizerState>("setOptimizerState"),
+                        InstanceMethod<&CudaTrainer::GetOptimizerState>("getOptimizerState"), InstanceMethod<&CudaTrainer::GetLora>("getLora"),
+                        InstanceMethod<&CudaTrainer::UnscaleGrads>("unscaleGrads"), InstanceMethod<&CudaTrainer::OptimizerStep>("optimizerStep"),
                         InstanceMethod<&CudaTrainer::Bytes>("bytes"), InstanceMethod<&CudaTrainer::Close>("close")});
   }
 
@@ -229,6 +243,97 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     });
   }
 
+  /** One tensor's AdamW state object (native/index.ts AdamW8bitState) as host pointers. */
+  static cuda::Trainer::HostState hostState(const Napi::Value& v, std::size_t n, const std::string& what) {
+    FT_CHECK(v.IsObject(), what, ": expected an AdamW state object");
+    const Napi::Object o = v.As<Napi::Object>();
+    const Napi::Value kind = o.Get("kind");
+    cuda::Trainer::HostState s;
+    if (kind.IsString() && kind.As<Napi::String>().Utf8Value() == "8bit") {
+      const std::size_t blocks = adamw8bit::absmaxCount(n);
+      s.mCodes = typed<std::uint8_t>(o.Get("mCodes"), napi_uint8_array, "Uint8Array", n, what + ".mCodes");
+      s.vCodes = typed<std::uint8_t>(o.Get("vCodes"), napi_uint8_array, "Uint8Array", n, what + ".vCodes");
+      s.mAbsmax = f32w(o.Get("mAbsmax"), blocks, what + ".mAbsmax");
+      s.vAbsmax = f32w(o.Get("vAbsmax"), blocks, what + ".vAbsmax");
+    } else {
+      FT_CHECK(kind.IsString() && kind.As<Napi::String>().Utf8Value() == "fp32", what, ".kind: expected \"8bit\" or \"fp32\"");
+      s.m = f32w(o.Get("m"), n, what + ".m");
+      s.v = f32w(o.Get("v"), n, what + ".v");
+    }
+    return s;
+  }
+
+  /** For each adapted entry of proj (layers * 7, null skipped): f(index, entry object, nA, nB, label). */
+  template <typename F>
+  void eachProjection(const Napi::CallbackInfo& info, const char* what, F&& f) {
+    const Napi::Array proj = projections(info, what);
+    for (std::uint32_t i = 0; i < proj.Length(); ++i) {
+      const Napi::Value v = proj.Get(i);
+      if (v.IsNull() || v.IsUndefined()) continue;
+      FT_CHECK(v.IsObject(), "CudaTrainer.", what, ": proj[", i, "] must be an object or null");
+      const int j = static_cast<int>(i % NPROJ);
+      f(static_cast<int>(i), v.As<Napi::Object>(), static_cast<std::size_t>(rank_) * projIn(cfg_, j), static_cast<std::size_t>(projOut(cfg_, j)) * rank_,
+        std::string(what) + ": proj[" + std::to_string(i) + "].");
+    }
+  }
+
+  Napi::Value SetOptimizerState(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&] {
+      cuda::Trainer& t = live();
+      eachProjection(info, "setOptimizerState", [&](int i, const Napi::Object& o, std::size_t na, std::size_t nb, const std::string& p) {
+        t.setOptimizerState(i, false, hostState(o.Get("A"), na, p + "A"));
+        t.setOptimizerState(i, true, hostState(o.Get("B"), nb, p + "B"));
+      });
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value GetOptimizerState(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&] {
+      cuda::Trainer& t = live();
+      eachProjection(info, "getOptimizerState", [&](int i, const Napi::Object& o, std::size_t na, std::size_t nb, const std::string& p) {
+        t.getOptimizerState(i, false, hostState(o.Get("A"), na, p + "A"));
+        t.getOptimizerState(i, true, hostState(o.Get("B"), nb, p + "B"));
+      });
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value GetLora(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&] {
+      cuda::Trainer& t = live();
+      eachProjection(info, "getLora", [&](int i, const Napi::Object& o, std::size_t na, std::size_t nb, const std::string& p) {
+        t.getLora(i, f32w(o.Get("A"), na, p + "A"), f32w(o.Get("B"), nb, p + "B"));
+      });
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value UnscaleGrads(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const float factor = static_cast<float>(number(info, 0, "factor"));
+      FT_CHECK(std::isfinite(factor) && factor > 0.f, "CudaTrainer.unscaleGrads: factor ", factor, ", expected a positive number");
+      return Napi::Number::New(info.Env(), live().unscaleGrads(factor));
+    });
+  }
+
+  Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&] {
+      const float clip = static_cast<float>(number(info, 0, "clip"));
+      FT_CHECK(info.Length() > 1 && info[1].IsObject(), "CudaTrainer.optimizerStep: hyper (argument 2) must be an object");
+      const Napi::Object h = info[1].As<Napi::Object>();
+      const auto field = [&](const char* key) {
+        const Napi::Value v = h.Get(key);
+        FT_CHECK(v.IsNumber(), "CudaTrainer.optimizerStep: hyper.", key, " must be a number");
+        return v.As<Napi::Number>().DoubleValue();
+      };
+      const adamw::Hyper hyper{static_cast<float>(field("lr")), static_cast<float>(field("beta1")), static_cast<float>(field("beta2")),
+                               static_cast<float>(field("eps")), static_cast<float>(field("weightDecay")), static_cast<std::int64_t>(field("step"))};
+      live().optimizerStep(clip, hyper);
+      return info.Env().Undefined();
+    });
+  }
+
   Napi::Value Bytes(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const cuda::Trainer::Bytes b = live().bytes();
@@ -238,6 +343,7 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
       o.Set("activations", static_cast<double>(b.activations));
       o.Set("head", static_cast<double>(b.head));
       o.Set("workspace", static_cast<double>(b.workspace));
+      o.Set("optimizer", static_cast<double>(b.optimizer));
       return o;
     });
   }

@@ -5,11 +5,18 @@
  *
  * The loop (trainer.ts) is the same for both: it owns the LoRA weights (fp32, on the host), the
  * 8-bit AdamW state, clipping, the schedule, the loss scaler, evaluation and checkpoints, so a
- * checkpoint is the same files whichever backend wrote it. A backend only turns micro-batches
- * into a loss and gradients:
+ * checkpoint is the same files whichever backend wrote it. The CPU backend only turns
+ * micro-batches into a loss and gradients:
  *
  *   zeroGrads → trainMicro × gradAccum → collectGrads (unscaled, into lora.dA/dB) → optimizer
- *   → loraChanged (the CUDA backend copies the new weights to the device)
+ *   on the host → loraChanged
+ *
+ * The CUDA backend also runs the optimizer where the gradients are (`deviceOptimizer`):
+ *
+ *   zeroGrads → trainMicro × gradAccum → unscale (the norm) → step (clip, AdamW)
+ *
+ * with the host's copies of the weights and the AdamW state (the same formats) refreshed by
+ * `pull` for checkpoints and the best adapter, and set by `loraChanged` + `push` at the start.
  *
  * The CUDA backend in fp16 trains with dynamic loss scaling (fp16 gradients would underflow
  * without it): PyTorch's GradScaler's defaults, 2^16 to start, doubled after 2000 good steps. In
@@ -44,6 +51,25 @@ export interface Backend {
   evaluate(lora: LoraTensors, b: BatchLike): { loss: number; counted: number }
   /** frees what the backend holds (device memory) */
   close(): void
+  /** where the optimizer runs on the device (CUDA): the loop asks it instead of running AdamW on the host */
+  readonly deviceOptimizer?: DeviceOptimizer
+}
+
+/**
+ * The optimizer step on the device: the LoRA masters, their gradients and the AdamW state stay
+ * there; the host's copies (which checkpoints and the best adapter are made of) are refreshed by
+ * `pull` when the loop needs them. The state has the host's format (adamw8bitInit), so a
+ * checkpoint is the same files whichever side ran the optimizer.
+ */
+export interface DeviceOptimizer {
+  /** the host's optimizer state to the device (start, resume; the weights go by loraChanged) */
+  push(lora: LoraTensors, opt: ReadonlyArray<Native.AdamW8bitState>): void
+  /** the device's LoRA weights (and with opt, the optimizer state) into the host's arrays */
+  pull(lora: LoraTensors, opt?: ReadonlyArray<Native.AdamW8bitState>): void
+  /** the step's gradients x factor, in place; the sum of their squares (NaN: one is not finite) */
+  unscale(factor: number): number
+  /** gradients x clip, then AdamW on every tensor */
+  step(clip: number, hyper: Native.AdamWHyper): void
 }
 
 /** The CPU backend: the frozen base dequantized to fp32 (`quantizeBase`), gradients straight into lora. */
@@ -120,16 +146,30 @@ export const cudaBackend = (
   const b = trainer.bytes()
   const held = b.weights + b.lora + b.activations + b.head + b.workspace
   const slots = (t: LoraTensors) => t.proj
+  // the optimizer state, in the LoRA's slots: A's and B's of each adapted projection, in params() order
+  const stateSlots = (t: LoraTensors, opt: ReadonlyArray<Native.AdamW8bitState>) => {
+    let k = 0
+    return t.proj.map((p) => (p ? { A: opt[k++]!, B: opt[k++]! } : null))
+  }
   return {
     scaler: precision === "fp16" ? { initial: 65536, growthInterval: 2000, maxScale: 65536 } : { initial: 1, growthInterval: 200, maxScale: 1 },
     describe:
       `cuda: ${gpu.name} (sm_${gpu.computeCapability.replace(".", "")}, ${size(gpu.totalBytes)}), ${precision} operands with fp32 accumulation; ` +
-      `${size(held)} on the device for ${maxBatch} x ${maxSeqLen} tokens (base ${size(b.weights)}, LoRA ${size(b.lora)}, activations ${size(b.activations)}, head ${size(b.head)}, workspace ${size(b.workspace)})`,
+      `${size(held)} on the device for ${maxBatch} x ${maxSeqLen} tokens (base ${size(b.weights)}, LoRA ${size(b.lora)}, activations ${size(b.activations)}, head ${size(b.head)}, workspace ${size(b.workspace)}); AdamW on the device`,
     zeroGrads: () => trainer.zeroGrads(),
     trainMicro: (_lora, m, dropout, seed, scale) => trainer.step(m.ids, m.mask, m.batch, m.seqLen, true, scale, dropout, seed).loss,
     collectGrads: (t, scale) => trainer.getGrads(slots(t), 1 / scale),
     loraChanged: (t) => trainer.setLora(slots(t)),
     evaluate: (_lora, m) => trainer.step(m.ids, m.mask, m.batch, m.seqLen, false, 1, 0, 0),
-    close: () => trainer.close()
+    close: () => trainer.close(),
+    deviceOptimizer: {
+      push: (t, opt) => trainer.setOptimizerState(stateSlots(t, opt)),
+      pull: (t, opt) => {
+        trainer.getLora(slots(t))
+        if (opt) trainer.getOptimizerState(stateSlots(t, opt))
+      },
+      unscale: (factor) => trainer.unscaleGrads(factor),
+      step: (clip, hyper) => trainer.optimizerStep(clip, hyper)
+    }
   }
 }

@@ -18,7 +18,10 @@
  *             need no scaling: scale 1, at most 1, so it only guards against inf/nan;
  *             the CUDA backend's fp16 step starts at 2^16 (backend.ts)
  *   backend   where micro-batches become a loss and gradients (backend.ts): the CPU or
- *             a GPU; everything above stays here, on the host, for both
+ *             a GPU; everything above stays here, on the host, for both, except that a
+ *             backend with a `deviceOptimizer` (CUDA) runs the gradients' norm, clipping
+ *             and AdamW where the gradients are, with the state in the host's format:
+ *             the host's copies are refreshed for checkpoints and the best adapter
  *   state     checkpoints every `checkpointEvery` steps (keeping the last
  *             `keepCheckpoints`) hold the adapter, the optimizer state, the scaler,
  *             the step and the best adapter so far; the data position is a function
@@ -316,12 +319,15 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
   const scaler = { ...ck.scaler }
   let optStep = ck.optStep
   let bestVal = ck.bestVal
+  const device = backend.deviceOptimizer
   backend.loraChanged(lora)
+  device?.push(lora, opt)
   const evaluate = (step: number) => {
     const v = validationLoss(input, backend, lora)
     const improved = bestVal === null || v < bestVal
     if (improved) {
       bestVal = v
+      device?.pull(lora)
       ps.forEach((p, i) => best[i]!.set(p))
     }
     input.onEvent({ type: "eval", step, valLoss: v, best: improved })
@@ -329,7 +335,10 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
   if (ck.step === 0 && resumedFrom === null) evaluate(0) // the untrained adapter's validation loss
   let stepsHere = 0
   for (let step = ck.step; step < total; step++) {
-    if (input.stopAfter !== undefined && stepsHere >= input.stopAfter) return { lora, finished: false, bestVal }
+    if (input.stopAfter !== undefined && stepsHere >= input.stopAfter) {
+      device?.pull(lora)
+      return { lora, finished: false, bestVal }
+    }
     const started = performance.now()
     backend.zeroGrads(lora)
     let lossSum = 0
@@ -340,25 +349,31 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
       lossSum += backend.trainMicro(lora, b, input.lora.dropout, (t.seed * 1_000_003 + micro) % 2 ** 52, scaler.scale)
       tokens += b.tokens
     }
-    backend.collectGrads(lora, scaler.scale)
     // mean over micro-batches, then the global norm in a fixed order
     let sq = 0
-    for (const g of gs) for (let i = 0; i < g.length; i++) {
-      g[i] = g[i]! / t.gradAccum
-      sq += g[i]! * g[i]!
+    if (device) sq = device.unscale(1 / (scaler.scale * t.gradAccum))
+    else {
+      backend.collectGrads(lora, scaler.scale)
+      for (const g of gs)
+        for (let i = 0; i < g.length; i++) {
+          g[i] = g[i]! / t.gradAccum
+          sq += g[i]! * g[i]!
+        }
     }
     const norm = Math.sqrt(sq)
     const finite = Number.isFinite(norm)
     const apply = scalerUpdate(scaler, finite, backend.scaler.growthInterval, backend.scaler.maxScale)
     const lr = learningRate(t, step, total)
     if (apply) {
-      if (t.maxGradNorm > 0 && norm > t.maxGradNorm) {
-        const c = t.maxGradNorm / (norm + 1e-6)
-        for (const g of gs) for (let i = 0; i < g.length; i++) g[i] = g[i]! * c
-      }
+      const c = t.maxGradNorm > 0 && norm > t.maxGradNorm ? t.maxGradNorm / (norm + 1e-6) : 1
       optStep++
-      ps.forEach((p, i) => Native.adamw8bitStep(p, gs[i]!, opt[i]!, { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: t.weightDecay, step: optStep }))
-      backend.loraChanged(lora)
+      const hyper = { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: t.weightDecay, step: optStep }
+      if (device) device.step(c, hyper)
+      else {
+        if (c !== 1) for (const g of gs) for (let i = 0; i < g.length; i++) g[i] = g[i]! * c
+        ps.forEach((p, i) => Native.adamw8bitStep(p, gs[i]!, opt[i]!, hyper))
+        backend.loraChanged(lora)
+      }
     }
     const seconds = (performance.now() - started) / 1000
     input.onEvent({ type: "step", step: step + 1, loss: lossSum / t.gradAccum, lr, gradNorm: norm, tokens, tokensPerSecond: tokens / seconds, skipped: !apply, scale: scaler.scale })
@@ -366,11 +381,13 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
     const done = step + 1 === total
     if ((step + 1) % t.evalEvery === 0 || done) evaluate(step + 1)
     if (!done && t.checkpointEvery > 0 && (step + 1) % t.checkpointEvery === 0) {
+      device?.pull(lora, opt)
       saveCheckpoint(input.scratch, t.keepCheckpoints, { step: step + 1, optStep, scaler, bestVal }, lora, best, opt)
       input.onEvent({ type: "checkpoint", step: step + 1 })
     }
   }
   // keep the best adapter by validation loss
+  device?.pull(lora)
   ps.forEach((p, i) => p.set(best[i]!))
   input.onEvent({ type: "done", step: total, bestVal })
   return { lora, finished: true, bestVal }

@@ -122,3 +122,25 @@ FT_TEST("adamw8bit", "adamw8bit non-finite gradients = CPU") {
   rows.push_back({"NaN, +inf, -inf at step 2: codes (differing)", static_cast<double>(codes), 0, -1, -1, ""});
   rows.push_back({"NaN, +inf, -inf at step 2: absmax (bits differing)", static_cast<double>(absmax), 0, -1, -1, ""});
 }
+
+FT_TEST("adamw8bit", "fp32 adamw step and scale = CPU") {
+  // the state of tensors under kMinQuantized elements (the trainer's small LoRA tensors), and the
+  // gradient clipping multiply: bit for bit, over several steps
+  const std::size_t n = 4095;
+  std::vector<float> p = randomVector(n, 31, 0.02f), m(n, 0.f), v(n, 0.f);
+  Dev<float> dp(p), dm(m), dv(v);
+  std::size_t differ = 0;
+  for (int t = 1; t <= 4; ++t) {
+    std::vector<float> g = gradient(n, 500 + t);
+    const float clip = t % 2 == 0 ? 0.37f : 1.f;
+    Dev<float> dg(g);
+    ft::cuda::scale(dg.p, n, clip);
+    for (auto& x : g) x = x * clip;
+    ft::adamw::step(p.data(), g.data(), m.data(), v.data(), n, hyperAt(t));
+    ft::cuda::adamwStep(dp.p, dg.p, dm.p, dv.p, n, hyperAt(t));
+    FT_CUDA(cudaDeviceSynchronize());
+    differ += mismatches(dg.download(), g);
+  }
+  rows.push_back({"4 steps, n = 4095: gradients x clip (bits differing)", static_cast<double>(differ), 0});
+  rows.push_back({"params, m, v (bits differing)", static_cast<double>(mismatches(dp.download(), p) + mismatches(dm.download(), m) + mismatches(dv.download(), v)), 0});
+}

@@ -398,6 +398,81 @@ void tinyStep(std::vector<Row>& rows) {
     refused = true;
   }
   rows.push_back({"3 x 37 tokens in a 2 x 37 trainer: refused", refused ? 0.0 : 1.0, 0});
+
+  // the optimizer on the device (the adapted projections: all but `off`) = the host's on the same
+  // gradients: unscale (the norm to 1e-6), clip and AdamW bit for bit, 8-bit and fp32 states both
+  tr.zeroGrads();
+  tr.step(ids.data(), mask.data(), true, lossScale, &counted8, nullptr);
+  const float factor = 1.f / (lossScale * 2.f), clip = 0.5f;
+  const ft::adamw::Hyper hyper{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1};
+  struct HostOpt {
+    std::vector<float> w, g, m, v, mAbs, vAbs;
+    std::vector<std::uint8_t> mq, vq;
+    bool quantized;
+  };
+  std::vector<HostOpt> host;
+  std::vector<int> owner;  // projection index of each tensor
+  double sqRef = 0;
+  for (int i = 0; i < nLora; ++i) {
+    if (std::find(std::begin(off), std::end(off), i) != std::end(off)) continue;
+    std::vector<float> gA(A[i].size()), gB(B[i].size());
+    tr.getGrads(i, gA.data(), gB.data(), 1.f);
+    for (int b = 0; b < 2; ++b) {
+      HostOpt h;
+      h.w = b ? B[i] : A[i];
+      h.g = b ? gB : gA;
+      const std::size_t n = h.w.size();
+      for (auto& x : h.g) {
+        x = x * factor;
+        sqRef += static_cast<double>(x) * x;
+      }
+      h.quantized = n >= ft::adamw8bit::kMinQuantized;
+      if (h.quantized) {
+        h.mq.resize(n), h.vq.resize(n), h.mAbs.resize(ft::adamw8bit::absmaxCount(n)), h.vAbs.resize(ft::adamw8bit::absmaxCount(n));
+        ft::adamw8bit::init(h.mq.data(), h.vq.data(), h.mAbs.data(), h.vAbs.data(), n);
+      } else {
+        h.m.assign(n, 0.f), h.v.assign(n, 0.f);
+      }
+      host.push_back(std::move(h));
+      owner.push_back(i);
+    }
+  }
+  const auto stateOf = [](HostOpt& h) {
+    ft::cuda::Trainer::HostState st;
+    if (h.quantized) st.mCodes = h.mq.data(), st.vCodes = h.vq.data(), st.mAbsmax = h.mAbs.data(), st.vAbsmax = h.vAbs.data();
+    else st.m = h.m.data(), st.v = h.v.data();
+    return st;
+  };
+  for (std::size_t k = 0; k < host.size(); ++k) tr.setOptimizerState(owner[k], k % 2 == 1, stateOf(host[k]));
+  const double sq = tr.unscaleGrads(factor);
+  rows.push_back({"device optimizer: sum of squares of the unscaled gradients (relative difference)", std::fabs(sq - sqRef) / sqRef, 1e-6, -1, -1,
+                  format("gpu %.9g, host %.9g", sq, sqRef)});
+  tr.optimizerStep(clip, hyper);
+  std::size_t quantized = 0;
+  for (auto& h : host) {
+    for (auto& x : h.g) x = x * clip;
+    if (h.quantized) {
+      ++quantized;
+      ft::adamw8bit::step(h.w.data(), h.g.data(), h.mq.data(), h.vq.data(), h.mAbs.data(), h.vAbs.data(), h.w.size(), hyper);
+    } else {
+      ft::adamw::step(h.w.data(), h.g.data(), h.m.data(), h.v.data(), h.w.size(), hyper);
+    }
+  }
+  std::size_t differ = 0;
+  for (std::size_t k = 0; k < host.size(); k += 2) {
+    std::vector<float> a(host[k].w.size()), b(host[k + 1].w.size());
+    tr.getLora(owner[k], a.data(), b.data());
+    differ += mismatches(a, host[k].w) + mismatches(b, host[k + 1].w);
+    for (int j = 0; j < 2; ++j) {
+      HostOpt& h = host[k + j];
+      HostOpt back = h;  // same shapes, overwritten by the device's state
+      tr.getOptimizerState(owner[k], j == 1, stateOf(back));
+      differ += h.quantized ? mismatches(back.mq, h.mq) + mismatches(back.vq, h.vq) + mismatches(back.mAbs, h.mAbs) + mismatches(back.vAbs, h.vAbs)
+                            : mismatches(back.m, h.m) + mismatches(back.v, h.v);
+    }
+  }
+  rows.push_back({"device optimizer: clip + AdamW = the host's (weights and state, bits differing)", static_cast<double>(differ), 0, -1, -1,
+                  format("%zu tensors, %zu with 8-bit state", host.size(), quantized)});
 }
 
 }  // namespace
@@ -519,6 +594,39 @@ FT_TEST("step", "Qwen3-4B step: memory and throughput") {
     tr.zeroGrads();
     tr.setDropout(0.05f, 42);  // the reference profile's lora.dropout (its buffers count in the peak)
 
+    // the optimizer's state as the trainer keeps it: on the device (its bytes count in the peak),
+    // and a copy on the host for the host-side comparison below
+    std::vector<std::vector<float>> pA(nLora), pB(nLora), gA(nLora), gB(nLora);
+    struct State {
+      std::vector<std::uint8_t> mCodes, vCodes;
+      std::vector<float> mAbsmax, vAbsmax;
+    };
+    std::vector<State> sA(nLora), sB(nLora);
+    auto initState = [](State& st, std::size_t n) {
+      st.mCodes.resize(n);
+      st.vCodes.resize(n);
+      st.mAbsmax.resize(ft::adamw8bit::absmaxCount(n));
+      st.vAbsmax.resize(ft::adamw8bit::absmaxCount(n));
+      ft::adamw8bit::init(st.mCodes.data(), st.vCodes.data(), st.mAbsmax.data(), st.vAbsmax.data(), n);
+    };
+    for (int i = 0; i < nLora; ++i) {
+      pA[i] = loraAHost[i % ft::NPROJ];
+      pB[i] = loraBHost[i % ft::NPROJ];
+      gA[i].resize(pA[i].size());
+      gB[i].resize(pB[i].size());
+      initState(sA[i], pA[i].size());
+      initState(sB[i], pB[i].size());
+    }
+    const auto hostState = [](State& st) {
+      ft::cuda::Trainer::HostState h;
+      h.mCodes = st.mCodes.data(), h.vCodes = st.vCodes.data(), h.mAbsmax = st.mAbsmax.data(), h.vAbsmax = st.vAbsmax.data();
+      return h;
+    };
+    for (int i = 0; i < nLora; ++i) {
+      tr.setOptimizerState(i, false, hostState(sA[i]));
+      tr.setOptimizerState(i, true, hostState(sB[i]));
+    }
+
     // warm-up step, then the memory it left in use
     int counted = -1;
     const auto warm0 = std::chrono::steady_clock::now();
@@ -546,9 +654,9 @@ FT_TEST("step", "Qwen3-4B step: memory and throughput") {
     const double peak = (free0 > minFree ? static_cast<double>(free0 - minFree) : 0.0) / GiB;
     const ft::cuda::Trainer::Bytes b = tr.bytes();
     rows.push_back({"peak device memory, GiB (cudaMemGetInfo, before the Trainer -> after its steps)" + tag, peak, 14, -1, prepMs,
-                    format("Trainer::bytes() GiB: weights %.2f, lora %.2f, activations %.2f, head %.2f, workspace %.2f, total %.2f; "
+                    format("Trainer::bytes() GiB: weights %.2f, lora %.2f, activations %.2f, head %.2f, workspace %.2f, optimizer %.2f, total %.2f; "
                            "after ctor %.2f, after step 1 %.2f; in use before (context etc.) %.2f of %.1f",
-                           b.weights / GiB, b.lora / GiB, b.activations / GiB, b.head / GiB, b.workspace / GiB, b.total() / GiB,
+                           b.weights / GiB, b.lora / GiB, b.activations / GiB, b.head / GiB, b.workspace / GiB, b.optimizer / GiB, b.total() / GiB,
                            static_cast<double>(free0 - std::min(free0, free1)) / GiB, static_cast<double>(free0 - std::min(free0, free2)) / GiB,
                            static_cast<double>(totalMem - free0) / GiB, totalMem / GiB)});
 
@@ -566,30 +674,9 @@ FT_TEST("step", "Qwen3-4B step: memory and throughput") {
     rows.push_back({"timed steps: same loss and count as the warm-up (steps differing)" + tag, static_cast<double>(changed), 0});
 
     if (b16) continue;  // the optimizer row once (it does not depend on the operand type)
-    // The optimizer step as stages/train runs it today, once per optimizer step (gradAccum
-    // micro-batches): the gradients down to the host, 8-bit AdamW there (tensor by tensor, as the
+    // The optimizer step on the host, once per optimizer step (gradAccum micro-batches), as the
+    // trainer ran it on the CUDA backend before the device optimizer: the gradients down to the host, 8-bit AdamW there (tensor by tensor, as the
     // loop calls it, each on the thread pool: every core of the GPU machine's host), the new weights up and their fp16 copies refreshed.
-    std::vector<std::vector<float>> pA(nLora), pB(nLora), gA(nLora), gB(nLora);
-    struct State {
-      std::vector<std::uint8_t> mCodes, vCodes;
-      std::vector<float> mAbsmax, vAbsmax;
-    };
-    std::vector<State> sA(nLora), sB(nLora);
-    auto initState = [](State& st, std::size_t n) {
-      st.mCodes.resize(n);
-      st.vCodes.resize(n);
-      st.mAbsmax.resize(ft::adamw8bit::absmaxCount(n));
-      st.vAbsmax.resize(ft::adamw8bit::absmaxCount(n));
-      ft::adamw8bit::init(st.mCodes.data(), st.vCodes.data(), st.mAbsmax.data(), st.vAbsmax.data(), n);
-    };
-    for (int i = 0; i < nLora; ++i) {
-      pA[i] = loraAHost[i % ft::NPROJ];
-      pB[i] = loraBHost[i % ft::NPROJ];
-      gA[i].resize(pA[i].size());
-      gB[i].resize(pB[i].size());
-      initState(sA[i], pA[i].size());
-      initState(sB[i], pB[i].size());
-    }
     const ft::adamw::Hyper hyper{2e-4f, 0.9f, 0.999f, 1e-8f, 0.f, 1};
     const auto o0 = std::chrono::steady_clock::now();
     for (int i = 0; i < nLora; ++i) tr.getGrads(i, gA[i].data(), gB[i].data(), 1.f / lossScale);
@@ -606,8 +693,18 @@ FT_TEST("step", "Qwen3-4B step: memory and throughput") {
     FT_CUDA(cudaDeviceSynchronize());
     const double upMs = msSince(o2);
     const double optMs = downMs + adamMs + upMs;
-    rows.push_back({"optimizer step on the host, as the trainer runs it (informative)", 0, 0, optMs, -1,
+    rows.push_back({"optimizer step on the host, as the CPU backend runs it (informative)", 0, 0, optMs, -1,
                     format("gradients down %.0f ms, 8-bit AdamW %.0f ms (%d threads), weights up %.0f ms; %.0f%% of one 2 x %d micro-step, %.0f%% of 4 (gradAccum 4)",
                            downMs, adamMs, ft::threads(), upMs, 100 * optMs / stepMs, seqLen, 100 * optMs / (4 * stepMs))});
+    // the optimizer step as the trainer runs it on the CUDA backend: on the device (the gradients'
+    // unscale and norm, AdamW on every tensor, the 16-bit copies refreshed), nothing copied
+    const auto d0 = std::chrono::steady_clock::now();
+    const double sq = tr.unscaleGrads(1.f / lossScale);
+    tr.optimizerStep(1.f, hyper);
+    FT_CUDA(cudaDeviceSynchronize());
+    const double devMs = msSince(d0);
+    rows.push_back({"optimizer step on the device, as the trainer runs it (informative)", std::isfinite(sq) ? 0.0 : 1.0, 0, devMs, -1,
+                    format("%.1f ms: %.2f%% of one 2 x %d micro-step, %.2f%% of 4 (gradAccum 4); %.1fx faster than the host's", devMs,
+                           100 * devMs / stepMs, seqLen, 100 * devMs / (4 * stepMs), optMs / devMs)});
   }
 }
