@@ -1,8 +1,8 @@
 /**
  * The optimizer step of the training loop on the host, for Qwen3-4B's LoRA (r = 16 on all seven
  * projections of 36 layers: 33,030,144 parameters in 504 tensors): what stages/train/trainer.ts
- * runs once per optimizer step, on either backend (the CUDA backend copies the gradients down and
- * the new weights up around it).
+ * runs once per optimizer step on the CPU backend (the CUDA backend runs it on the device; the
+ * GPU check, native/cuda/gpu-check.sh, times both there).
  *
  * Rows: our 8-bit AdamW (native/src/adamw8bit.cpp, blockwise 8-bit moments) on one thread and on
  * the pool (the trainer's setting; blocks of 256 are independent, so the bits are the same); the

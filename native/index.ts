@@ -136,8 +136,8 @@ export interface CudaTrainer {
   getOptimizerState(proj: StateSlots): void
   /** the device's fp32 LoRA masters into A/B (null slots skipped) */
   getLora(proj: LoraSlots): void
-  /** the gradients x factor in place; their sum of squares (NaN when one is not finite) */
-  unscaleGrads(factor: number): number
+  /** the gradients = (g x factor) / divisor in place (fp32 roundings, as the host loop's); their sum of squares (NaN when one is not finite) */
+  unscaleGrads(factor: number, divisor: number): number
   /** gradients x clip, AdamW on every adapted tensor, the 16-bit copies refreshed */
   optimizerStep(clip: number, hyper: AdamWHyper): void
   bytes(): { weights: number; lora: number; activations: number; head: number; workspace: number; optimizer: number }

@@ -533,7 +533,8 @@ describe("adamw 8-bit", () => {
   it("gives the same bits on any number of threads (blocks of 256 are independent)", () => {
     const n = 256 * 100 + 17 // 101 blocks: several runs of 16 per thread
     const results = [1, 3, 7].map((threads) => {
-      const before = Native.addon().qwen3SetThreads(threads)
+      const before = Native.threads()
+      Native.addon().qwen3SetThreads(threads)
       try {
         const p = gaussian(n, 5)
         const s = as8bit(Native.adamw8bitInit(n))

@@ -77,9 +77,14 @@ __global__ void adamwKernel(float* __restrict__ param, const float* __restrict__
   v[i] = vi;
 }
 
-__global__ void scaleKernel(float* __restrict__ x, std::size_t n, float factor) {
+__global__ void scaleKernel(float* __restrict__ x, std::size_t n, double factor) {
   const std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
-  if (i < n) x[i] = __fmul_rn(x[i], factor);
+  if (i < n) x[i] = __double2float_rn(__dmul_rn(static_cast<double>(x[i]), factor));
+}
+
+__global__ void scaleDivideKernel(float* __restrict__ x, std::size_t n, float factor, float divisor) {
+  const std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
+  if (i < n) x[i] = __fdiv_rn(__fmul_rn(x[i], factor), divisor);
 }
 
 // One block per quantisation block b, thread t = element b * 256 + t.
@@ -160,10 +165,17 @@ void adamwStep(float* param, const float* grad, float* m, float* v, std::size_t 
   FT_LAUNCHED();
 }
 
-void scale(float* x, std::size_t n, float factor, cudaStream_t stream) {
+void scale(float* x, std::size_t n, double factor, cudaStream_t stream) {
   if (n == 0) return;
   FT_CHECK(x != nullptr, "scale: null buffer (n = ", n, ")");
   scaleKernel<<<ceilDiv(static_cast<long long>(n), 256), 256, 0, stream>>>(x, n, factor);
+  FT_LAUNCHED();
+}
+
+void scaleDivide(float* x, std::size_t n, float factor, float divisor, cudaStream_t stream) {
+  if (n == 0) return;
+  FT_CHECK(x != nullptr, "scaleDivide: null buffer (n = ", n, ")");
+  scaleDivideKernel<<<ceilDiv(static_cast<long long>(n), 256), 256, 0, stream>>>(x, n, factor, divisor);
   FT_LAUNCHED();
 }
 

@@ -45,7 +45,13 @@ void adamw8bitStep(float* param, const float* grad, std::uint8_t* mCodes, std::u
 // ft::adamw8bit::kMinQuantized elements, as on the host): m, v [n] fp32, updated in place.
 void adamwStep(float* param, const float* grad, float* m, float* v, std::size_t n, const ft::adamw::Hyper& hyper, cudaStream_t stream = 0);
 
-// x [n] *= factor (one fp32 multiply each), e.g. gradients by a clipping factor
-void scale(float* x, std::size_t n, float factor, cudaStream_t stream = 0);
+// x [n] = float(double(x) * factor): the product in double, rounded once to fp32, as JavaScript's
+// `x[i] * c` stores into a Float32Array (the training loop's clipping on the host)
+void scale(float* x, std::size_t n, double factor, cudaStream_t stream = 0);
+
+// x [n] = (x * factor) / divisor, each one fp32 operation rounded once: what the training loop does
+// on the host to a gradient (getGrads' multiply by 1 / loss scale, then JavaScript's division by
+// the micro-batches stored into a Float32Array, which equals the fp32 division)
+void scaleDivide(float* x, std::size_t n, float factor, float divisor, cudaStream_t stream = 0);
 
 }  // namespace ft::cuda

@@ -556,6 +556,7 @@ void Trainer::getOptimizerState(int index, bool b, const HostState& h) const {
   const Impl& m = *impl_;
   FT_CHECK(index >= 0 && index < m.cfg.layers * NPROJ, "Trainer: projection index ", index, " out of range");
   const auto& p = m.layers[index / NPROJ].p[index % NPROJ];
+  FT_CHECK(p.adapted, "Trainer::getOptimizerState: projection ", index, " has no adapter");
   const auto& s = p.state[b ? 1 : 0];
   FT_CHECK(s.set, "Trainer::getOptimizerState: projection ", index, b ? " B" : " A", " has no optimizer state (setOptimizerState first)");
   const std::size_t n = b ? p.B.n : p.A.n;
@@ -576,11 +577,12 @@ void Trainer::getLora(int index, float* A, float* B) const {
   const Impl& m = *impl_;
   FT_CHECK(index >= 0 && index < m.cfg.layers * NPROJ, "Trainer: projection index ", index, " out of range");
   const auto& p = m.layers[index / NPROJ].p[index % NPROJ];
+  FT_CHECK(p.adapted, "Trainer::getLora: projection ", index, " has no adapter");
   FT_CUDA(cudaMemcpy(A, p.A.p, p.A.n * sizeof(float), cudaMemcpyDeviceToHost));
   FT_CUDA(cudaMemcpy(B, p.B.p, p.B.n * sizeof(float), cudaMemcpyDeviceToHost));
 }
 
-double Trainer::unscaleGrads(float factor) {
+double Trainer::unscaleGrads(float factor, float divisor) {
   Impl& m = *impl_;
   std::vector<float*> grads;
   std::vector<std::size_t> sizes;
@@ -594,7 +596,10 @@ double Trainer::unscaleGrads(float factor) {
     }
   if (grads.empty()) return 0.0;
   FT_CHECK(m.normParts.n >= unscaleWorkspace(widest) && m.normResults.n >= 2 * grads.size(), "Trainer::unscaleGrads: workspace too small");
-  for (std::size_t t = 0; t < grads.size(); ++t) unscaleAndCheck(grads[t], sizes[t], factor, m.normParts.p, m.normResults.p + 2 * t);
+  for (std::size_t t = 0; t < grads.size(); ++t) {
+    scaleDivide(grads[t], sizes[t], factor, divisor);
+    unscaleAndCheck(grads[t], sizes[t], 1.f, m.normParts.p, m.normResults.p + 2 * t);  // x 1: the sum of squares and the check
+  }
   std::vector<float> results(2 * grads.size());
   FT_CUDA(cudaMemcpy(results.data(), m.normResults.p, results.size() * sizeof(float), cudaMemcpyDeviceToHost));
   double sum = 0.0;
@@ -605,9 +610,9 @@ double Trainer::unscaleGrads(float factor) {
   return sum;
 }
 
-void Trainer::optimizerStep(float clip, const ft::adamw::Hyper& hyper) {
+void Trainer::optimizerStep(double clip, const ft::adamw::Hyper& hyper) {
   Impl& m = *impl_;
-  FT_CHECK(std::isfinite(clip) && clip > 0.f, "Trainer::optimizerStep: clip factor ", clip, ", expected a positive number");
+  FT_CHECK(std::isfinite(clip) && clip > 0.0, "Trainer::optimizerStep: clip factor ", clip, ", expected a positive number");
   for (int l = 0; l < m.cfg.layers; ++l)
     for (int j = 0; j < NPROJ; ++j) {
       auto& p = m.layers[l].p[j];
@@ -617,7 +622,7 @@ void Trainer::optimizerStep(float clip, const ft::adamw::Hyper& hyper) {
         FT_CHECK(s.set, "Trainer::optimizerStep: projection ", l * NPROJ + j, b ? " B" : " A", " has no optimizer state (setOptimizerState first)");
         Buf<float>& w = b ? p.B : p.A;
         Buf<float>& g = b ? p.dB : p.dA;
-        if (clip != 1.f) scale(g.p, g.n, clip);
+        if (clip != 1.0) scale(g.p, g.n, clip);
         if (s.quantized) adamw8bitStep(w.p, g.p, s.mCodes.p, s.vCodes.p, s.mAbsmax.p, s.vAbsmax.p, w.n, hyper);
         else adamwStep(w.p, g.p, s.m.p, s.v.p, w.n, hyper);
       }

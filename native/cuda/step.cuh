@@ -25,7 +25,7 @@
 // Precision::bf16 (sm_80+ only; refused elsewhere with the reason, see bf16Ready in common.cuh).
 // bf16 keeps fp32's exponent range, so gradients need no loss scale to survive (lossScale 1 is
 // fine) at the cost of 8 bits of mantissa instead of 11.
-// The optimizer can run here too (initOptimizer and what follows it): the AdamW state of every
+// The optimizer can run here too (setOptimizerState and what follows it): the AdamW state of every
 // adapted tensor on the device in the host's formats (ft::adamw8bit: blockwise 8-bit moments from
 // kMinQuantized elements, fp32 moments below), so that a training loop keeps its checkpoints
 // and only copies state to the host when it saves one. The loss scale's schedule is the caller's.
@@ -123,15 +123,16 @@ class Trainer {
   /** Copies a projection's fp32 master weights to the host. */
   void getLora(int index, float* A, float* B) const;
   /**
-   * Multiplies every adapted projection's gradients by `factor` (1 / (loss scale x micro-batches))
-   * in place; returns their sum of squares: per tensor on the device (lossscale.cuh), summed in
-   * double on the host in projection order, so the same for the same gradients on every run; NaN
-   * when some gradient is not finite.
+   * Every adapted projection's gradients = (g x factor) / divisor in place (1 / the loss scale, and
+   * the number of micro-batches: the host loop's roundings, fp32 each); returns their sum of
+   * squares: per tensor on the device (lossscale.cuh: fp32 partials, so a sum above fp32's range,
+   * a norm above ~1.8e19, reads as an overflow), summed in double on the host in projection order,
+   * so the same for the same gradients on every run; NaN when some gradient is not finite.
    */
-  double unscaleGrads(float factor);
-  /** Gradients x clip (when clip != 1), then an AdamW step of every adapted tensor (state set
-   *  first), then the 16-bit copies refreshed. */
-  void optimizerStep(float clip, const ft::adamw::Hyper& hyper);
+  double unscaleGrads(float factor, float divisor = 1.f);
+  /** Gradients x clip (when clip != 1; in double, rounded once, as the host loop), then an AdamW
+   *  step of every adapted tensor (state set first), then the 16-bit copies refreshed. */
+  void optimizerStep(double clip, const ft::adamw::Hyper& hyper);
 
   /** Bytes this trainer holds on the device, by what they are (the measured memory plan). */
   struct Bytes {

@@ -27,7 +27,8 @@
 //                         .optimizerStep runs AdamW from then on
 //   .getOptimizerState(proj) the same shape: the device's state copied into those arrays
 //   .getLora(proj)        proj: entries { A, B } or null: the device's fp32 masters copied there
-//   .unscaleGrads(factor) -> sum of squares of the gradients x factor (NaN: one is not finite)
+//   .unscaleGrads(factor, divisor) -> the gradients = (g x factor) / divisor in place; the sum of
+//                         their squares (NaN: one is not finite)
 //   .optimizerStep(clip, hyper)  hyper: { lr, beta1, beta2, eps, weightDecay, step }: gradients
 //                         x clip, AdamW on every adapted tensor, the 16-bit copies refreshed
 //   .bytes() -> { weights, lora, activations, head, workspace, optimizer }  device bytes held
@@ -277,27 +278,23 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     }
   }
 
-  Napi::Value SetOptimizerState(const Napi::CallbackInfo& info) {
+  /** The optimizer state of every adapted projection's A and B, to the device or back. */
+  Napi::Value optimizerState(const Napi::CallbackInfo& info, bool toDevice) {
     return guarded(info.Env(), [&] {
       cuda::Trainer& t = live();
-      eachProjection(info, "setOptimizerState", [&](int i, const Napi::Object& o, std::size_t na, std::size_t nb, const std::string& p) {
-        t.setOptimizerState(i, false, hostState(o.Get("A"), na, p + "A"));
-        t.setOptimizerState(i, true, hostState(o.Get("B"), nb, p + "B"));
-      });
+      eachProjection(info, toDevice ? "setOptimizerState" : "getOptimizerState",
+                     [&](int i, const Napi::Object& o, std::size_t na, std::size_t nb, const std::string& p) {
+                       for (const bool b : {false, true}) {
+                         const cuda::Trainer::HostState s = hostState(o.Get(b ? "B" : "A"), b ? nb : na, p + (b ? "B" : "A"));
+                         if (toDevice) t.setOptimizerState(i, b, s);
+                         else t.getOptimizerState(i, b, s);
+                       }
+                     });
       return info.Env().Undefined();
     });
   }
-
-  Napi::Value GetOptimizerState(const Napi::CallbackInfo& info) {
-    return guarded(info.Env(), [&] {
-      cuda::Trainer& t = live();
-      eachProjection(info, "getOptimizerState", [&](int i, const Napi::Object& o, std::size_t na, std::size_t nb, const std::string& p) {
-        t.getOptimizerState(i, false, hostState(o.Get("A"), na, p + "A"));
-        t.getOptimizerState(i, true, hostState(o.Get("B"), nb, p + "B"));
-      });
-      return info.Env().Undefined();
-    });
-  }
+  Napi::Value SetOptimizerState(const Napi::CallbackInfo& info) { return optimizerState(info, true); }
+  Napi::Value GetOptimizerState(const Napi::CallbackInfo& info) { return optimizerState(info, false); }
 
   Napi::Value GetLora(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&] {
@@ -311,15 +308,16 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
 
   Napi::Value UnscaleGrads(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const float factor = static_cast<float>(number(info, 0, "factor"));
-      FT_CHECK(std::isfinite(factor) && factor > 0.f, "CudaTrainer.unscaleGrads: factor ", factor, ", expected a positive number");
-      return Napi::Number::New(info.Env(), live().unscaleGrads(factor));
+      const float factor = static_cast<float>(number(info, 0, "factor")), divisor = static_cast<float>(number(info, 1, "divisor"));
+      FT_CHECK(std::isfinite(factor) && factor > 0.f && std::isfinite(divisor) && divisor > 0.f, "CudaTrainer.unscaleGrads: factor ", factor,
+               " and divisor ", divisor, ", expected positive numbers");
+      return Napi::Number::New(info.Env(), live().unscaleGrads(factor, divisor));
     });
   }
 
   Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&] {
-      const float clip = static_cast<float>(number(info, 0, "clip"));
+      const double clip = number(info, 0, "clip");
       FT_CHECK(info.Length() > 1 && info[1].IsObject(), "CudaTrainer.optimizerStep: hyper (argument 2) must be an object");
       const Napi::Object h = info[1].As<Napi::Object>();
       const auto field = [&](const char* key) {

@@ -3,9 +3,10 @@
  * forward/backward on the host) or the CUDA backend (native/cuda/step.cuh: the NF4 base, the
  * activations and the LoRA gradients on the GPU, fp16 or bf16 operands with fp32 accumulation).
  *
- * The loop (trainer.ts) is the same for both: it owns the LoRA weights (fp32, on the host), the
- * 8-bit AdamW state, clipping, the schedule, the loss scaler, evaluation and checkpoints, so a
- * checkpoint is the same files whichever backend wrote it. The CPU backend only turns
+ * The loop (trainer.ts) is the same for both: it owns the schedule, the loss scaler, evaluation
+ * and checkpoints, and (on the host for the CPU backend; refreshed from the device for the CUDA
+ * backend) the LoRA weights and the 8-bit AdamW state, so a checkpoint is the same files
+ * whichever backend wrote it. The CPU backend only turns
  * micro-batches into a loss and gradients:
  *
  *   zeroGrads → trainMicro × gradAccum → collectGrads (unscaled, into lora.dA/dB) → optimizer
@@ -45,7 +46,7 @@ export interface Backend {
   trainMicro(lora: LoraTensors, b: BatchLike, dropout: number, seed: number, scale: number): number
   /** the step's accumulated gradients, divided by `scale`, into lora's dA/dB */
   collectGrads(lora: LoraTensors, scale: number): void
-  /** the host's LoRA weights changed (start, resume, an optimizer step) */
+  /** the host's LoRA weights changed (start, resume, and an optimizer step on the host) */
   loraChanged(lora: LoraTensors): void
   /** forward only: the mean loss and the positions it counts */
   evaluate(lora: LoraTensors, b: BatchLike): { loss: number; counted: number }
@@ -66,8 +67,8 @@ export interface DeviceOptimizer {
   push(lora: LoraTensors, opt: ReadonlyArray<Native.AdamW8bitState>): void
   /** the device's LoRA weights (and with opt, the optimizer state) into the host's arrays */
   pull(lora: LoraTensors, opt?: ReadonlyArray<Native.AdamW8bitState>): void
-  /** the step's gradients x factor, in place; the sum of their squares (NaN: one is not finite) */
-  unscale(factor: number): number
+  /** the step's gradients = (g x factor) / divisor, in place; the sum of their squares (NaN: one is not finite) */
+  unscale(factor: number, divisor: number): number
   /** gradients x clip, then AdamW on every tensor */
   step(clip: number, hyper: Native.AdamWHyper): void
 }
@@ -143,8 +144,6 @@ export const cudaBackend = (
     if (m) throw new Error(`train.precision bf16: ${m[1]}; train.precision: fp16 runs on every GPU from sm_75 (T4)`)
     throw e
   }
-  const b = trainer.bytes()
-  const held = b.weights + b.lora + b.activations + b.head + b.workspace
   const slots = (t: LoraTensors) => t.proj
   // the optimizer state, in the LoRA's slots: A's and B's of each adapted projection, in params() order
   const stateSlots = (t: LoraTensors, opt: ReadonlyArray<Native.AdamW8bitState>) => {
@@ -153,9 +152,16 @@ export const cudaBackend = (
   }
   return {
     scaler: precision === "fp16" ? { initial: 65536, growthInterval: 2000, maxScale: 65536 } : { initial: 1, growthInterval: 200, maxScale: 1 },
-    describe:
-      `cuda: ${gpu.name} (sm_${gpu.computeCapability.replace(".", "")}, ${size(gpu.totalBytes)}), ${precision} operands with fp32 accumulation; ` +
-      `${size(held)} on the device for ${maxBatch} x ${maxSeqLen} tokens (base ${size(b.weights)}, LoRA ${size(b.lora)}, activations ${size(b.activations)}, head ${size(b.head)}, workspace ${size(b.workspace)}); AdamW on the device`,
+    // read once the optimizer state is on the device (the loop's start event), so that it counts
+    get describe() {
+      const b = trainer.bytes()
+      const held = b.weights + b.lora + b.activations + b.head + b.workspace + b.optimizer
+      return (
+        `cuda: ${gpu.name} (sm_${gpu.computeCapability.replace(".", "")}, ${size(gpu.totalBytes)}), ${precision} operands with fp32 accumulation; ` +
+        `${size(held)} on the device for ${maxBatch} x ${maxSeqLen} tokens (base ${size(b.weights)}, LoRA ${size(b.lora)}, activations ${size(b.activations)}, ` +
+        `head ${size(b.head)}, workspace ${size(b.workspace)}, AdamW ${size(b.optimizer)}); the optimizer step on the device`
+      )
+    },
     zeroGrads: () => trainer.zeroGrads(),
     trainMicro: (_lora, m, dropout, seed, scale) => trainer.step(m.ids, m.mask, m.batch, m.seqLen, true, scale, dropout, seed).loss,
     collectGrads: (t, scale) => trainer.getGrads(slots(t), 1 / scale),
@@ -168,7 +174,7 @@ export const cudaBackend = (
         trainer.getLora(slots(t))
         if (opt) trainer.getOptimizerState(stateSlots(t, opt))
       },
-      unscale: (factor) => trainer.unscaleGrads(factor),
+      unscale: (factor, divisor) => trainer.unscaleGrads(factor, divisor),
       step: (clip, hyper) => trainer.optimizerStep(clip, hyper)
     }
   }

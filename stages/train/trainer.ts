@@ -315,13 +315,13 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
       fs.rmSync(c.dir, { recursive: true, force: true })
     }
   }
-  input.onEvent({ type: "start", totalSteps: total, params: parameterCount(config, input.lora).line, resumedFrom, trainSequences: nSeq, device: backend.describe })
   const scaler = { ...ck.scaler }
   let optStep = ck.optStep
   let bestVal = ck.bestVal
   const device = backend.deviceOptimizer
   backend.loraChanged(lora)
   device?.push(lora, opt)
+  input.onEvent({ type: "start", totalSteps: total, params: parameterCount(config, input.lora).line, resumedFrom, trainSequences: nSeq, device: backend.describe })
   const evaluate = (step: number) => {
     const v = validationLoss(input, backend, lora)
     const improved = bestVal === null || v < bestVal
@@ -351,7 +351,7 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
     }
     // mean over micro-batches, then the global norm in a fixed order
     let sq = 0
-    if (device) sq = device.unscale(1 / (scaler.scale * t.gradAccum))
+    if (device) sq = device.unscale(1 / scaler.scale, t.gradAccum)
     else {
       backend.collectGrads(lora, scaler.scale)
       for (const g of gs)
@@ -387,7 +387,6 @@ export const train = (input: TrainInput): { lora: LoraTensors; finished: boolean
     }
   }
   // keep the best adapter by validation loss
-  device?.pull(lora)
   ps.forEach((p, i) => p.set(best[i]!))
   input.onEvent({ type: "done", step: total, bestVal })
   return { lora, finished: true, bestVal }

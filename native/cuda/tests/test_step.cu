@@ -403,7 +403,8 @@ void tinyStep(std::vector<Row>& rows) {
   // gradients: unscale (the norm to 1e-6), clip and AdamW bit for bit, 8-bit and fp32 states both
   tr.zeroGrads();
   tr.step(ids.data(), mask.data(), true, lossScale, &counted8, nullptr);
-  const float factor = 1.f / (lossScale * 2.f), clip = 0.5f;
+  const float factor = 1.f / lossScale, divisor = 3.f;  // 3 micro-batches: not a power of two
+  const double clip = 0.37;
   const ft::adamw::Hyper hyper{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1};
   struct HostOpt {
     std::vector<float> w, g, m, v, mAbs, vAbs;
@@ -423,7 +424,7 @@ void tinyStep(std::vector<Row>& rows) {
       h.g = b ? gB : gA;
       const std::size_t n = h.w.size();
       for (auto& x : h.g) {
-        x = x * factor;
+        x = (x * factor) / divisor;  // the host loop: getGrads' multiply, then the division (fp32 each)
         sqRef += static_cast<double>(x) * x;
       }
       h.quantized = n >= ft::adamw8bit::kMinQuantized;
@@ -444,13 +445,13 @@ void tinyStep(std::vector<Row>& rows) {
     return st;
   };
   for (std::size_t k = 0; k < host.size(); ++k) tr.setOptimizerState(owner[k], k % 2 == 1, stateOf(host[k]));
-  const double sq = tr.unscaleGrads(factor);
+  const double sq = tr.unscaleGrads(factor, divisor);
   rows.push_back({"device optimizer: sum of squares of the unscaled gradients (relative difference)", std::fabs(sq - sqRef) / sqRef, 1e-6, -1, -1,
                   format("gpu %.9g, host %.9g", sq, sqRef)});
   tr.optimizerStep(clip, hyper);
   std::size_t quantized = 0;
   for (auto& h : host) {
-    for (auto& x : h.g) x = x * clip;
+    for (auto& x : h.g) x = static_cast<float>(static_cast<double>(x) * clip);  // JavaScript's g[i] * c
     if (h.quantized) {
       ++quantized;
       ft::adamw8bit::step(h.w.data(), h.g.data(), h.mq.data(), h.vq.data(), h.mAbs.data(), h.vAbs.data(), h.w.size(), hyper);
