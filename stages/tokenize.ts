@@ -126,18 +126,8 @@ export const tokenize = Stage.make({
           })
         }
         const lengths = kept.map((e) => e.ids.length)
-        const total = lengths.reduce((a, b) => a + b, 0)
-        const ids = new Uint32Array(total)
-        const mask = new Uint8Array(total)
-        const exampleOffsets = new Uint32Array(kept.length + 1)
-        let at = 0
-        kept.forEach((e, i) => {
-          exampleOffsets[i] = at
-          ids.set(e.ids, at)
-          mask.set(e.mask, at)
-          at += e.ids.length
-        })
-        exampleOffsets[kept.length] = at
+        const { ids, mask, offsets: exampleOffsets } = Format.concat(kept)
+        const total = ids.length
         const sequenceOffsets = packing ? Uint32Array.from(pack(lengths, maxSeqLen)) : exampleOffsets
         const trained = mask.reduce((a, b) => a + b, 0)
         Format.write(ctx.outputs[part], {

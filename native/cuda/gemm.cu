@@ -171,29 +171,30 @@ bool bf16Ready(std::string* why) {
   int device = 0;
   FT_CUDA(cudaGetDevice(&device));
   // per device, once: the answer cannot change while the process runs
+  struct Known {
+    int sm = 0;    // the compute capability, major * 10 + minor (0: not asked yet)
+    int arch = 0;  // __CUDA_ARCH__ of the code that runs there
+  };
   static std::mutex lock;
-  static std::vector<int> known;  // [device]: 0 unknown, else the code's architecture
-  static std::vector<int> sms;  // [device]: the compute capability, major * 10 + minor
+  static std::vector<Known> known;  // [device]
   std::lock_guard<std::mutex> guard(lock);
-  if (known.size() <= static_cast<std::size_t>(device)) known.resize(device + 1, 0), sms.resize(device + 1, 0);
-  if (known[device] == 0) {
-    int major = 0, minor = 0;
+  if (known.size() <= static_cast<std::size_t>(device)) known.resize(device + 1);
+  Known& k = known[device];
+  if (k.sm == 0) {
+    int major = 0, minor = 0, arch = 0, *d = nullptr;
     FT_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     FT_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-    sms[device] = major * 10 + minor;
-    int* d = nullptr;
     FT_CUDA(cudaMalloc(&d, sizeof(int)));
     cudaGetLastError();  // an earlier launch's error is not the probe's
     archProbeKernel<<<1, 1>>>(d);
-    int arch = 0;
     const cudaError_t launched = cudaGetLastError();
     const cudaError_t copied = cudaMemcpy(&arch, d, sizeof(int), cudaMemcpyDeviceToHost);
     cudaFree(d);
     FT_CUDA(launched);
     FT_CUDA(copied);
-    known[device] = arch;
+    k = Known{major * 10 + minor, arch};  // set only once both are known: a throw above asks again next time
   }
-  const int sm = sms[device], arch = known[device];
+  const int sm = k.sm, arch = k.arch;
   if (sm < 80) {
     if (why != nullptr) *why = "this GPU (sm_" + std::to_string(sm) + ") has no bf16 tensor cores; they start at sm_80 (A100, L4, H100)";
     return false;

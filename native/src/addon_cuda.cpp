@@ -229,17 +229,10 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
   Napi::Value GetGrads(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&] {
       cuda::Trainer& t = live();
-      const Napi::Array proj = projections(info, "getGrads");
       const float factor = static_cast<float>(number(info, 1, "factor"));
-      for (std::uint32_t i = 0; i < proj.Length(); ++i) {
-        const Napi::Value v = proj.Get(i);
-        if (v.IsNull() || v.IsUndefined()) continue;
-        const int j = static_cast<int>(i % NPROJ);
-        const Napi::Object o = v.As<Napi::Object>();
-        const std::string p = "getGrads: proj[" + std::to_string(i) + "].";
-        t.getGrads(static_cast<int>(i), f32w(o.Get("dA"), static_cast<std::size_t>(rank_) * projIn(cfg_, j), p + "dA"),
-                   f32w(o.Get("dB"), static_cast<std::size_t>(projOut(cfg_, j)) * rank_, p + "dB"), factor);
-      }
+      eachProjection(info, "getGrads", [&](int i, const Napi::Object& o, std::size_t na, std::size_t nb, const std::string& p) {
+        t.getGrads(i, f32w(o.Get("dA"), na, p + "dA"), f32w(o.Get("dB"), nb, p + "dB"), factor);
+      });
       return info.Env().Undefined();
     });
   }

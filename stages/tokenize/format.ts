@@ -37,6 +37,25 @@ export interface Tokenized {
 
 const pad4 = (n: number) => (4 - (n % 4)) % 4
 
+/** Examples laid end to end: their ids and masks, and where each starts (offsets [n + 1]). */
+export const concat = (
+  examples: ReadonlyArray<{ readonly ids: ArrayLike<number>; readonly mask: ArrayLike<number> }>
+): { ids: Uint32Array; mask: Uint8Array; offsets: Uint32Array } => {
+  const total = examples.reduce((a, e) => a + e.ids.length, 0)
+  const ids = new Uint32Array(total)
+  const mask = new Uint8Array(total)
+  const offsets = new Uint32Array(examples.length + 1)
+  let at = 0
+  examples.forEach((e, i) => {
+    offsets[i] = at
+    ids.set(e.ids, at)
+    mask.set(e.mask, at)
+    at += e.ids.length
+  })
+  offsets[examples.length] = at
+  return { ids, mask, offsets }
+}
+
 export const write = (file: string, t: Tokenized): void => {
   const json = Buffer.from(JSON.stringify(t.header))
   const len = Buffer.alloc(4)

@@ -174,6 +174,39 @@ double worstScaled(const Grads& a, const Grads& b, float factor) {
   return worst;
 }
 
+/** One tensor's AdamW state on the host in the trainer's format: 8-bit from kMinQuantized elements, fp32 below. */
+struct HostAdam {
+  bool quantized = false;
+  std::vector<std::uint8_t> mCodes, vCodes;
+  std::vector<float> mAbsmax, vAbsmax, m, v;
+  HostAdam() = default;
+  explicit HostAdam(std::size_t n) : quantized(n >= ft::adamw8bit::kMinQuantized) {
+    if (!quantized) {
+      m.assign(n, 0.f), v.assign(n, 0.f);
+      return;
+    }
+    mCodes.resize(n), vCodes.resize(n), mAbsmax.resize(ft::adamw8bit::absmaxCount(n)), vAbsmax.resize(ft::adamw8bit::absmaxCount(n));
+    ft::adamw8bit::init(mCodes.data(), vCodes.data(), mAbsmax.data(), vAbsmax.data(), n);
+  }
+  /** What Trainer::setOptimizerState / getOptimizerState take. */
+  ft::cuda::Trainer::HostState state() {
+    ft::cuda::Trainer::HostState h;
+    if (quantized) h.mCodes = mCodes.data(), h.vCodes = vCodes.data(), h.mAbsmax = mAbsmax.data(), h.vAbsmax = vAbsmax.data();
+    else h.m = m.data(), h.v = v.data();
+    return h;
+  }
+  /** The host's step, as the trainer (native/index.ts adamw8bitStep) runs it. */
+  void step(std::vector<float>& w, const std::vector<float>& g, const ft::adamw::Hyper& hyper) {
+    if (quantized) ft::adamw8bit::step(w.data(), g.data(), mCodes.data(), vCodes.data(), mAbsmax.data(), vAbsmax.data(), w.size(), hyper);
+    else ft::adamw::step(w.data(), g.data(), m.data(), v.data(), w.size(), hyper);
+  }
+  /** Elements whose bits differ from o's. */
+  std::size_t differences(const HostAdam& o) const {
+    return quantized ? mismatches(mCodes, o.mCodes) + mismatches(vCodes, o.vCodes) + mismatches(mAbsmax, o.mAbsmax) + mismatches(vAbsmax, o.vAbsmax)
+                     : mismatches(m, o.m) + mismatches(v, o.v);
+  }
+};
+
 /** Bounds of the tiny step against the CPU backend, by operand type (see the top of this file). */
 struct Bounds {
   double loss, logits, grads;
@@ -407,9 +440,8 @@ void tinyStep(std::vector<Row>& rows) {
   const double clip = 0.37;
   const ft::adamw::Hyper hyper{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1};
   struct HostOpt {
-    std::vector<float> w, g, m, v, mAbs, vAbs;
-    std::vector<std::uint8_t> mq, vq;
-    bool quantized;
+    std::vector<float> w, g;
+    HostAdam adam;
   };
   std::vector<HostOpt> host;
   std::vector<int> owner;  // projection index of each tensor
@@ -419,32 +451,16 @@ void tinyStep(std::vector<Row>& rows) {
     std::vector<float> gA(A[i].size()), gB(B[i].size());
     tr.getGrads(i, gA.data(), gB.data(), 1.f);
     for (int b = 0; b < 2; ++b) {
-      HostOpt h;
-      h.w = b ? B[i] : A[i];
-      h.g = b ? gB : gA;
-      const std::size_t n = h.w.size();
+      HostOpt h{b ? B[i] : A[i], b ? gB : gA, HostAdam(b ? B[i].size() : A[i].size())};
       for (auto& x : h.g) {
         x = (x * factor) / divisor;  // the host loop: getGrads' multiply, then the division (fp32 each)
         sqRef += static_cast<double>(x) * x;
-      }
-      h.quantized = n >= ft::adamw8bit::kMinQuantized;
-      if (h.quantized) {
-        h.mq.resize(n), h.vq.resize(n), h.mAbs.resize(ft::adamw8bit::absmaxCount(n)), h.vAbs.resize(ft::adamw8bit::absmaxCount(n));
-        ft::adamw8bit::init(h.mq.data(), h.vq.data(), h.mAbs.data(), h.vAbs.data(), n);
-      } else {
-        h.m.assign(n, 0.f), h.v.assign(n, 0.f);
       }
       host.push_back(std::move(h));
       owner.push_back(i);
     }
   }
-  const auto stateOf = [](HostOpt& h) {
-    ft::cuda::Trainer::HostState st;
-    if (h.quantized) st.mCodes = h.mq.data(), st.vCodes = h.vq.data(), st.mAbsmax = h.mAbs.data(), st.vAbsmax = h.vAbs.data();
-    else st.m = h.m.data(), st.v = h.v.data();
-    return st;
-  };
-  for (std::size_t k = 0; k < host.size(); ++k) tr.setOptimizerState(owner[k], k % 2 == 1, stateOf(host[k]));
+  for (std::size_t k = 0; k < host.size(); ++k) tr.setOptimizerState(owner[k], k % 2 == 1, host[k].adam.state());
   const double sq = tr.unscaleGrads(factor, divisor);
   rows.push_back({"device optimizer: sum of squares of the unscaled gradients (relative difference)", std::fabs(sq - sqRef) / sqRef, 1e-6, -1, -1,
                   format("gpu %.9g, host %.9g", sq, sqRef)});
@@ -452,12 +468,8 @@ void tinyStep(std::vector<Row>& rows) {
   std::size_t quantized = 0;
   for (auto& h : host) {
     for (auto& x : h.g) x = static_cast<float>(static_cast<double>(x) * clip);  // JavaScript's g[i] * c
-    if (h.quantized) {
-      ++quantized;
-      ft::adamw8bit::step(h.w.data(), h.g.data(), h.mq.data(), h.vq.data(), h.mAbs.data(), h.vAbs.data(), h.w.size(), hyper);
-    } else {
-      ft::adamw::step(h.w.data(), h.g.data(), h.m.data(), h.v.data(), h.w.size(), hyper);
-    }
+    quantized += h.adam.quantized;
+    h.adam.step(h.w, h.g, hyper);
   }
   std::size_t differ = 0;
   for (std::size_t k = 0; k < host.size(); k += 2) {
@@ -465,11 +477,9 @@ void tinyStep(std::vector<Row>& rows) {
     tr.getLora(owner[k], a.data(), b.data());
     differ += mismatches(a, host[k].w) + mismatches(b, host[k + 1].w);
     for (int j = 0; j < 2; ++j) {
-      HostOpt& h = host[k + j];
-      HostOpt back = h;  // same shapes, overwritten by the device's state
-      tr.getOptimizerState(owner[k], j == 1, stateOf(back));
-      differ += h.quantized ? mismatches(back.mq, h.mq) + mismatches(back.vq, h.vq) + mismatches(back.mAbs, h.mAbs) + mismatches(back.vAbs, h.vAbs)
-                            : mismatches(back.m, h.m) + mismatches(back.v, h.v);
+      HostAdam back = host[k + j].adam;  // same shapes, overwritten by the device's state
+      tr.getOptimizerState(owner[k], j == 1, back.state());
+      differ += back.differences(host[k + j].adam);
     }
   }
   rows.push_back({"device optimizer: clip + AdamW = the host's (weights and state, bits differing)", static_cast<double>(differ), 0, -1, -1,
@@ -598,34 +608,16 @@ FT_TEST("step", "Qwen3-4B step: memory and throughput") {
     // the optimizer's state as the trainer keeps it: on the device (its bytes count in the peak),
     // and a copy on the host for the host-side comparison below
     std::vector<std::vector<float>> pA(nLora), pB(nLora), gA(nLora), gB(nLora);
-    struct State {
-      std::vector<std::uint8_t> mCodes, vCodes;
-      std::vector<float> mAbsmax, vAbsmax;
-    };
-    std::vector<State> sA(nLora), sB(nLora);
-    auto initState = [](State& st, std::size_t n) {
-      st.mCodes.resize(n);
-      st.vCodes.resize(n);
-      st.mAbsmax.resize(ft::adamw8bit::absmaxCount(n));
-      st.vAbsmax.resize(ft::adamw8bit::absmaxCount(n));
-      ft::adamw8bit::init(st.mCodes.data(), st.vCodes.data(), st.mAbsmax.data(), st.vAbsmax.data(), n);
-    };
+    std::vector<HostAdam> sA(nLora), sB(nLora);
     for (int i = 0; i < nLora; ++i) {
       pA[i] = loraAHost[i % ft::NPROJ];
       pB[i] = loraBHost[i % ft::NPROJ];
       gA[i].resize(pA[i].size());
       gB[i].resize(pB[i].size());
-      initState(sA[i], pA[i].size());
-      initState(sB[i], pB[i].size());
-    }
-    const auto hostState = [](State& st) {
-      ft::cuda::Trainer::HostState h;
-      h.mCodes = st.mCodes.data(), h.vCodes = st.vCodes.data(), h.mAbsmax = st.mAbsmax.data(), h.vAbsmax = st.vAbsmax.data();
-      return h;
-    };
-    for (int i = 0; i < nLora; ++i) {
-      tr.setOptimizerState(i, false, hostState(sA[i]));
-      tr.setOptimizerState(i, true, hostState(sB[i]));
+      sA[i] = HostAdam(pA[i].size());
+      sB[i] = HostAdam(pB[i].size());
+      tr.setOptimizerState(i, false, sA[i].state());
+      tr.setOptimizerState(i, true, sB[i].state());
     }
 
     // warm-up step, then the memory it left in use
@@ -684,8 +676,8 @@ FT_TEST("step", "Qwen3-4B step: memory and throughput") {
     const double downMs = msSince(o0);
     const auto o1 = std::chrono::steady_clock::now();
     for (int i = 0; i < nLora; ++i) {
-      ft::adamw8bit::step(pA[i].data(), gA[i].data(), sA[i].mCodes.data(), sA[i].vCodes.data(), sA[i].mAbsmax.data(), sA[i].vAbsmax.data(), pA[i].size(), hyper);
-      ft::adamw8bit::step(pB[i].data(), gB[i].data(), sB[i].mCodes.data(), sB[i].vCodes.data(), sB[i].mAbsmax.data(), sB[i].vAbsmax.data(), pB[i].size(), hyper);
+      sA[i].step(pA[i], gA[i], hyper);
+      sB[i].step(pB[i], gB[i], hyper);
     }
     const double adamMs = msSince(o1);
     const auto o2 = std::chrono::steady_clock::now();
